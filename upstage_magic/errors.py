@@ -1,0 +1,241 @@
+"""The one exception tree of upstage-magic.
+
+Pure module: no aiohttp, no IPython. Third-party errors are mapped onto this tree in
+exactly one place (``providers/upstage.py``) with ``raise ... from exc``.
+
+::
+
+    UpstageError
+    ├── MissingAPIKeyError            no key given and UPSTAGE_API_KEY unset
+    ├── APIStatusError                the server answered with an HTTP error status
+    │   ├── AuthenticationError       401, 403
+    │   ├── BadRequestError           400, 422
+    │   ├── ModelNotFoundError        404 (unknown model or endpoint)
+    │   ├── RateLimitError            429 (carries ``retry_after``)
+    │   └── ServerError               5xx
+    ├── APIConnectionError            could not connect (refused, DNS, proxy, TLS)
+    ├── APITimeoutError               connect timeout or stream idle too long
+    └── StreamError                   the stream itself went wrong
+        ├── MalformedEventError       an event's data is not valid JSON
+        │                             (also a ``json.JSONDecodeError``)
+        ├── StreamErrorEvent          the server sent ``data: {"error": ...}``
+        └── IncompleteStreamError     the stream ended before it finished
+
+Every message says what happened and what to do. ``redact()`` removes secrets from any
+text that goes into a message; all constructors pass their text through it.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+__all__ = [
+    "UpstageError",
+    "MissingAPIKeyError",
+    "APIStatusError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ModelNotFoundError",
+    "RateLimitError",
+    "ServerError",
+    "APIConnectionError",
+    "APITimeoutError",
+    "StreamError",
+    "MalformedEventError",
+    "StreamErrorEvent",
+    "IncompleteStreamError",
+    "redact",
+    "register_secret",
+    "status_error",
+]
+
+# Secrets known to this process (keys seen by the provider). Kept as a set of strings
+# only so that redact() can strip them from any message; never printed.
+_SECRETS: set[str] = set()
+# Upstage keys look like ``up_<alnum>``; also catch any "Bearer <token>" text.
+_KEY_PATTERNS = (
+    re.compile(r"up_[A-Za-z0-9_\-]{8,}"),
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9_\-\.=]{4,}"),
+)
+
+
+def register_secret(secret: str | None) -> None:
+    """Remember a secret so redact() removes it from every later message."""
+    if secret and len(secret) >= 4:
+        _SECRETS.add(secret)
+
+
+def redact(text: Any) -> str:
+    """Return ``str(text)`` with every known secret and key-like token masked."""
+    s = str(text)
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        if secret in s:
+            s = s.replace(secret, "***")
+    s = _KEY_PATTERNS[0].sub("up_***", s)
+    s = _KEY_PATTERNS[1].sub(lambda m: m.group(1) + "***", s)
+    return s
+
+
+class UpstageError(Exception):
+    """Base of every error raised by upstage-magic.
+
+    ``message`` is what happened, ``hint`` what to do about it. ``str(err)`` joins both.
+    """
+
+    default_hint: str = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = redact(message)
+        self.hint = redact(hint if hint is not None else self.default_hint)
+        Exception.__init__(self, self.message)
+
+    def __str__(self) -> str:
+        return f"{self.message} {self.hint}".strip() if self.hint else self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class MissingAPIKeyError(UpstageError):
+    """No API key was given."""
+
+    default_hint = (
+        "Set the UPSTAGE_API_KEY environment variable (get a key at "
+        "https://console.upstage.ai/api-keys), pass api_key=..., or run `%upstage key` "
+        "in a notebook. For an offline try-out, run `python -m upstage_magic.emulator` "
+        "and set UPSTAGE_BASE_URL to the URL it prints."
+    )
+
+    def __init__(self, message: str = "No Upstage API key found.", *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+
+
+class APIStatusError(UpstageError):
+    """The server answered with an HTTP error status."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        server_message: str | None = None,
+        code: str | None = None,
+        body: Any = None,
+        hint: str | None = None,
+    ) -> None:
+        self.status = status
+        self.server_message = redact(server_message) if server_message else None
+        self.code = code
+        self.body = body
+        super().__init__(message, hint=hint)
+
+
+class AuthenticationError(APIStatusError):
+    default_hint = (
+        "Check UPSTAGE_API_KEY (or `%upstage key`): the key is missing, mistyped, revoked "
+        "or lacks access to this model."
+    )
+
+
+class BadRequestError(APIStatusError):
+    default_hint = "Check the request's parameters (model options, message roles, max_tokens)."
+
+
+class ModelNotFoundError(APIStatusError):
+    default_hint = (
+        "Check the model name: `%upstage models` (or `await Upstage.list_models()`) lists "
+        "the ones your key can use, e.g. solar-pro3 or solar-mini."
+    )
+
+
+class RateLimitError(APIStatusError):
+    default_hint = "You are sending too many requests or tokens; wait a moment and try again."
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kw)
+
+
+class ServerError(APIStatusError):
+    default_hint = "The Upstage service had a problem; try again in a little while."
+
+
+class APIConnectionError(UpstageError):
+    default_hint = (
+        "Check your network, the base URL (UPSTAGE_BASE_URL) and any proxy settings "
+        "(HTTPS_PROXY, proxy=...)."
+    )
+
+
+class APITimeoutError(UpstageError):
+    default_hint = "The server was too slow; try again, or raise the timeout (timeout=...)."
+
+
+class StreamError(UpstageError):
+    default_hint = "The answer stream broke off; what arrived is kept. Try again."
+
+
+class MalformedEventError(StreamError, json.JSONDecodeError):
+    """An event's data was not valid JSON. Also a ``json.JSONDecodeError``."""
+
+    def __init__(self, message: str, doc: str = "", pos: int = 0, *, hint: str | None = None) -> None:
+        # JSONDecodeError.__init__ formats its own message; set its fields by hand.
+        self.doc = redact(doc[:200])
+        self.pos = pos
+        self.lineno = doc.count("\n", 0, pos) + 1
+        self.colno = pos - doc.rfind("\n", 0, pos)
+        self.msg = redact(message)
+        UpstageError.__init__(self, message, hint=hint)
+
+    def __reduce__(self):  # keep pickling (used by some test runners) working
+        return (type(self), (self.message, self.doc, self.pos))
+
+
+class StreamErrorEvent(StreamError):
+    """The server sent an error inside the stream."""
+
+    def __init__(self, message: str, *, code: str | None = None, hint: str | None = None) -> None:
+        self.code = code
+        super().__init__(message, hint=hint)
+
+
+class IncompleteStreamError(StreamError):
+    """The stream ended before the server said it was done."""
+
+
+def _status_class(status: int) -> type[APIStatusError]:
+    if status in (401, 403):
+        return AuthenticationError
+    if status == 404:
+        return ModelNotFoundError
+    if status == 429:
+        return RateLimitError
+    if status >= 500:
+        return ServerError
+    if 400 <= status < 500:
+        return BadRequestError
+    return APIStatusError
+
+
+def status_error(
+    status: int,
+    *,
+    server_message: str | None = None,
+    code: str | None = None,
+    body: Any = None,
+    retry_after: float | None = None,
+    what: str = "request",
+) -> APIStatusError:
+    """Build the matching APIStatusError for an HTTP status and the server's message."""
+    cls = _status_class(status)
+    message = f"Upstage API {what} failed with HTTP {status}"
+    if server_message:
+        message += f": {server_message}"
+    else:
+        message += "."
+    kw: dict[str, Any] = dict(status=status, server_message=server_message, code=code, body=body)
+    if cls is RateLimitError:
+        return RateLimitError(message, retry_after=retry_after, **kw)
+    return cls(message, **kw)
+

@@ -1,0 +1,77 @@
+"""Typed, immutable stream events yielded beside the answer text.
+
+The provider yields answer text as plain ``str``; everything else arrives as one of these
+small value objects, so ``isinstance(chunk, str)`` keeps old callers working. Pure module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+__all__ = ["Usage", "FinishReason", "Reasoning", "StreamEvent"]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts the server reported for one answer."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    reasoning_tokens: int = 0
+    cached_tokens: int = 0
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "Usage":
+        data = data or {}
+
+        def num(v: Any) -> int:
+            return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0
+
+        ctd = data.get("completion_tokens_details") or {}
+        ptd = data.get("prompt_tokens_details") or {}
+        return cls(
+            prompt_tokens=num(data.get("prompt_tokens")),
+            completion_tokens=num(data.get("completion_tokens")),
+            total_tokens=num(data.get("total_tokens")),
+            reasoning_tokens=num(ctd.get("reasoning_tokens")) if isinstance(ctd, dict) else 0,
+            cached_tokens=num(ptd.get("cached_tokens")) if isinstance(ptd, dict) else 0,
+            raw=dict(data),
+        )
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.total_tokens + other.total_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
+            self.cached_tokens + other.cached_tokens,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FinishReason:
+    """Why the answer ended: "stop", "length" (cut by max_tokens), "tool_calls", ..."""
+
+    reason: str
+
+    @property
+    def truncated(self) -> bool:
+        return self.reason == "length"
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+@dataclass(frozen=True, slots=True)
+class Reasoning:
+    """A piece of the model's reasoning text (not part of the answer)."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+StreamEvent = Union[Usage, FinishReason, Reasoning]
