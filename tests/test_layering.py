@@ -1,0 +1,60 @@
+"""Imports only point down: the pure modules load no HTTP, IPython, widget or Markdown library."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ["aiohttp", "IPython", "ipywidgets", "markdown_it"]
+
+
+def loaded_after(imports: list[str]) -> set[str]:
+    """Top-level package names in sys.modules after importing ``imports`` in a fresh interpreter."""
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {imports!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return set(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def test_helper_sees_heavy_imports():
+    """The check itself works: importing markdown_it shows up."""
+    assert "markdown_it" in loaded_after(["markdown_it"])
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["upstage_magic", "upstage_magic.sse", "upstage_magic.errors", "upstage_magic.events", "upstage_magic.render"],
+)
+def test_pure_modules_stay_light(module):
+    loaded = loaded_after([module])
+    assert not loaded & set(HEAVY), f"{module} loaded {sorted(loaded & set(HEAVY))}"
+
+
+def test_all_pure_modules_together_stay_light():
+    mods = ["upstage_magic", "upstage_magic.sse", "upstage_magic.errors", "upstage_magic.events",
+            "upstage_magic.render"]
+    assert not loaded_after(mods) & set(HEAVY)
+
+
+def test_render_loads_markdown_it_only_when_used():
+    code = (
+        "import sys\n"
+        "from upstage_magic.render import safe_markdown\n"
+        "assert 'markdown_it' not in sys.modules\n"
+        "safe_markdown('```\\n<b>\\n```')\n"
+        "assert 'markdown_it' in sys.modules\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_providers_do_not_load_ipython_or_widgets():
+    loaded = loaded_after(["upstage_magic.providers"])
+    assert "IPython" not in loaded and "ipywidgets" not in loaded
