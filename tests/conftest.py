@@ -1,0 +1,29 @@
+"""Shared pytest fixtures."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from upstage_magic.emulator import Emulator
+
+TEST_KEY = "test-key-SECRET123"
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[Emulator]:
+    """A started Emulator on a free loopback port (``emulator.base_url``)."""
+    emu = Emulator()
+    await emu.start()
+    try:
+        yield emu
+    finally:
+        await emu.stop()
+
+
+@pytest.fixture
+def emulator_env(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
+    """Point UPSTAGE_BASE_URL at the emulator and set a test key in UPSTAGE_API_KEY."""
+    monkeypatch.setenv("UPSTAGE_BASE_URL", emulator.base_url)
+    monkeypatch.setenv("UPSTAGE_API_KEY", TEST_KEY)
+    return emulator
