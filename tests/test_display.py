@@ -1,0 +1,81 @@
+"""Coalescer: first text at once, then at most one render per interval, final flush."""
+from __future__ import annotations
+
+from upstage_magic.display import Coalescer
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make(interval=0.1, **kw):
+    clock = FakeClock()
+    seen: list[str] = []
+    c = Coalescer(seen.append, interval=interval, clock=clock, **kw)
+    return c, seen, clock
+
+
+def test_first_push_renders_at_once():
+    c, seen, _ = make()
+    c.push("Hel")
+    assert seen == ["Hel"] and c.renders == 1
+
+
+def test_coalesces_within_interval_and_flushes_final():
+    c, seen, clock = make()
+    c.push("a")
+    for ch in "bcdef":
+        clock.t += 0.01
+        c.push(ch)
+    assert seen == ["a"]
+    clock.t += 0.06  # 0.11 since the first render
+    c.push("g")
+    assert seen == ["a", "abcdefg"]
+    c.push("h")
+    c.flush()
+    assert seen[-1] == "abcdefgh" and c.text == "abcdefgh"
+    c.flush()  # nothing pending: no extra render
+    assert c.renders == 3
+
+
+def test_render_rate_bounded_for_many_deltas():
+    c, seen, clock = make(interval=0.1)
+    for _ in range(10_000):  # 10k deltas over 10 s
+        clock.t += 0.001
+        c.push("x")
+    c.flush()
+    assert c.renders <= 10 / 0.1 + 2
+    assert seen[-1] == "x" * 10_000
+
+
+def test_poll_renders_pending_after_interval():
+    c, seen, clock = make()
+    c.push("a")
+    c.push("b")
+    assert not c.poll()
+    clock.t += 0.2
+    assert c.poll() and seen[-1] == "ab"
+    assert not c.poll()
+
+
+def test_empty_push_and_flush_without_text_do_nothing():
+    c, seen, _ = make()
+    c.push("")
+    c.flush()
+    assert seen == [] and c.renders == 0
+
+
+def test_long_text_interval_grows_with_bytes():
+    c, seen, clock = make(interval=0.1, max_bytes_per_second=1000)
+    c.push("y" * 500)
+    assert c.current_interval() == 0.5
+    clock.t += 0.2
+    c.push("y")
+    assert c.renders == 1
+    clock.t += 0.4
+    c.push("y")
+    assert c.renders == 2

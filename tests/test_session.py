@@ -1,0 +1,155 @@
+"""ChatSession / Exchange: messages, history trimming, statuses, usage, export."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from upstage_magic.events import FinishReason, Reasoning, Usage
+from upstage_magic.session import ChatSession, Exchange, default_session
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def run_turn(session: ChatSession, prompt: str, answer: str, **kw) -> Exchange:
+    ex = session.start(prompt, model="solar-mini", **kw)
+    for part in answer.split(" "):
+        ex.add(part + " ")
+    ex.finish()
+    return ex
+
+
+def test_build_messages_system_history_user():
+    s = ChatSession(system_prompt="be brief")
+    run_turn(s, "q1", "a1")
+    msgs = s.build_messages("q2")
+    assert msgs == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "a1 "},
+        {"role": "user", "content": "q2"},
+    ]
+    assert s.build_messages("q2", history=False, system="other") == [
+        {"role": "system", "content": "other"},
+        {"role": "user", "content": "q2"},
+    ]
+    # empty system string overrides the session's and sends none
+    assert s.build_messages("x", system="", history=False) == [{"role": "user", "content": "x"}]
+
+
+def test_history_trimmed_to_max_history():
+    s = ChatSession(max_history=2)
+    for i in range(5):
+        run_turn(s, f"q{i}", f"a{i}")
+    assert [t.prompt for t in s.turns] == ["q3", "q4"]
+    users = [m["content"] for m in s.build_messages("next") if m["role"] == "user"]
+    assert users == ["q3", "q4", "next"]
+    s.max_history = 0
+    assert s.build_messages("z") == [{"role": "user", "content": "z"}]
+
+
+def test_record_false_is_one_off_but_counts_usage():
+    s = ChatSession()
+    ex = s.start("hi", model="m", record=False)
+    ex.add("x")
+    ex.add(Usage(3, 4, 7))
+    turn = ex.finish()
+    assert turn.answer == "x" and s.turns == []
+    assert s.usage.total_tokens == 7
+
+
+def test_exchange_statuses_and_events():
+    s = ChatSession()
+    ex = s.start("p", model="m")
+    assert ex.status == "streaming"
+    assert ex.add(Reasoning("thinking")) is None
+    assert ex.add("Hello") == "Hello"
+    assert ex.add("") is None
+    assert ex.add(FinishReason("length")) is None
+    ex.add(Usage(5, 2, 7))
+    t = ex.finish()
+    assert (t.status, t.answer, ex.reasoning, ex.finish_reason) == ("length", "Hello", "thinking", "length")
+    assert ex.finish("error") is t  # records once
+    assert len(s.turns) == 1 and s.usage.completion_tokens == 2
+
+
+def test_stopped_turn_is_partial_and_sent_error_turn_not_sent():
+    s = ChatSession()
+    ex = s.start("long one", model="m")
+    ex.add("partial")
+    ex.finish("stopped")
+    ex2 = s.start("broken", model="m")
+    ex2.add("half")
+    ex2.finish(error=RuntimeError("boom"))
+    assert [t.status for t in s.turns] == ["stopped", "error"]
+    assert s.turns[1].error == "boom"
+    contents = [m["content"] for m in s.build_messages("n")]
+    assert contents == ["long one", "partial", "n"]
+    with pytest.raises(ValueError):
+        s.start("x", model="m").finish("weird")
+
+
+def test_timing_ttft_and_tokens_per_second():
+    clock = FakeClock()
+    ex = Exchange(None, "p", [], model="m", clock=clock)
+    clock.t += 0.5
+    ex.add("a")
+    clock.t += 1.0
+    ex.add("b")
+    ex.add(Usage(1, 20, 21))
+    ex.finish()
+    assert ex.ttft == pytest.approx(0.5)
+    assert ex.tokens_per_second == pytest.approx(20.0)
+    assert ex.elapsed == pytest.approx(1.5)
+
+
+def test_on_change_and_reset():
+    s = ChatSession()
+    seen = []
+    s.on_change(lambda sess: seen.append(len(sess.turns)))
+    s.on_change(lambda sess: 1 / 0)  # a broken listener does not break recording
+    run_turn(s, "q", "a")
+    s.reset()
+    assert seen == [1, 0]
+    assert s.turns == [] and s.usage.total_tokens == 0
+
+
+def test_export_markdown_and_json(tmp_path):
+    from upstage_magic.errors import register_secret
+
+    register_secret("test-key-SECRET123")
+    s = ChatSession(system_prompt="sys")
+    run_turn(s, "what is test-key-SECRET123?", "an answer")
+    ex = s.start("q2", model="m")
+    ex.add("cut")
+    ex.finish("stopped")
+    md = s.export(tmp_path / "c.md").read_text()
+    assert "## 1. You" in md and "an answer" in md and "stopped" in md
+    assert "test-key-SECRET123" not in md
+    data = json.loads(s.export(tmp_path / "c.json").read_text())
+    assert [t["status"] for t in data["turns"]] == ["done", "stopped"]
+    assert "SECRET123" not in json.dumps(data)
+    with pytest.raises(ValueError):
+        s.export(tmp_path / "c.txt")
+
+
+def test_default_session_is_shared():
+    assert default_session() is default_session()
+
+
+def test_pure_import():
+    code = (
+        "import sys, upstage_magic.session, upstage_magic.display;"
+        "bad=[m for m in ('aiohttp','IPython','ipywidgets','markdown_it') if m in sys.modules];"
+        "print(bad); sys.exit(bool(bad))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr

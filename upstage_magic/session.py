@@ -1,0 +1,371 @@
+"""Conversation state shared by the ``%%upstage`` magic and the chat widget.
+
+Pure module (no IPython, no aiohttp). A :class:`ChatSession` holds the system prompt and
+the recorded turns, builds the role messages sent to the API, trims history to
+``max_history`` turns, totals usage and exports. One answer in progress is an
+:class:`Exchange` (like simonw/llm's Response): it buffers the text, times the stream and
+records its :class:`Turn` exactly once, when the stream ends, however it ends::
+
+    ex = session.start("Hi", model="solar-pro3")
+    for chunk in stream: ex.add(chunk)
+    turn = ex.finish()            # or ex.finish("stopped") / ex.finish(error=exc)
+
+History rules: ``max_history`` is the number of previous turns kept (and sent); older ones
+are dropped when a new turn is recorded. Turns with status "done", "length" or "stopped"
+(with a non-empty answer) are sent back to the model; "error" turns are kept for the
+record but not sent, so a retry does not repeat a failed question.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import redact
+from .events import FinishReason, Reasoning, Usage
+
+__all__ = ["Turn", "ChatSession", "Exchange", "default_session", "STATUSES"]
+
+#: Final statuses of a turn; an Exchange is "streaming" until it finishes.
+STATUSES = ("done", "stopped", "error", "length")
+_SENT_STATUSES = frozenset({"done", "length", "stopped"})
+
+
+@dataclass
+class Turn:
+    """One recorded question and answer."""
+
+    prompt: str
+    answer: str
+    status: str = "done"  # "done" | "stopped" | "error" | "length"
+    model: str | None = None
+    usage: Usage | None = None
+    error: str | None = None
+    system: str | None = None
+    created: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form (usage as a dict of counts)."""
+        return {
+            "prompt": self.prompt,
+            "answer": self.answer,
+            "status": self.status,
+            "model": self.model,
+            "usage": _usage_dict(self.usage),
+            "error": self.error,
+            "system": self.system,
+            "created": datetime.fromtimestamp(self.created, timezone.utc).isoformat(),
+        }
+
+
+def _usage_dict(usage: Usage | None) -> dict[str, int] | None:
+    if usage is None:
+        return None
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "cached_tokens": usage.cached_tokens,
+    }
+
+
+class Exchange:
+    """One answer in progress: buffers text, times the stream, records its turn once.
+
+    Attributes: ``messages`` (what is sent), ``text``, ``reasoning``, ``usage``,
+    ``finish_reason``, ``status`` ("streaming" until :meth:`finish`), ``error``,
+    ``ttft`` (seconds to first text), ``tokens_per_second``, ``elapsed``, ``turn``.
+    """
+
+    def __init__(
+        self,
+        session: ChatSession | None,
+        prompt: str,
+        messages: list[dict[str, Any]],
+        *,
+        model: str,
+        system: str | None = None,
+        record: bool = True,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.session = session
+        self.prompt = prompt
+        self.messages = messages
+        self.model = model
+        self.system = system
+        self.record = record
+        self._clock = clock
+        self._parts: list[str] = []
+        self._text_cache: str | None = ""
+        self.reasoning = ""
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+        self.status = "streaming"
+        self.error: BaseException | None = None
+        self.turn: Turn | None = None
+        self.chunks = 0
+        self.started = clock()
+        self.first_token_at: float | None = None
+        self.ended: float | None = None
+
+    # -- streaming -------------------------------------------------------------------
+    @property
+    def text(self) -> str:
+        """The answer text so far."""
+        if self._text_cache is None:
+            self._text_cache = "".join(self._parts)
+        return self._text_cache
+
+    def add(self, chunk: Any) -> str | None:
+        """Take one item of the provider's stream; return it if it is answer text."""
+        if isinstance(chunk, str):
+            if not chunk:
+                return None
+            if self.first_token_at is None:
+                self.first_token_at = self._clock()
+            self._parts.append(chunk)
+            self._text_cache = None
+            self.chunks += 1
+            return chunk
+        if isinstance(chunk, Reasoning):
+            if self.first_token_at is None and chunk.text:
+                self.first_token_at = self._clock()
+            self.reasoning += chunk.text
+        elif isinstance(chunk, FinishReason):
+            self.finish_reason = chunk.reason
+        elif isinstance(chunk, Usage):
+            self.usage = chunk
+        return None
+
+    # -- timing ----------------------------------------------------------------------
+    @property
+    def elapsed(self) -> float:
+        """Seconds since start (until the end once finished)."""
+        end = self.ended if self.ended is not None else self._clock()
+        return end - self.started
+
+    @property
+    def ttft(self) -> float | None:
+        """Seconds from start to the first text (or reasoning)."""
+        return None if self.first_token_at is None else self.first_token_at - self.started
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Answer tokens per second after the first token (server count, else chunks)."""
+        if self.first_token_at is None:
+            return None
+        end = self.ended if self.ended is not None else self._clock()
+        span = end - self.first_token_at
+        tokens = self.usage.completion_tokens if self.usage and self.usage.completion_tokens else self.chunks
+        if span <= 0 or tokens <= 1:
+            return None
+        return tokens / span
+
+    # -- end -------------------------------------------------------------------------
+    def finish(self, status: str | None = None, error: BaseException | None = None) -> Turn:
+        """End the stream and record its turn (once; later calls return the same turn).
+
+        ``status`` defaults to "error" with ``error``, "length" if the server cut the
+        answer at max_tokens, else "done".
+        """
+        if self.turn is not None:
+            return self.turn
+        self.ended = self._clock()
+        if status is None:
+            if error is not None:
+                status = "error"
+            elif self.finish_reason == "length":
+                status = "length"
+            else:
+                status = "done"
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}; expected one of {STATUSES}")
+        self.status = status
+        self.error = error
+        self.turn = Turn(
+            prompt=self.prompt,
+            answer=self.text,
+            status=status,
+            model=self.model,
+            usage=self.usage,
+            error=redact(error) if error is not None else None,
+            system=self.system,
+        )
+        if self.record and self.session is not None:
+            self.session._record(self.turn)
+        elif self.session is not None and self.usage is not None:
+            self.session._add_usage(self.usage)
+        return self.turn
+
+    def __repr__(self) -> str:
+        return f"<Exchange {self.status} model={self.model!r} chars={len(self.text)}>"
+
+
+class ChatSession:
+    """System prompt, recorded turns, usage totals; builds messages; exports."""
+
+    def __init__(
+        self,
+        *,
+        system_prompt: str | None = None,
+        max_history: int = 20,
+        model: str | None = None,
+    ) -> None:
+        self.system_prompt = system_prompt
+        self.max_history = max_history
+        self.model = model
+        self.turns: list[Turn] = []
+        self.usage = Usage()
+        self._callbacks: list[Callable[[ChatSession], Any]] = []
+        self._lock = threading.RLock()
+
+    # -- messages --------------------------------------------------------------------
+    def history_messages(self) -> list[dict[str, Any]]:
+        """The user/assistant messages of the recorded turns that are sent back."""
+        out: list[dict[str, Any]] = []
+        limit = max(0, int(self.max_history))
+        with self._lock:
+            turns = self.turns[-limit:] if limit else []
+        for turn in turns:
+            if turn.status in _SENT_STATUSES and turn.answer:
+                out.append({"role": "user", "content": turn.prompt})
+                out.append({"role": "assistant", "content": turn.answer})
+        return out
+
+    def build_messages(
+        self, prompt: str, *, system: str | None = None, history: bool = True
+    ) -> list[dict[str, Any]]:
+        """Role messages for ``prompt``: system (``system`` or the session's), history, user."""
+        messages: list[dict[str, Any]] = []
+        sys_text = system if system is not None else self.system_prompt
+        if sys_text:
+            messages.append({"role": "system", "content": sys_text})
+        if history:
+            messages.extend(self.history_messages())
+        messages.append({"role": "user", "content": prompt})
+        return messages
+
+    def start(
+        self,
+        prompt: str,
+        *,
+        model: str,
+        system: str | None = None,
+        history: bool = True,
+        record: bool = True,
+    ) -> Exchange:
+        """Begin an answer; ``record=False`` keeps it out of the history (a one-off)."""
+        messages = self.build_messages(prompt, system=system, history=history)
+        sys_text = system if system is not None else self.system_prompt
+        return Exchange(self, prompt, messages, model=model, system=sys_text, record=record)
+
+    # -- state -----------------------------------------------------------------------
+    def _record(self, turn: Turn) -> None:
+        with self._lock:
+            self.turns.append(turn)
+            limit = max(0, int(self.max_history))
+            if len(self.turns) > limit:
+                del self.turns[: len(self.turns) - limit]
+            if turn.usage is not None:
+                self.usage = self.usage + turn.usage
+        self._notify()
+
+    def _add_usage(self, usage: Usage) -> None:
+        with self._lock:
+            self.usage = self.usage + usage
+
+    def reset(self) -> None:
+        """Forget all turns and usage totals (keeps system prompt and settings)."""
+        with self._lock:
+            self.turns.clear()
+            self.usage = Usage()
+        self._notify()
+
+    def on_change(self, callback: Callable[[ChatSession], Any]) -> None:
+        """Call ``callback(session)`` after a turn is recorded or the session is reset."""
+        self._callbacks.append(callback)
+
+    def remove_callback(self, callback: Callable[[ChatSession], Any]) -> None:
+        """Stop calling ``callback``."""
+        try:
+            self._callbacks.remove(callback)
+        except ValueError:
+            pass
+
+    def _notify(self) -> None:
+        for cb in list(self._callbacks):
+            try:
+                cb(self)
+            except Exception:  # a broken listener must not break the conversation
+                import logging
+
+                logging.getLogger(__name__).exception("ChatSession callback failed")
+
+    def __len__(self) -> int:
+        return len(self.turns)
+
+    def __repr__(self) -> str:
+        return f"<ChatSession turns={len(self.turns)} model={self.model!r}>"
+
+    # -- export ----------------------------------------------------------------------
+    def export_markdown(self) -> str:
+        """The conversation as Markdown (secrets redacted)."""
+        lines = ["# Upstage chat", ""]
+        if self.system_prompt:
+            lines += ["**System:** " + self.system_prompt, ""]
+        for i, t in enumerate(self.turns, 1):
+            lines += [f"## {i}. You", "", t.prompt, ""]
+            label = t.model or "assistant"
+            lines += [f"### {label}", "", t.answer or "_(no answer)_", ""]
+            if t.status != "done":
+                note = {"stopped": "stopped by the user (partial answer)",
+                        "length": "cut at max_tokens",
+                        "error": f"error: {t.error}"}.get(t.status, t.status)
+                lines += [f"_({note})_", ""]
+        u = self.usage
+        lines.append(
+            f"_Total: {u.prompt_tokens} prompt + {u.completion_tokens} answer tokens._"
+        )
+        return redact("\n".join(lines) + "\n")
+
+    def export_json(self) -> str:
+        """The conversation as JSON (secrets redacted)."""
+        data = {
+            "system_prompt": self.system_prompt,
+            "model": self.model,
+            "max_history": self.max_history,
+            "turns": [t.to_dict() for t in self.turns],
+            "usage": _usage_dict(self.usage),
+        }
+        return redact(json.dumps(data, indent=2, ensure_ascii=False)) + "\n"
+
+    def export(self, path: str | Path) -> Path:
+        """Write Markdown (``.md``/``.markdown``) or JSON (``.json``) by suffix."""
+        p = Path(path).expanduser()
+        suffix = p.suffix.lower()
+        if suffix in (".md", ".markdown"):
+            text = self.export_markdown()
+        elif suffix == ".json":
+            text = self.export_json()
+        else:
+            raise ValueError(f"Cannot export to {p.name!r}: use a .md or .json file name.")
+        p.write_text(text, encoding="utf-8")
+        return p
+
+
+_DEFAULT: ChatSession | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_session() -> ChatSession:
+    """The process's (= kernel's) shared session, created on first use."""
+    global _DEFAULT
+    with _DEFAULT_LOCK:
+        if _DEFAULT is None:
+            _DEFAULT = ChatSession()
+        return _DEFAULT
