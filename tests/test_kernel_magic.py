@@ -1,0 +1,247 @@
+"""%%upstage in a real ipykernel against the emulator (iopub messages inspected)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.kernel
+
+TEST_KEY = "test-key-SECRET123"
+ROOT = Path(__file__).resolve().parent.parent
+DISPLAY_TYPES = ("display_data", "update_display_data")
+
+
+@pytest.fixture(scope="module")
+def emu():
+    from upstage_magic.emulator import serve_in_thread
+
+    with serve_in_thread(api_key=TEST_KEY) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="module")
+def kernel(emu):
+    from jupyter_client.manager import start_new_kernel
+
+    env = dict(os.environ, UPSTAGE_BASE_URL=emu.base_url, UPSTAGE_API_KEY=TEST_KEY, PYTHONPATH=str(ROOT))
+    env.pop("UPSTAGE_MODEL", None)
+    km, kc = start_new_kernel(kernel_name="python3", env=env, startup_timeout=120)
+    try:
+        run(kc, "%load_ext upstage_magic")
+        yield km, kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+@pytest.fixture
+def fresh(kernel, emu):
+    """Reset the conversation and the emulator's settings before each test."""
+    km, kc = kernel
+    emu.configure(reply="markdown", answer_tokens=None, tokens_per_second=None, reasoning=False)
+    emu.set_fault(None)
+    run(kc, "%upstage reset")
+    return km, kc
+
+
+def run(kc, code: str, timeout: float = 120) -> list[dict[str, Any]]:
+    """Execute ``code``; return its iopub messages up to idle (raises on timeout)."""
+    msg_id = kc.execute(code)
+    return collect(kc, msg_id, timeout)
+
+
+def collect(kc, msg_id: str, timeout: float = 120) -> list[dict[str, Any]]:
+    msgs = []
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no idle within {timeout} s; got {[m['msg_type'] for m in msgs]}")
+        try:
+            m = kc.get_iopub_msg(timeout=left)
+        except Exception:
+            continue
+        if m["parent_header"].get("msg_id") != msg_id:
+            continue
+        msgs.append(m)
+        if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
+            return msgs
+
+
+def displays(msgs) -> list[dict[str, Any]]:
+    return [m for m in msgs if m["msg_type"] in DISPLAY_TYPES]
+
+
+def markdowns(msgs) -> list[str]:
+    return [m["content"]["data"]["text/markdown"] for m in displays(msgs) if "text/markdown" in m["content"]["data"]]
+
+
+def stream_text(msgs, name: str | None = None) -> str:
+    return "".join(m["content"]["text"] for m in msgs
+                   if m["msg_type"] == "stream" and (name is None or m["content"]["name"] == name))
+
+
+def errors(msgs) -> list[dict[str, Any]]:
+    return [m["content"] for m in msgs if m["msg_type"] == "error"]
+
+
+def answer_markdown(msgs) -> str:
+    """The final state of the answer output (the last update of the first display id)."""
+    ds = displays(msgs)
+    did = ds[0]["content"]["transient"]["display_id"]
+    return [m for m in ds if m["content"].get("transient", {}).get("display_id") == did][-1]["content"]["data"]["text/markdown"]
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def test_answer_streams_with_history(fresh):
+    km, kc = fresh
+    first = run(kc, "%%upstage\nHello there")
+    assert not errors(first)
+    md = answer_markdown(first)
+    assert "You asked: Hello there" in md and "Turn 1" in md
+    assert "```python\ndef greet(name: str) -> str:" in md
+    assert "answer tokens" in markdowns(first)[-1]  # footer
+    second = run(kc, "%%upstage\nAnd again")
+    assert "Turn 2" in answer_markdown(second)
+
+
+def test_quickstart_notebook_executes(tmp_path, monkeypatch):
+    """The demo path: emulator + nbclient; answers in the outputs; no key saved."""
+    monkeypatch.setenv("UPSTAGE_API_KEY", TEST_KEY)  # present in the parent, must not leak
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    from upstage_magic.__main__ import run_demo
+
+    nb_path, html_path = run_demo(ROOT / "notebooks" / "quickstart.ipynb", offline=True,
+                                  tokens_per_second=None, timeout=180, out_dir=tmp_path)
+    text = nb_path.read_text()
+    assert TEST_KEY not in text and TEST_KEY not in html_path.read_text()
+    nb = json.loads(text)
+    outs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
+    blob = json.dumps(outs)
+    assert "Running on the offline Upstage emulator" in blob
+    assert "You asked: What is Upstage Solar?" in blob
+    assert "Turn 2" in blob  # the follow-up saw the history
+    assert "You asked: Explain Python list comprehensions to a beginner" in blob  # {topic}
+    assert "def area(radius: float)" in blob or "def greet" in blob  # -f code + print(snippet)
+    assert "('dict', ['answer', 'turn'])" in blob  # -f json -o planets
+    assert "## 1. You" in blob  # %upstage history
+    assert not any(o.get("output_type") == "error" for o in outs)
+    assert "application/vnd.jupyter.widget-view+json" not in blob
+    assert html_path.stat().st_size > 1000
+
+
+def test_long_answer_bounded_display_messages(fresh, emu):
+    km, kc = fresh
+    emu.configure(answer_tokens=2000)
+    t0 = time.monotonic()
+    msgs = run(kc, "%%upstage --no-history\nlong please")
+    elapsed = time.monotonic() - t0
+    assert not errors(msgs)
+    n = len(displays(msgs))
+    assert n <= 12 * elapsed + 3, (n, elapsed)
+    final = answer_markdown(msgs)
+    assert len(final.split()) == 2000
+
+
+def test_paced_answer_bounded_display_messages(fresh, emu):
+    km, kc = fresh
+    emu.configure(answer_tokens=120, tokens_per_second=60)
+    t0 = time.monotonic()
+    msgs = run(kc, "%%upstage --no-history\npaced please")
+    elapsed = time.monotonic() - t0
+    n = len(displays(msgs))
+    assert 3 <= n <= 12 * elapsed + 3, (n, elapsed)  # it did stream (several updates)
+    assert len(answer_markdown(msgs).split()) == 120
+
+
+def test_interrupt_keeps_partial_and_kernel_lives(fresh, emu):
+    km, kc = fresh
+    emu.configure(answer_tokens=2000, tokens_per_second=20)  # would take 100 s
+    msg_id = kc.execute("%%upstage\nstream slowly")
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 60
+    while not displays(seen) and time.monotonic() < deadline:  # wait for the first text
+        m = kc.get_iopub_msg(timeout=60)
+        if m["parent_header"].get("msg_id") == msg_id:
+            seen.append(m)
+    time.sleep(0.5)
+    km.interrupt_kernel()
+    rest = collect(kc, msg_id, timeout=60)
+    msgs = seen + rest
+    errs = errors(msgs)
+    assert errs and errs[-1]["ename"] == "KeyboardInterrupt"
+    partial = answer_markdown(msgs)
+    assert 0 < len(partial.split()) < 2000
+    assert any("stopped" in md for md in markdowns(msgs))
+    emu.configure(answer_tokens=None, tokens_per_second=None)
+    after = run(kc, "%%upstage\nare you still there?")
+    assert not errors(after) and "You asked: are you still there?" in answer_markdown(after)
+    status = run(kc, "from upstage_magic.session import default_session\n"
+                     "print([t.status for t in default_session().turns])")
+    assert "['stopped', 'done']" in stream_text(status)
+
+
+def test_hostile_answer_neutralised_code_exact(fresh, emu):
+    from upstage_magic.emulator import HOSTILE_REPLY
+
+    km, kc = fresh
+    emu.configure(reply="hostile")
+    msgs = run(kc, "%%upstage\nbe hostile")
+    final = answer_markdown(msgs)
+    code_block = re.search(r"```html\n.*?\n```", HOSTILE_REPLY, re.S).group(0)
+    assert code_block in final  # byte-exact
+    outside = final.replace(code_block, "")
+    for bad in ("<script", "<img", "<iframe", "](javascript:"):
+        assert bad not in outside.lower(), bad
+    assert "&lt;script" in outside  # shown as text
+    for md in markdowns(msgs):  # every streamed update too
+        body = md.replace(code_block, "")
+        body = re.sub(r"```html\n.*", "", body, flags=re.S)  # a code block still being streamed
+        assert "<script" not in body and "<img" not in body and "<iframe" not in body
+
+
+def usage_error(msgs) -> str:
+    """The one-line UsageError text IPython prints to stderr (no error message, no traceback)."""
+    err = stream_text(msgs, "stderr")
+    assert not errors(msgs), errors(msgs)
+    assert err.startswith("UsageError: Upstage: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_errors_are_one_line_and_kernel_stays_healthy(fresh, emu):
+    km, kc = fresh
+    emu.set_fault({"kind": "status", "status": 401, "message": "Invalid API key", "times": 1})
+    err = usage_error(run(kc, "%%upstage\nhi"))
+    assert "401" in err and "UPSTAGE_API_KEY" in err
+    assert "no-such-model" in usage_error(run(kc, "%%upstage -m no-such-model\nhi"))
+    emu.set_fault({"kind": "cut", "after": 5})
+    partial = run(kc, "%%upstage\nhi")
+    usage_error(partial)
+    assert len(answer_markdown(partial)) > 0  # the partial answer stays
+    ok = run(kc, "%%upstage\nall good?")
+    assert not errors(ok) and not stream_text(ok, "stderr")
+    status = run(kc, "from upstage_magic.session import default_session\n"
+                     "print([t.status for t in default_session().turns])")
+    assert "'error', 'done']" in stream_text(status)
+
+
+def test_no_key_in_any_output(fresh, emu, tmp_path):
+    km, kc = fresh
+    emu.set_fault({"kind": "status", "status": 401, "message": f"bad key {TEST_KEY}", "times": 1})
+    msgs = []
+    for code in ("%%upstage\nhi", "%upstage config", "%upstage history", "%upstage models",
+                 "%%upstage -f json -o x\nhi", "x", f"%upstage export {tmp_path / 'chat.json'}"):
+        msgs += run(kc, code)
+    blob = json.dumps([m["content"] for m in msgs])
+    assert "set (from UPSTAGE_API_KEY)" in blob
+    assert TEST_KEY not in blob and "SECRET123" not in blob
+    assert "SECRET123" not in (tmp_path / "chat.json").read_text()

@@ -1,0 +1,479 @@
+"""%%upstage / %upstage with an InteractiveShell and a fake provider (no HTTP)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from IPython.core.displaypub import CapturingDisplayPublisher
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+from upstage_magic.errors import AuthenticationError
+from upstage_magic.events import FinishReason, Usage
+from upstage_magic.magics import UpstageMagics, interpolate
+from upstage_magic.session import ChatSession
+
+
+class FakeProvider:
+    """A provider whose answers are queued with ``enqueue([...])`` (simonw/llm style)."""
+
+    default_model = "fake-default"
+    models = ["fake-default", "fake-mini"]
+    model_aliases = {"fake": "fake-default"}
+
+    def __init__(self) -> None:
+        self.queue: list[list[Any]] = []
+        self.calls: list[dict[str, Any]] = []
+
+    def enqueue(self, chunks: list[Any]) -> None:
+        self.queue.append(list(chunks))
+
+    def get_model(self, model: str | None) -> str:
+        if not model:
+            return self.default_model
+        return self.model_aliases.get(model, model)
+
+    async def create_async_generator(self, model, messages, proxy=None, **kwargs):
+        self.calls.append({"model": model, "messages": [dict(m) for m in messages], **kwargs})
+        chunks = self.queue.pop(0) if self.queue else ["ok"]
+        for chunk in chunks:
+            if isinstance(chunk, BaseException):
+                raise chunk
+            yield chunk
+
+    async def list_models(self, **kwargs):
+        return ["fake-default", "fake-mini", "fake-large"]
+
+
+@pytest.fixture(scope="module")
+def shell():
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "upstage_magic")
+    yield ip
+    ip.run_line_magic("unload_ext", "upstage_magic")
+
+
+@pytest.fixture
+def magics(shell) -> UpstageMagics:
+    m = shell.magics_manager.registry["UpstageMagics"]
+    m.provider = FakeProvider()
+    m.session = ChatSession()
+    m.display_mode = "plain"
+    m.format = "markdown"
+    m.model = ""
+    m.footer = True
+    return m
+
+
+@pytest.fixture
+def fake(magics) -> FakeProvider:
+    return magics.provider
+
+
+def cell(shell, line: str, body: str):
+    return shell.run_cell_magic("upstage", line, body)
+
+
+# -- loading -------------------------------------------------------------------------------
+
+
+def test_reload_ext_leaves_one_registration(shell):
+    before = sum(isinstance(c, UpstageMagics) for c in shell.configurables)
+    shell.run_line_magic("reload_ext", "upstage_magic")
+    shell.run_line_magic("reload_ext", "upstage_magic")
+    assert sum(isinstance(c, UpstageMagics) for c in shell.configurables) == before == 1
+    assert "upstage" in shell.magics_manager.magics["cell"]
+    assert "upstage" in shell.magics_manager.magics["line"]
+
+
+def test_unload_removes_magics():
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("unload_ext", "upstage_magic")
+    try:
+        assert "upstage" not in ip.magics_manager.magics["cell"]
+        assert not any(isinstance(c, UpstageMagics) for c in ip.configurables)
+    finally:
+        ip.run_line_magic("load_ext", "upstage_magic")
+
+
+def test_import_is_light():
+    code = (
+        "import sys, upstage_magic, upstage_magic.magics;"
+        "bad=[m for m in ('aiohttp','ipywidgets','markdown_it') if m in sys.modules];"
+        "print(bad); sys.exit(bool(bad))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_config_traits_and_key_not_a_trait(shell, magics):
+    shell.run_line_magic("config", "UpstageMagics.model = 'fake-mini'")
+    try:
+        assert magics.model == "fake-mini"
+    finally:
+        magics.model = ""
+    names = set(UpstageMagics.class_traits(config=True))
+    assert {"model", "base_url", "timeout", "system_prompt", "temperature", "max_tokens",
+            "max_history", "update_interval", "format"} <= names
+    assert not any("key" in n for n in names)
+
+
+# -- prompt and options ----------------------------------------------------------------------
+
+
+def test_prompt_history_and_options(shell, magics, fake, capsys):
+    fake.enqueue(["Hello", " there", FinishReason("stop"), Usage(3, 2, 5)])
+    cell(shell, "-m fake -t 0.3 --max-tokens 50 --top-p 0.9 --reasoning-effort low", "Hi!\n")
+    out = capsys.readouterr().out
+    assert "Hello there" in out and "3 prompt + 2 answer tokens" in out
+    call = fake.calls[-1]
+    assert call["model"] == "fake-default"
+    assert (call["temperature"], call["max_tokens"], call["top_p"], call["reasoning_effort"]) == (0.3, 50, 0.9, "low")
+    assert call["messages"] == [{"role": "user", "content": "Hi!"}]
+    fake.enqueue(["Second"])
+    cell(shell, "-s 'be terse'", "And again?")
+    assert fake.calls[-1]["messages"] == [
+        {"role": "system", "content": "be terse"},
+        {"role": "user", "content": "Hi!"},
+        {"role": "assistant", "content": "Hello there"},
+        {"role": "user", "content": "And again?"},
+    ]
+    assert [t.status for t in magics.session.turns] == ["done", "done"]
+
+
+def test_no_history_and_new(shell, magics, fake):
+    cell(shell, "", "one")
+    cell(shell, "--no-history", "two")
+    assert fake.calls[-1]["messages"] == [{"role": "user", "content": "two"}]
+    assert [t.prompt for t in magics.session.turns] == ["one"]
+    cell(shell, "--new", "three")
+    assert fake.calls[-1]["messages"] == [{"role": "user", "content": "three"}]
+    assert [t.prompt for t in magics.session.turns] == ["three"]
+
+
+def test_history_trimming_via_trait(shell, magics, fake):
+    magics.max_history = 2
+    try:
+        for i in range(4):
+            cell(shell, "", f"q{i}")
+        users = [m["content"] for m in fake.calls[-1]["messages"] if m["role"] == "user"]
+        assert users == ["q1", "q2", "q3"]
+        assert len(magics.session.turns) == 2
+    finally:
+        magics.max_history = 20
+
+
+def test_base_url_and_no_stream_passed(shell, magics, fake):
+    cell(shell, "--base-url http://127.0.0.1:9/v1 --no-stream", "x")
+    assert fake.calls[-1]["base_url"] == "http://127.0.0.1:9/v1"
+    assert fake.calls[-1]["stream"] is False
+
+
+@pytest.mark.parametrize("line", ["-f nope", "-t hot", "--bogus", "-o 1x", "-o class", "-n"])
+def test_bad_options_are_usage_errors(shell, magics, line):
+    with pytest.raises(UsageError):
+        cell(shell, line, "prompt")
+
+
+def test_empty_cell_is_usage_error(shell, magics):
+    with pytest.raises(UsageError, match="empty"):
+        cell(shell, "", "  \n")
+
+
+# -- interpolation -----------------------------------------------------------------------
+
+
+class Obj:
+    name = "Ada"
+    _secret = "no"
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("Hi {who}", "Hi World"),
+        ("{obj.name} {seq[0]} {seq[-1]} {d[k]} {who!r} {n:>4}", "Ada 1 3 v 'World'    7"),
+        ("{{who}} stays", "{who} stays"),
+        ("def f(): return {}", "def f(): return {}"),
+        ('{"a": {"b": [1, {"c": 2}]}}', '{"a": {"b": [1, {"c": 2}]}}'),
+        ("{x: 1 for x in y}", "{x: 1 for x in y}"),
+        ("{ who }", "{ who }"),
+        ("{f()} and {1}", "{f()} and {1}"),
+        ("lone { and } braces", "lone { and } braces"),
+    ],
+)
+def test_interpolation_rules(template, expected):
+    ns = {"who": "World", "obj": Obj(), "seq": [1, 2, 3], "d": {"k": "v"}, "n": 7, "f": print}
+    assert interpolate(template, ns) == expected
+
+
+@pytest.mark.parametrize(
+    ("template", "match"),
+    [
+        ("{nobody}", "nobody"),
+        ("{obj._secret}", "'_'"),
+        ("{obj.__class__}", "'_'"),
+        ("{_hidden}", "'_'"),
+        ("{seq[7]}", r"\[7\]"),
+        ("{obj.missing}", "missing"),
+        ("{n:zz}", "n:zz"),
+    ],
+)
+def test_interpolation_errors(template, match):
+    ns = {"obj": Obj(), "seq": [1], "n": 7, "_hidden": 1}
+    with pytest.raises(UsageError, match=match):
+        interpolate(template, ns)
+
+
+def test_cell_interpolates_from_user_ns_and_raw(shell, magics, fake):
+    shell.user_ns["topic"] = "volcanoes"
+    cell(shell, "-s 'expert on {topic}'", "Tell me about {topic}. Use {{topic}} literally.")
+    msgs = fake.calls[-1]["messages"]
+    assert msgs[0] == {"role": "system", "content": "expert on volcanoes"}
+    assert msgs[-1]["content"] == "Tell me about volcanoes. Use {topic} literally."
+    cell(shell, "--raw", "keep {topic} and {undefined_name}")
+    assert fake.calls[-1]["messages"][-1]["content"] == "keep {topic} and {undefined_name}"
+    with pytest.raises(UsageError, match="undefined_name"):
+        cell(shell, "", "about {undefined_name}")
+    assert len(fake.calls) == 2  # the failing cell sent nothing
+
+
+# -- formats and -o ---------------------------------------------------------------------------
+
+
+def test_out_stores_text(shell, magics, fake):
+    fake.enqueue(["forty", "-two"])
+    cell(shell, "-o answer", "q")
+    assert shell.user_ns["answer"] == "forty-two"
+
+
+def test_text_format_plain_stdout(shell, magics, fake, capsys):
+    fake.enqueue(["<b>plain</b>"])
+    cell(shell, "-f text", "q")
+    assert "<b>plain</b>" in capsys.readouterr().out
+
+
+def test_code_format_extracts_block_and_next_cell(shell, magics, fake):
+    fake.enqueue(["Here:\n```python\nprint('hi')\n", "x = {'a': 1}\n```\nDone."])
+    shell.rl_next_input = None
+    cell(shell, "-f code -o src -n", "write code")
+    assert shell.user_ns["src"] == "print('hi')\nx = {'a': 1}\n"
+    assert shell.rl_next_input == "print('hi')\nx = {'a': 1}"
+    sys_msg = fake.calls[-1]["messages"][0]
+    assert sys_msg["role"] == "system" and "code block" in sys_msg["content"]
+    shell.rl_next_input = None
+    fake.enqueue(["```\nz\n```"])
+    cell(shell, "-f code", "again")  # without -n: nothing is put into the next cell
+    assert shell.rl_next_input is None
+
+
+def test_json_format_parses_and_adds_json_word(shell, magics, fake):
+    fake.enqueue(['{"planets": [', '{"name": "Mars"}]}'])
+    cell(shell, "-f json -o data", "List planets")
+    assert shell.user_ns["data"] == {"planets": [{"name": "Mars"}]}
+    call = fake.calls[-1]
+    assert call["response_format"] == {"type": "json_object"}
+    assert any("JSON" in m["content"] for m in call["messages"] if m["role"] == "system")
+    fake.enqueue(['{"a": 1}'])
+    cell(shell, "-f json --new", "Answer in JSON please")  # the word is there: no system added
+    assert fake.calls[-1]["messages"] == [{"role": "user", "content": "Answer in JSON please"}]
+
+
+def test_json_fenced_answer_is_accepted(shell, magics, fake):
+    fake.enqueue(['```json\n{"a": [1, 2]}\n```'])
+    cell(shell, "-f json -o v", "q")
+    assert shell.user_ns["v"] == {"a": [1, 2]}
+
+
+def test_json_unparsable_is_clear_error_text_kept(shell, magics, fake, capsys):
+    shell.user_ns.pop("bad", None)
+    fake.enqueue(['{"a": 1,,}'])
+    with pytest.raises(UsageError, match="not valid JSON.*bad was not set"):
+        cell(shell, "-f json -o bad", "q")
+    assert '{"a": 1,,}' in capsys.readouterr().out
+    assert "bad" not in shell.user_ns
+    assert magics.session.turns[-1].answer == '{"a": 1,,}'
+
+
+def test_length_finish_reason_explained(shell, magics, fake, capsys):
+    fake.enqueue(["cut", FinishReason("length"), Usage(1, 1, 2)])
+    cell(shell, "--max-tokens 1", "q")
+    assert "max_tokens" in capsys.readouterr().out
+    assert magics.session.turns[-1].status == "length"
+
+
+# -- errors and interrupt -------------------------------------------------------------------
+
+
+def test_provider_error_is_one_line_usage_error_partial_kept(shell, magics, fake, capsys):
+    fake.enqueue(["partial ", AuthenticationError("Invalid key test-key-SECRET123.", status=401)])
+    from upstage_magic.errors import register_secret
+
+    register_secret("test-key-SECRET123")
+    with pytest.raises(UsageError) as info:
+        cell(shell, "", "q")
+    msg = str(info.value)
+    assert msg.startswith("Upstage: ") and "UPSTAGE_API_KEY" in msg and "SECRET123" not in msg
+    assert "partial" in capsys.readouterr().out
+    turn = magics.session.turns[-1]
+    assert (turn.status, turn.answer) == ("error", "partial ")
+    fake.enqueue(["fine"])
+    cell(shell, "", "next")  # healthy afterwards
+    assert magics.session.turns[-1].status == "done"
+
+
+def test_run_cell_shows_one_line_error(shell, magics, fake, capsys):
+    fake.enqueue([AuthenticationError("Invalid key.", status=401)])
+    shell.run_cell("%%upstage\nq")
+    err = capsys.readouterr().err
+    assert "UsageError: Upstage: Invalid key." in err
+    assert "Traceback" not in err and "aiohttp" not in err
+
+
+def test_interrupt_keeps_partial_marked_stopped(shell, magics, fake, capsys):
+    fake.enqueue(["part one ", KeyboardInterrupt()])  # raised on the stream side...
+    with pytest.raises(KeyboardInterrupt):
+        cell(shell, "", "q")
+    out = capsys.readouterr().out
+    assert "part one" in out and "stopped" in out
+    assert magics.session.turns[-1].status == "stopped"
+
+
+def test_interrupt_in_caller_thread_cancels_stream(shell, magics, fake, capsys, monkeypatch):
+    """A KeyboardInterrupt in the main thread (where SIGINT lands) stops the stream."""
+    import upstage_magic.display as display_mod
+
+    calls = {"n": 0}
+    original = display_mod.PlainView.push
+
+    def push(self, delta):
+        original(self, delta)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(display_mod.PlainView, "push", push)
+    fake.enqueue([f"t{i} " for i in range(100)])
+    with pytest.raises(KeyboardInterrupt):
+        cell(shell, "", "q")
+    turn = magics.session.turns[-1]
+    assert turn.status == "stopped" and turn.answer == "t0 t1 "
+    assert "stopped" in capsys.readouterr().out
+
+
+# -- rich display ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def captured(shell, magics):
+    pub = CapturingDisplayPublisher()
+    saved = shell.display_pub
+    shell.display_pub = pub
+    magics.display_mode = "rich"
+    try:
+        yield pub.outputs
+    finally:
+        shell.display_pub = saved
+
+
+def test_rich_markdown_is_sanitised_and_bounded(shell, magics, fake, captured):
+    hostile = "Hi <img src=x onerror=alert(1)>\n\n```html\n<script>x()</script>\n```\n"
+    fake.enqueue(list(hostile) * 1 + [Usage(1, 2, 3)])
+    cell(shell, "", "q")
+    md = [o["data"]["text/markdown"] for o in captured if "text/markdown" in o["data"]]
+    final = md[-2]  # the last is the footer
+    assert "<img" not in final.replace("&lt;img", "")
+    assert "```html\n<script>x()</script>\n```" in final
+    assert len(captured) <= 5  # first, maybe one update, final, footer
+    assert captured[0]["transient"]["display_id"] and captured[1]["update"]
+    assert "3 answer" not in md[-1] and "2 answer tokens" in md[-1]
+
+
+def test_rich_json_shows_pretty_block(shell, magics, fake, captured):
+    fake.enqueue(['{"a":', '[1,2]}'])
+    cell(shell, "-f json", "q")
+    final = [o for o in captured if o["update"]][-1]["data"]
+    assert final["text/plain"] == json.dumps({"a": [1, 2]}, indent=2)
+    assert final["text/markdown"].startswith("```json\n")
+
+
+def test_rich_text_format_has_no_markdown(shell, magics, fake, captured):
+    fake.enqueue(["<b>x</b>"])
+    cell(shell, "-f text --no-stream", "q")
+    assert captured[0]["data"] == {"text/plain": "<b>x</b>"}
+
+
+# -- line magic ---------------------------------------------------------------------------------
+
+
+def line(shell, text: str):
+    return shell.run_line_magic("upstage", text)
+
+
+def test_line_models_config_history_reset_export(shell, magics, fake, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("UPSTAGE_API_KEY", "test-key-SECRET123")
+    line(shell, "models")
+    out = capsys.readouterr().out
+    assert "fake-large" in out and "from the API" in out
+    line(shell, "config")
+    out = capsys.readouterr().out
+    assert "set (from UPSTAGE_API_KEY)" in out and "SECRET123" not in out and "fake-default" in out
+    cell(shell, "", "remember me")
+    capsys.readouterr()
+    line(shell, "history")
+    assert "remember me" in capsys.readouterr().out
+    line(shell, f"export {tmp_path / 'c.json'}")
+    assert json.loads((tmp_path / "c.json").read_text())["turns"][0]["prompt"] == "remember me"
+    with pytest.raises(UsageError):
+        line(shell, f"export {tmp_path / 'c.txt'}")
+    line(shell, "reset")
+    assert magics.session.turns == []
+    with pytest.raises(UsageError):
+        line(shell, "frobnicate")
+
+
+def test_line_models_falls_back_to_known_list(shell, magics, fake, capsys):
+    async def broken(**kw):
+        raise AuthenticationError("nope", status=401)
+
+    fake.list_models = broken
+    line(shell, "models")
+    out = capsys.readouterr().out
+    assert "known list" in out and "fake-mini" in out
+
+
+def test_line_key_uses_getpass_and_masks(shell, magics, capsys, monkeypatch):
+    from upstage_magic import settings
+
+    monkeypatch.delenv("UPSTAGE_API_KEY", raising=False)
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": "test-key-SECRET123")
+    try:
+        line(shell, "key")
+        assert settings.get_api_key() == "test-key-SECRET123"
+        line(shell, "config")
+        out = capsys.readouterr().out
+        assert "set (in memory" in out and "SECRET123" not in out
+    finally:
+        settings.set_api_key(None)
+    line(shell, "config")
+    assert "not set" in capsys.readouterr().out
+
+
+def test_line_chat_without_widget_is_clear(shell, magics, monkeypatch):
+    monkeypatch.setitem(sys.modules, "upstage_magic.widget", None)  # import fails
+    with pytest.raises(UsageError, match="chat widget is not available"):
+        line(shell, "chat")
+
+
+def test_line_chat_opens_widget_on_shared_session(shell, magics, captured):
+    from ipywidgets.widgets.widget import _instances
+
+    line(shell, "chat")
+    views = [o["data"]["application/vnd.jupyter.widget-view+json"] for o in captured
+             if "application/vnd.jupyter.widget-view+json" in o["data"]]
+    assert len(views) == 1
+    widget = _instances[views[0]["model_id"]]
+    assert type(widget).__name__ == "ChatWidget" and widget.session is magics.session
