@@ -1,0 +1,268 @@
+"""Helpers for the real-browser tests: JupyterLab + emulator on loopback, Debian chromium.
+
+Everything runs on 127.0.0.1 in throw-away directories (HOME, Jupyter config/data/runtime,
+Chromium profile). Playwright never downloads a browser: it launches /usr/bin/chromium.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+CHROMIUM = os.environ.get("UPSTAGE_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+TEST_KEY = "test-key-SECRET123"
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, *, timeout: float, headers: dict[str, str] | None = None,
+               proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered:\n{tail}")
+        try:
+            req = urllib.request.Request(url, headers=headers or {})
+            with urllib.request.urlopen(req, timeout=2) as resp:
+                if resp.status < 500:
+                    return
+        except urllib.error.HTTPError as exc:  # any HTTP answer means it is up
+            if exc.code < 500:
+                return
+            last = exc
+        except Exception as exc:  # noqa: BLE001 - retry until the deadline
+            last = exc
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout}s: {last!r}")
+
+
+def _stop(proc: subprocess.Popen | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+class EmulatorProcess:
+    """``python -m upstage_magic.emulator`` in a subprocess, driven via its control endpoints."""
+
+    def __init__(self, workdir: Path, *, api_key: str | None = TEST_KEY, **cfg: Any) -> None:
+        self.port = free_port()
+        self.root = f"http://127.0.0.1:{self.port}"
+        self.base_url = f"{self.root}/v1"
+        self.api_key = api_key
+        self.log_path = workdir / "emulator.log"
+        args = [sys.executable, "-m", "upstage_magic.emulator", "--port", str(self.port)]
+        if api_key:
+            args += ["--api-key", api_key]
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
+        _wait_http(f"{self.base_url}/models", timeout=20, proc=self.proc, log=self.log_path,
+                   headers={"Authorization": f"Bearer {api_key or 'x'}"})
+        if cfg:
+            self.config(**cfg)
+
+    def _post(self, path: str, payload: Any) -> Any:
+        req = urllib.request.Request(
+            f"{self.root}{path}", data=json.dumps(payload).encode(), method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            body = resp.read()
+        return json.loads(body) if body else None
+
+    def config(self, **cfg: Any) -> Any:
+        return self._post("/_emulator/config", cfg)
+
+    def fault(self, fault: dict | None) -> Any:
+        return self._post("/_emulator/fault", fault)
+
+    def reset(self) -> Any:
+        return self._post("/_emulator/reset", {})
+
+    def requests(self) -> list[dict]:
+        with urllib.request.urlopen(f"{self.root}/_emulator/requests", timeout=5) as resp:
+            return json.loads(resp.read())
+
+    def close(self) -> None:
+        _stop(self.proc)
+        self._log.close()
+
+
+class LabServer:
+    """``jupyter lab`` on 127.0.0.1 with a token, in throw-away HOME/config/runtime dirs."""
+
+    def __init__(self, workdir: Path, root_dir: Path, *, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.token = secrets.token_hex(16)
+        self.root_dir = root_dir
+        self.log_path = workdir / "jupyterlab.log"
+        home = workdir / "home"
+        for sub in ("home", "jupyter-config", "jupyter-data", "jupyter-runtime", "ipython"):
+            (workdir / sub).mkdir(parents=True, exist_ok=True)
+        # No "Jupyter news?" toast over the screenshots, no update checks.
+        labconfig = workdir / "jupyter-config" / "labconfig"
+        labconfig.mkdir(parents=True, exist_ok=True)
+        (labconfig / "page_config.json").write_text(json.dumps(
+            {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
+        venv_bin = str(Path(sys.executable).parent)
+        full_env = {
+            "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(home),
+            "JUPYTER_CONFIG_DIR": str(workdir / "jupyter-config"),
+            "JUPYTER_DATA_DIR": str(workdir / "jupyter-data"),
+            "JUPYTER_RUNTIME_DIR": str(workdir / "jupyter-runtime"),
+            "IPYTHONDIR": str(workdir / "ipython"),
+            "JUPYTER_PLATFORM_DIRS": "1",
+            "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",
+        }
+        full_env.update(env or {})
+        args = [
+            sys.executable, "-m", "jupyterlab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={self.port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={root_dir}",
+            "--ServerApp.open_browser=False",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.news_url=",
+            "--LabApp.extension_manager=readonly",
+            f"--LabApp.workspaces_dir={workdir / 'workspaces'}",
+            "--ServerApp.terminals_enabled=False",
+        ]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI containers run as root
+            args.append("--allow-root")
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(args, env=full_env, cwd=str(root_dir),
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        _wait_http(f"http://127.0.0.1:{self.port}/api/status?token={self.token}", timeout=60,
+                   proc=self.proc, log=self.log_path)
+
+    def url(self, path: str = "lab") -> str:
+        return f"http://127.0.0.1:{self.port}/{path}?token={self.token}"
+
+    def log_tail(self, n: int = 8000) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")[-n:]
+
+    def close(self) -> None:
+        _stop(self.proc)
+        self._log.close()
+
+
+def launch_chromium(playwright: Any, user_data_dir: Path) -> Any:
+    """A persistent headless chromium context with a fresh profile (Debian's binary)."""
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError(f"{CHROMIUM} not found: run .ci/browser-setup.sh (apt-get install chromium)")
+    return playwright.chromium.launch_persistent_context(
+        str(user_data_dir),
+        executable_path=CHROMIUM,
+        headless=True,
+        args=CHROMIUM_ARGS,
+        viewport={"width": 1280, "height": 1000},
+        accept_downloads=True,
+    )
+
+
+def open_notebook(page: Any, lab: LabServer, name: str, *, timeout: float = 60_000) -> None:
+    """Open a notebook in JupyterLab and wait until its kernel is idle."""
+    # A workspace of its own, so JupyterLab does not restore notebooks opened before.
+    workspace = "w" + secrets.token_hex(4)
+    page.goto(lab.url(f"lab/workspaces/{workspace}/tree/{name}"), timeout=timeout)
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=timeout)
+    dismiss_dialogs(page)
+    wait_kernel_idle(page, timeout=timeout)
+
+
+def dismiss_dialogs(page: Any) -> None:
+    """Close a kernel-selection or similar dialog if JupyterLab shows one."""
+    dialog = page.locator(".jp-Dialog")
+    if dialog.count():
+        accept = dialog.locator(".jp-mod-accept")
+        (accept if accept.count() else dialog.locator("button").first).click()
+
+
+def wait_kernel_idle(page: Any, *, timeout: float = 60_000) -> None:
+    """Wait until the status bar says the kernel is connected and idle."""
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('.jp-StatusBar-Widget, .jp-StatusBar-TextItem')]
+                 .some(el => /\\|\\s*Idle\\s*$/.test(el.textContent.trim()))""",
+        timeout=timeout,
+    )
+
+
+def run_all_cells(page: Any) -> None:
+    """Run > Run All Cells, through the menu bar like a user."""
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+
+
+def wait_all_cells_ran(page: Any, *, timeout: float = 60_000) -> None:
+    """Wait until every code cell of the visible notebook shows an execution count."""
+    page.wait_for_function(
+        """() => {
+            const nb = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook');
+            if (!nb) return false;
+            const prompts = nb.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt');
+            return prompts.length > 0 && [...prompts].every(p => /\\[\\d+\\]/.test(p.textContent));
+        }""",
+        timeout=timeout,
+    )
+
+
+def save_diagnostics(page: Any | None, lab: LabServer | None, emulator: EmulatorProcess | None,
+                     artifacts: Path, name: str) -> list[Path]:
+    """On failure: screenshot, page HTML, server and emulator logs into artifacts/."""
+    artifacts.mkdir(parents=True, exist_ok=True)
+    saved: list[Path] = []
+    if page is not None:
+        try:
+            shot = artifacts / f"{name}-failure.png"
+            page.screenshot(path=str(shot), full_page=True)
+            saved.append(shot)
+            html = artifacts / f"{name}-failure.html"
+            html.write_text(page.content())
+            saved.append(html)
+        except Exception:  # noqa: BLE001 - best effort, the page may be gone
+            pass
+    for proc, label in ((lab, "jupyterlab"), (emulator, "emulator")):
+        if proc is not None and proc.log_path.exists():
+            dst = artifacts / f"{name}-{label}.log"
+            shutil.copyfile(proc.log_path, dst)
+            saved.append(dst)
+    return saved
