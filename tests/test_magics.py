@@ -124,6 +124,18 @@ def test_config_traits_and_key_not_a_trait(shell, magics):
 # -- prompt and options ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("effort", ["none", "minimal", "xhigh", "max"])
+def test_reasoning_effort_accepts_solar_pro4_levels(shell, magics, fake, effort):
+    fake.enqueue(["ok"])
+    cell(shell, f"--reasoning-effort {effort}", "Think.\n")
+    assert fake.calls[-1]["reasoning_effort"] == effort
+
+
+def test_reasoning_effort_rejects_unknown_level(shell, magics, fake):
+    with pytest.raises(UsageError):
+        cell(shell, "--reasoning-effort extreme", "Think.\n")
+
+
 def test_prompt_history_and_options(shell, magics, fake, capsys):
     fake.enqueue(["Hello", " there", FinishReason("stop"), Usage(3, 2, 5)])
     cell(shell, "-m fake -t 0.3 --max-tokens 50 --top-p 0.9 --reasoning-effort low", "Hi!\n")

@@ -26,6 +26,7 @@ from .session import ChatSession, default_session
 __all__ = ["UpstageMagics", "interpolate", "load_ipython_extension", "unload_ipython_extension"]
 
 FORMATS = ("markdown", "text", "code", "json")
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 
 # ---------------------------------------------------------------------------------------
 # {placeholder} interpolation
@@ -126,7 +127,7 @@ class UpstageMagics(Magics):
     temperature = Float(None, allow_none=True, help="Sampling temperature (None: server default).").tag(config=True)
     top_p = Float(None, allow_none=True, help="Nucleus sampling (None: server default).").tag(config=True)
     max_tokens = Int(None, allow_none=True, help="Maximum answer tokens (None: server default).").tag(config=True)
-    reasoning_effort = Unicode(None, allow_none=True, help="low/medium/high for reasoning models (None: default).").tag(config=True)
+    reasoning_effort = Unicode(None, allow_none=True, help="Reasoning effort: none, minimal, low, medium, high, xhigh or max (None: model default).").tag(config=True)
     max_history = Int(20, help="Previous turns kept and sent with each prompt.").tag(config=True)
     update_interval = Float(0.1, help="Seconds between display updates while streaming.").tag(config=True)
     format = Enum(list(FORMATS), default_value="markdown", help="Default output format.").tag(config=True)
@@ -190,7 +191,8 @@ class UpstageMagics(Magics):
     @argument("-t", "--temperature", type=float, default=None, help="Sampling temperature.")
     @argument("--max-tokens", type=int, default=None, help="Maximum answer tokens.")
     @argument("--top-p", type=float, default=None, help="Nucleus sampling.")
-    @argument("--reasoning-effort", default=None, choices=["low", "medium", "high"], help="For reasoning models.")
+    @argument("--reasoning-effort", default=None, choices=REASONING_EFFORTS,
+              help="How hard a reasoning model thinks (solar-pro4: none..max; older models: low/high).")
     @argument("-f", "--format", default=None, choices=FORMATS,
               help="markdown (default): rendered with raw HTML neutralised; text: plain; "
                    "code: the first code block, highlighted; json: a JSON object, parsed.")
