@@ -313,7 +313,9 @@ class UpstageMagics(Magics):
         except KeyboardInterrupt:
             exchange.finish("stopped")
             view.finish(None, footer_text(exchange, "stopped"))  # always: it carries the marker
-            raise
+            # Re-raise (so queued cells stop) from this hidden frame: no traceback through
+            # the runner's thread-wait internals.
+            raise KeyboardInterrupt("stopped: the partial answer was kept") from None
         except UpstageError as exc:
             exchange.finish(error=exc)
             view.finish(None, footer_text(exchange, "error") if exchange.text else None)
