@@ -184,3 +184,17 @@ def test_base_module_does_not_import_aiohttp():
     root = pathlib.Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_api_key_kwarg_is_masked_in_frames_that_show_kwargs():
+    """A verbose traceback prints kwargs by repr: the key passed as api_key= shows as ***."""
+    seen: list[str] = []
+
+    class Peek(AsyncGeneratorProvider):
+        @classmethod
+        async def create_async_generator(cls, model, messages, proxy=None, **kwargs):
+            seen.append(repr(kwargs))
+            yield "ok"
+
+    assert Peek.create_completion("m", [], api_key="test-key-SECRET123") == "ok"
+    assert seen and "test-key-SECRET123" not in seen[0] and "***" in seen[0]

@@ -472,6 +472,34 @@ async def test_connection_counter_sees_keep_alive(emulator: Emulator) -> None:
     assert emulator.connections == 4
 
 
+async def test_open_and_peak_connections(emulator: Emulator) -> None:
+    """open_connections follows connections opening/closing; peak_connections is the most at once."""
+    assert (emulator.open_connections, emulator.peak_connections) == (0, 0)
+    async with aiohttp.ClientSession() as s:
+        async def one() -> None:
+            async with s.post(emulator.base_url + "/chat/completions", json=body(), headers=AUTH) as r:
+                await r.read()
+
+        # Three at once: three connections (each held until its answer was read).
+        emulator.configure(tokens_per_second=200)
+        await asyncio.gather(one(), one(), one())
+        assert emulator.peak_connections == 3
+        assert emulator.open_connections == 3  # kept alive in the client's pool
+        await one()  # reuses a pooled connection
+        assert (emulator.connections, emulator.peak_connections) == (3, 3)
+        async with s.get(emulator.base_url + "/_emulator/stats") as r:
+            stats = await r.json()
+        assert stats["open_connections"] == 3 and stats["peak_connections"] == 3
+        assert stats["connections"] == 3 and stats["requests"] == 4
+    for _ in range(100):  # the client closed its pool: the server sees the connections go
+        if emulator.open_connections == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert emulator.open_connections == 0 and emulator.peak_connections == 3
+    emulator.reset()
+    assert emulator.peak_connections == 0
+
+
 async def test_pacing() -> None:
     async with Emulator(tokens_per_second=40, answer_tokens=10) as base:
         async with aiohttp.ClientSession() as s:

@@ -77,3 +77,26 @@ def test_key_like_tokens_are_masked_without_registration():
 
 def test_errors_module_is_pure():
     assert "aiohttp" not in errors.__dict__
+
+
+def test_status_error_body_is_redacted_recursively():
+    secret = "sk-test-BODYSECRET-0099"
+    register_secret(secret)
+    body = {"error": {"message": f"bad key {secret}", "details": [f"x {secret}", {"k": secret}], "n": 3}}
+    err = status_error(401, server_message="bad key", body=body)
+    assert secret not in repr(err.body)
+    assert err.body["error"]["n"] == 3 and err.body["error"]["details"][1] == {"k": "***"}
+    assert body["error"]["message"].endswith(secret)  # the caller's object is not mutated
+
+
+def test_rate_limit_message_says_how_long_to_wait():
+    err = status_error(429, server_message="Slow down", retry_after=120.0)
+    assert "The server asks to retry after 120 s." in str(err)
+    assert "retry after 0.5 s" in str(status_error(429, retry_after=0.5))
+    assert "retry after" not in str(status_error(429))
+    assert "retry after" not in str(status_error(503, retry_after=5))
+
+
+def test_connection_hint_names_both_proxy_variables():
+    hint = errors.APIConnectionError("x").hint
+    assert "HTTPS_PROXY" in hint and "HTTP_PROXY" in hint.replace("HTTPS_PROXY", "")

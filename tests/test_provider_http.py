@@ -651,3 +651,80 @@ async def test_list_models_custom_base_and_error_mapping(m):
         await Upstage.list_models(api_key=KEY, base_url="http://127.0.0.1:9/v1")
     assert "Invalid API key" in str(info.value)
     assert "model list" in str(info.value)
+
+
+# ------------------------------------------------------------ fault-matrix findings
+
+
+async def test_cut_message_is_plain_and_says_kept_once(m, sleeps):
+    exc = aiohttp.ClientPayloadError(
+        "Response payload is not completed: <TransferEncodingError: 400, message='Not enough data'>")
+    m.post(CHAT, status=200, body=b"", content_type="text/event-stream",
+           response_class=cut_response([sse(chunk("Hel"), done=False)], exc))
+    items, err = await collect_until_error()
+    assert items == ["Hel"]
+    assert err.message == "The connection closed before the answer finished."
+    assert "400" not in str(err) and "<" not in str(err)
+    assert str(err).lower().count("kept") == 1
+
+
+async def test_empty_200_body_does_not_claim_text_was_kept(m):
+    m.post(CHAT, status=200, body=b"", content_type="text/event-stream")
+    items, err = await collect_until_error()
+    assert items == [] and isinstance(err, errors.IncompleteStreamError)
+    assert "kept" not in str(err) and "empty" in str(err)
+
+
+async def test_stream_without_done_says_kept_once(m):
+    m.post(CHAT, status=200, body=sse(chunk("Hel"), done=False), content_type="text/event-stream")
+    items, err = await collect_until_error()
+    assert items == ["Hel"] and isinstance(err, errors.IncompleteStreamError)
+    assert str(err).lower().count("kept") == 1
+
+
+async def test_retry_after_too_long_message_says_how_long(m, sleeps):
+    m.post(CHAT, status=429, payload=envelope("Slow down"), headers={"Retry-After": "120"})
+    _, err = await collect_until_error()
+    assert "The server asks to retry after 120 s." in str(err)
+
+
+async def test_html_error_page_becomes_its_title(m, sleeps):
+    page = ("<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway"
+            "</h1></center>\r\n<hr><center>nginx/1.25.3</center>\r\n</body>\r\n</html>\r\n")
+    m.post(CHAT, status=502, body=page, content_type="text/html")
+    _, err = await collect_until_error(max_retries=0)
+    assert isinstance(err, errors.ServerError)
+    assert err.server_message == "502 Bad Gateway"
+    assert "<" not in str(err)
+
+
+def test_html_without_title_is_tag_stripped():
+    message, _, body = upstage_mod._server_message(
+        b"<!DOCTYPE html><html><body><script>x()</script><p>Service   temporarily\n unavailable</p></body></html>")
+    assert message == "Service temporarily unavailable" and body is None
+
+
+async def test_typed_error_event_raises_stream_error_event(m):
+    body = (sse(chunk("Hel"), done=False) + b"event: error\ndata: Engine overloaded\n\n"
+            + sse(chunk("lo")))
+    m.post(CHAT, status=200, body=body, content_type="text/event-stream")
+    items, err = await collect_until_error()
+    assert items == ["Hel"] and isinstance(err, errors.StreamErrorEvent)
+    assert "Engine overloaded" in str(err)
+
+
+async def test_other_typed_events_and_ids_are_read_like_plain_ones(m):
+    body = (b"id: 1\nevent: message\ndata: " + json.dumps(chunk("Hel")).encode() + b"\n\n"
+            b"event: ping\ndata: {}\n\n" + sse(chunk("lo"), chunk(None, finish="stop")))
+    m.post(CHAT, status=200, body=body, content_type="text/event-stream")
+    items = await collect()
+    assert [i for i in items if isinstance(i, str)] == ["Hel", "lo"]
+
+
+def test_key_and_headers_reprs_are_masked():
+    key = upstage_mod.Secret(KEY)
+    headers = upstage_mod._Headers({"Authorization": f"Bearer {key}", "Accept": "x"})
+    assert headers["Authorization"] == f"Bearer {KEY}" and str(key) == KEY and key == KEY
+    assert KEY not in repr(key) and KEY not in repr(headers) and KEY not in repr({"k": key, "h": headers})
+    import pydoc
+    assert KEY not in pydoc.text.repr(key) and KEY not in pydoc.text.repr(headers)  # IPython's verbose repr

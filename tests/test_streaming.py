@@ -356,3 +356,34 @@ async def test_50_concurrent_streams_intact(emulator_env: Emulator) -> None:
         assert items[-1].completion_tokens == len(tokenize(prompt))
     assert len(emulator_env.requests) == 50
     assert 1 < emulator_env.connections <= 50
+
+
+# ------------------------------------------------------------------ keep-alive and leaks
+
+
+async def test_paced_streams_reuse_one_connection(emulator_env: Emulator) -> None:
+    """[DONE] and the body's end arrive in separate reads: the body is drained, so the
+    connection goes back to the pool instead of being closed."""
+    emulator_env.configure(tokens_per_second=200, answer_tokens=5)
+    for _ in range(4):
+        assert text_of(await collect()) == filler_text(5)
+    assert emulator_env.connections == 1
+    assert emulator_env.open_connections == 1
+
+
+async def test_verbose_traceback_shows_no_key(emulator_env: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """IPython's %xmode Verbose prints every frame's locals (by repr): none shows the key."""
+    from IPython.core.ultratb import VerboseTB
+
+    emulator_env.api_key = "the-real-key"  # TEST_KEY is rejected, and the server echoes it
+    emulator_env.set_fault({"kind": "status", "status": 401, "message": "Incorrect API key provided: " + TEST_KEY})
+    try:
+        await Upstage.create_async("solar-pro3", MSGS)  # the key from UPSTAGE_API_KEY
+    except AuthenticationError as exc:
+        err = exc
+    vtb = VerboseTB()
+    vtb.skip_hidden = False  # show the hidden frames too (as %xmode with hidden frames would)
+    text = vtb.text(type(err), err, err.__traceback__.tb_next)  # from create_async on (not this test)
+    assert "_send" in text and "headers" in text  # the frames holding the key were shown...
+    assert TEST_KEY not in text  # ...masked
+    assert "'***'" in text

@@ -41,7 +41,9 @@ Faults (``set_fault``, ``POST /_emulator/fault`` or per request), each with ``"t
 
 Control endpoints (no auth, loopback): ``POST /_emulator/config``, ``POST
 /_emulator/fault``, ``GET /_emulator/requests``, ``POST /_emulator/reset``, ``GET
-/_emulator/stats`` (also under ``{base}/_emulator/...``).
+/_emulator/stats`` (also under ``{base}/_emulator/...``): ``connections`` (distinct client
+connections seen on the API routes), ``open_connections`` (those still open),
+``peak_connections`` (most open at once) and ``requests``.
 """
 from __future__ import annotations
 
@@ -293,7 +295,9 @@ class Emulator:
     ``"http://127.0.0.1:PORT/v1"``; ``await start()`` / ``await stop()`` do the same by hand.
 
     ``requests`` holds every chat request body received (plus ``"has_auth"``, never the key);
-    ``connections`` counts the distinct client connections that reached the API routes.
+    ``connections`` counts the distinct client connections that reached the API routes;
+    ``open_connections`` how many of them are open now, ``peak_connections`` the most that
+    were open at once.
     """
 
     def __init__(
@@ -322,6 +326,8 @@ class Emulator:
         self.fault: dict[str, Any] | None = None
         self.base_url = ""
         self._peers: set[Any] = set()
+        self._open: set[Any] = set()  # request handlers (one per connection) of open API connections
+        self.peak_connections = 0
         self._counter = 0
         self._runner: web.AppRunner | None = None
 
@@ -331,6 +337,11 @@ class Emulator:
     def connections(self) -> int:
         """Number of distinct client connections seen on the API routes."""
         return len(self._peers)
+
+    @property
+    def open_connections(self) -> int:
+        """Client connections that reached the API routes and are still open."""
+        return len(self._open)
 
     def configure(self, **cfg: Any) -> None:
         """Change reply/answer_tokens/reasoning/tokens_per_second (and api_key)."""
@@ -349,6 +360,7 @@ class Emulator:
         self.requests.clear()
         self.fault = None
         self._peers.clear()
+        self.peak_connections = len(self._open)
         for key, value in self._initial.items():
             setattr(self, key, value)
 
@@ -376,6 +388,7 @@ class Emulator:
             self.make_app(), handler_cancellation=True, shutdown_timeout=0.5, access_log=None
         )
         await runner.setup()
+        self._watch_connections(runner.server)
         try:
             site = web.TCPSite(runner, self.host, self.port)
             await site.start()
@@ -389,6 +402,18 @@ class Emulator:
             host = f"[{host}]"
         self.base_url = f"http://{host}:{self.port}/v1"
         return self.base_url
+
+    def _watch_connections(self, server: Any) -> None:
+        """Forget a connection in ``_open`` when it closes (wraps the server's hook)."""
+        lost = getattr(server, "connection_lost", None)
+        if lost is None:  # pragma: no cover - other aiohttp versions
+            return
+
+        def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
+            self._open.discard(handler)
+            lost(handler, exc)
+
+        server.connection_lost = connection_lost
 
     async def stop(self) -> None:
         """Stop listening and close every connection."""
@@ -408,6 +433,11 @@ class Emulator:
     async def _count_connections(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if not request.path.startswith(("/_emulator", "/v1/_emulator")) and request.transport is not None:
             self._peers.add(request.transport.get_extra_info("peername"))
+            opened = self._open
+            if request.protocol not in opened:
+                opened.add(request.protocol)
+                if len(opened) > self.peak_connections:
+                    self.peak_connections = len(opened)
         return await handler(request)
 
     def _check_auth(self, request: web.Request) -> bool:
@@ -733,7 +763,12 @@ class Emulator:
         return web.json_response({"ok": True})
 
     async def _ctl_stats(self, request: web.Request) -> web.Response:
-        return web.json_response({"connections": self.connections, "requests": len(self.requests)})
+        return web.json_response({
+            "connections": self.connections,
+            "open_connections": self.open_connections,
+            "peak_connections": self.peak_connections,
+            "requests": len(self.requests),
+        })
 
 
 def _abort(request: web.Request) -> None:

@@ -77,6 +77,19 @@ def redact(text: Any) -> str:
     return s
 
 
+def _redact_value(value: Any) -> Any:
+    """A copy of a parsed JSON value with every string (key or value) passed through redact()."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {_redact_value(k): _redact_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_value(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_redact_value(v) for v in value)
+    return value
+
+
 class UpstageError(Exception):
     """Base of every error raised by upstage-magic.
 
@@ -127,7 +140,7 @@ class APIStatusError(UpstageError):
         self.status = status
         self.server_message = redact(server_message) if server_message else None
         self.code = code
-        self.body = body
+        self.body = _redact_value(body)
         super().__init__(message, hint=hint)
 
 
@@ -164,7 +177,7 @@ class ServerError(APIStatusError):
 class APIConnectionError(UpstageError):
     default_hint = (
         "Check your network, the base URL (UPSTAGE_BASE_URL) and any proxy settings "
-        "(HTTPS_PROXY, proxy=...)."
+        "(HTTPS_PROXY / HTTP_PROXY, proxy=...)."
     )
 
 
@@ -234,6 +247,10 @@ def status_error(
         message += f": {server_message}"
     else:
         message += "."
+    if cls is RateLimitError and retry_after is not None:
+        secs = f"{retry_after:.0f}" if retry_after >= 10 else f"{retry_after:.2g}"
+        sep = " " if message.endswith((".", "!", "?")) else ". "
+        message += f"{sep}The server asks to retry after {secs} s."
     kw: dict[str, Any] = dict(status=status, server_message=server_message, code=code, body=body)
     if cls is RateLimitError:
         return RateLimitError(message, retry_after=retry_after, **kw)

@@ -11,6 +11,7 @@ import os
 from .errors import register_secret
 
 __all__ = [
+    "Secret",
     "DEFAULT_BASE_URL",
     "DEFAULT_MODEL",
     "set_api_key",
@@ -24,7 +25,22 @@ DEFAULT_BASE_URL = "https://api.upstage.ai/v1"
 # enabled for every key yet; set UPSTAGE_MODEL=solar-pro4 to make it the default.
 DEFAULT_MODEL = "solar-pro3"
 
-_api_key: str | None = None
+
+
+class Secret(str):
+    """An API key: a normal ``str`` (headers are built from it) whose repr is masked.
+
+    Verbose tracebacks (IPython ``%xmode Verbose``, pytest ``-l``) show frame locals by
+    repr, so every frame holding a key shows ``'***'`` instead.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+
+_api_key: Secret | None = None
 
 
 def set_api_key(key: str | None) -> None:
@@ -32,17 +48,17 @@ def set_api_key(key: str | None) -> None:
     global _api_key
     key = key.strip() if key else None
     register_secret(key)
-    _api_key = key or None
+    _api_key = Secret(key) if key else None
 
 
-def get_api_key() -> str | None:
+def get_api_key() -> Secret | None:
     """The in-memory key, else env ``UPSTAGE_API_KEY``, else ``None``."""
     if _api_key:
         return _api_key
     env = os.environ.get("UPSTAGE_API_KEY", "").strip()
     if env:
         register_secret(env)
-        return env
+        return Secret(env)
     return None
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, AsyncIterator, Union
 
-from ..errors import UpstageError
+from ..errors import UpstageError, register_secret
+from ..settings import Secret
 from ..events import StreamEvent
 
 __all__ = [
@@ -44,6 +45,7 @@ class AsyncGeneratorProvider:
     async def create_async(cls, model: str, messages: Messages, **kwargs: Any) -> str:
         """Await the whole answer text (events such as Usage are dropped)."""
         parts: list[str] = []
+        _mask_key(kwargs)
         async for chunk in cls.create_async_generator(model, messages, **kwargs):
             if isinstance(chunk, str):
                 parts.append(chunk)
@@ -68,6 +70,7 @@ class AsyncGeneratorProvider:
                 hint=f"Use `await {cls.__name__}.create_async(model, messages)` instead, "
                 "or the %%upstage cell magic in a notebook.",
             )
+        _mask_key(kwargs)
         return asyncio.run(cls._complete_and_close(model, messages, kwargs))
 
     @classmethod
@@ -135,3 +138,11 @@ def format_prompt(messages: Messages, add_special_tokens: bool = False) -> str:
         for m in messages
     ]
     return "\n".join(lines) + "\nAssistant:"
+
+
+def _mask_key(kwargs: dict[str, Any]) -> None:
+    """Wrap an ``api_key=`` kwarg so tracebacks that show ``kwargs`` print it masked."""
+    key = kwargs.get("api_key")
+    if isinstance(key, str) and key and not isinstance(key, Secret):
+        register_secret(key)
+        kwargs["api_key"] = Secret(key)

@@ -8,7 +8,9 @@ Connection handling
     One ``aiohttp.ClientSession`` per event loop, created lazily and reused (keep-alive).
     ``trust_env=True`` so HTTP(S)_PROXY / NO_PROXY work; ``proxy=`` per call wins.
     A ``TCPConnector(limit=100)`` makes many concurrent streams queue instead of
-    exhausting file descriptors. ``await Upstage.aclose()`` closes the running loop's
+    exhausting file descriptors. After ``[DONE]`` the rest of the body (the chunked
+    terminator, often a separate read) is drained, briefly and bounded, so the connection
+    goes back to the pool. ``await Upstage.aclose()`` closes the running loop's
     session; sessions of loops that have since closed are closed on the next use and at
     interpreter exit, so no "Unclosed client session" warnings are left behind.
 
@@ -34,6 +36,7 @@ import atexit
 import email.utils
 import json
 import random
+import re
 import threading
 from datetime import datetime, timezone
 from typing import Any
@@ -41,6 +44,7 @@ from typing import Any
 import aiohttp
 
 from .. import settings
+from ..settings import Secret
 from ..errors import (
     APIConnectionError,
     APIStatusError,
@@ -68,6 +72,8 @@ RETRY_MAX_DELAY = 8.0
 CONNECTION_LIMIT = 100
 _RETRY_STATUSES = frozenset({408, 429})
 _ERROR_BODY_LIMIT = 65536
+_DRAIN_LIMIT = 65536  # after [DONE]: bytes read to reach the body's end (keep-alive)
+_DRAIN_TIMEOUT = 1.0  # ... within this many seconds in all
 _USER_AGENT = "upstage-magic/0.1"
 
 # Patchable in tests (module global looked up at call time): the retry wait.
@@ -152,7 +158,9 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
         between reads, in seconds. Raises a subclass of ``UpstageError``; a stream that
         breaks off raises after the text that already arrived has been yielded.
         """
+        __tracebackhide__ = True  # noqa: F841 - IPython/pytest: this frame holds the key
         key = _api_key(api_key)
+        api_key = None  # only the masked copy stays in this frame
         body: dict[str, Any] = {
             "model": cls.get_model(model),
             "messages": _messages(messages),
@@ -171,11 +179,11 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
         for name, value in extra.items():
             if value is not None:
                 body[name] = value
-        headers = {
+        headers = _Headers({
             "Authorization": f"Bearer {key}",
             "Accept": "text/event-stream" if stream else "application/json",
             "Content-Type": "application/json",
-        }
+        })
         if timeout is None:
             timeout = DEFAULT_TIMEOUT if stream else DEFAULT_NONSTREAM_TIMEOUT
         response = await _send(
@@ -196,25 +204,27 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
                     yield item
                 return
 
-            # Hot path: keep per-event work to a dict lookup or three.
+            # Hot path: keep per-event work to a dict lookup or three. The decoder hands
+            # over plain events as their data strings (no event objects); an event with an
+            # ``event:`` type comes as a ServerSentEvent, which json.loads rejects with a
+            # TypeError, so that rare case costs nothing on the common one.
             decoder = SSEDecoder()
-            feed = decoder.feed
+            feed = decoder.feed_data
             loads = json.loads
             done = False
             finish = None
             usage = None
-            data = ""
-            chunks = response.content.iter_any()
+            data = None  # stays None while no event has arrived
+            chunks = response.content.iter_any()  # per chunk (KBs), not per event
             eof = False
             try:
                 while not (done or eof):
                     try:
-                        events = feed(await chunks.__anext__())
+                        datas = feed(await chunks.__anext__())
                     except StopAsyncIteration:
-                        events = decoder.flush()
+                        datas = decoder.flush_data()
                         eof = True
-                    for event in events:
-                        data = event.data
+                    for data in datas:
                         try:
                             obj = loads(data)
                         except ValueError as exc:
@@ -222,6 +232,13 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
                                 done = True
                                 break
                             raise _malformed(data, exc) from None
+                        except TypeError:  # a typed event (ServerSentEvent), see above
+                            event = data
+                            data = event.data
+                            obj = _typed_event(event)
+                            if obj is None:
+                                done = True
+                                break
                         choices = obj.get("choices")
                         if choices:
                             choice = choices[0]
@@ -244,7 +261,7 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
                         if event_usage:
                             usage = event_usage
             except (AttributeError, TypeError, IndexError) as exc:
-                raise _malformed(data, exc, shape=True) from None
+                raise _malformed(data or "", exc, shape=True) from None
             except UnicodeDecodeError:
                 raise MalformedEventError(
                     "The server sent bytes that are not valid UTF-8 in the answer stream.",
@@ -254,10 +271,18 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
                 err, _ = _transport_error(exc, started=True, key=key)
                 raise err from _safe_cause(exc, key)
             if not done and finish is None:
+                if data is None:
+                    raise IncompleteStreamError(
+                        "The server ended the answer stream without sending any event "
+                        "(an empty response).",
+                        hint="Try again; if it keeps happening, check the base URL and any proxy.",
+                    )
                 raise IncompleteStreamError(
                     "The answer stream ended before the server said it was finished "
-                    "(no finish_reason and no [DONE]); the text so far was kept."
+                    "(no finish_reason and no [DONE])."
                 )
+            if done and not eof:
+                await _drain(response)
             if usage:
                 yield Usage.from_dict(usage)
         finally:
@@ -274,11 +299,13 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
         max_retries: int = 3,
     ) -> list[str]:
         """The model ids the key can use (``GET {base_url}/models``)."""
+        __tracebackhide__ = True  # noqa: F841 - this frame holds the key
         key = _api_key(api_key)
+        api_key = None
         response = await _send(
             "GET",
             _base_url(base_url) + "/models",
-            headers={"Authorization": f"Bearer {key}", "Accept": "application/json"},
+            headers=_Headers({"Authorization": f"Bearer {key}", "Accept": "application/json"}),
             data=None,
             proxy=proxy,
             timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
@@ -305,14 +332,25 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
 # --------------------------------------------------------------------------- request
 
 
-def _api_key(api_key: str | None) -> str:
+class _Headers(dict):
+    """Request headers whose repr masks the ``Authorization`` value (see ``Secret``)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr({k: ("***" if k.lower() in ("authorization", "proxy-authorization") else v)
+                     for k, v in self.items()})
+
+
+def _api_key(api_key: str | None) -> Secret:
+    __tracebackhide__ = True  # noqa: F841
     key = (api_key.strip() if api_key else None) or settings.get_api_key()
     if not key:
         raise MissingAPIKeyError(
             "No Upstage API key found: UPSTAGE_API_KEY is not set and no api_key was given."
         )
-    register_secret(key)
-    return key
+    register_secret(str(key))
+    return Secret(key)
 
 
 def _base_url(base_url: str | None) -> str:
@@ -343,8 +381,10 @@ async def _send(
 ) -> aiohttp.ClientResponse:
     """Send a request, retrying while no answer has started; return an OK response.
 
-    The caller must ``release()`` the response.
+    The caller must ``release()`` the response. ``headers`` and ``key`` hold the key: pass
+    them masked (``_Headers``, ``Secret``) so a verbose traceback cannot show it.
     """
+    __tracebackhide__ = True  # noqa: F841
     session = _session()
     client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=timeout)
     attempt = 0
@@ -467,17 +507,38 @@ def _whole_answer(obj: Any) -> list[Any]:
 
 
 def _safe_cause(exc: BaseException, key: str) -> BaseException | None:
-    """``exc`` if nothing about it shows the key, else None (then ``raise ... from None``)."""
+    """``exc`` to chain as ``__cause__`` if nothing about it shows the key, else None.
+
+    The tracebacks of ``exc`` and of the exceptions chained to it are dropped: their
+    frames are aiohttp's, whose locals hold the request headers (with the key), and a
+    verbose traceback (``%xmode Verbose``) prints every frame's locals.
+    """
+    seen: set[int] = set()
+    chain: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        chain.append(e)
+        e = e.__cause__ or e.__context__
     try:
-        texts = (str(exc), repr(exc), repr(exc.args), repr(getattr(exc, "request_info", "")))
+        for e in chain:
+            texts = (str(e), repr(e), repr(e.args), repr(getattr(e, "request_info", "")))
+            if any(key in t for t in texts):
+                return None
     except Exception:  # a broken __repr__: do not chain what we cannot check
         return None
-    return None if any(key in t for t in texts) else exc
+    for e in chain:
+        e.__traceback__ = None
+    return exc
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
+    """``"ErrorType: text"``, without nested exception reprs like ``<XError: ...>``."""
+    text = _NESTED_REPR.sub("", str(exc)).strip().rstrip(":").strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+_NESTED_REPR = re.compile(r":?\s*<\w*(?:Error|Exception)\b[^>]*>")
 
 
 def _transport_error(exc: BaseException, *, started: bool, key: str) -> tuple[UpstageError, bool]:
@@ -502,9 +563,12 @@ def _transport_error(exc: BaseException, *, started: bool, key: str) -> tuple[Up
             "The Upstage API did not answer within the timeout (waiting for the first byte)."
         ), False
     if started:
+        if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError)):
+            return IncompleteStreamError(
+                "The connection closed before the answer finished."
+            ), False
         return IncompleteStreamError(
-            f"The connection broke while the answer was arriving ({detail}); "
-            "the text so far was kept."
+            f"The connection broke while the answer was arriving ({detail})."
         ), False
     if isinstance(exc, aiohttp.ClientSSLError):
         return APIConnectionError(f"TLS/SSL error talking to the Upstage API ({detail})."), False
@@ -531,8 +595,51 @@ def _transport_error(exc: BaseException, *, started: bool, key: str) -> tuple[Up
     return APIConnectionError(f"Request to the Upstage API failed ({detail})."), False
 
 
+async def _drain(response: aiohttp.ClientResponse) -> None:
+    """Read what is left of a finished stream's body (normally just the chunked-encoding
+    terminator) so ``release()`` returns the connection to the pool instead of closing it.
+    Bounded: about ``_DRAIN_LIMIT`` bytes within ``_DRAIN_TIMEOUT`` s in all; errors ignored
+    (the connection is then simply not reused)."""
+    content = response.content
+    if content.at_eof():
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _DRAIN_TIMEOUT
+    size = 0
+    try:
+        while size <= _DRAIN_LIMIT:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            part = await asyncio.wait_for(content.readany(), left)
+            if not part:
+                return
+            size += len(part)
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        pass
+
+
+_HTML_START = re.compile(r"\s*<(?:!doctype\s+html|html|head|body|title)\b", re.I)
+_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.I | re.S)
+_HTML_DROP = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->", re.I | re.S)
+_HTML_TAG = re.compile(r"<[^>]*>")
+
+
+def _html_text(text: str) -> str:
+    """The readable text of an HTML error page: its <title>, else its tag-stripped text."""
+    import html
+
+    match = _HTML_TITLE.search(text)
+    if match and match.group(1).strip():
+        found = match.group(1)
+    else:
+        found = _HTML_TAG.sub(" ", _HTML_DROP.sub(" ", text))
+    found = " ".join(html.unescape(found).split())
+    return found[:200] + ("..." if len(found) > 200 else "")
+
+
 def _server_message(raw: bytes) -> tuple[str | None, str | None, Any]:
-    """(message, code, parsed body) from an error body: OpenAI envelope, JSON or text."""
+    """(message, code, parsed body) from an error body: OpenAI envelope, JSON, HTML or text."""
     text = raw.decode("utf-8", "replace").strip()
     try:
         body: Any = json.loads(text) if text else None
@@ -553,7 +660,7 @@ def _server_message(raw: bytes) -> tuple[str | None, str | None, Any]:
     if message is not None and not isinstance(message, str):
         message = json.dumps(message)
     if not message and text:
-        message = " ".join(text.split())
+        message = _html_text(text) if _HTML_START.match(text) else " ".join(text.split())
     if message and len(message) > 500:
         message = message[:500] + "..."
     return message or None, (str(code) if code is not None else None), body
@@ -584,6 +691,26 @@ async def _status_error(
         retry_after=retry_after,
         what=what,
     )
+
+
+def _typed_event(event: Any) -> Any:
+    """The parsed data of an event with an ``event:`` type; None for ``[DONE]``.
+
+    ``event: error`` always ends the stream with a StreamErrorEvent, whatever its data
+    (a JSON error object, any JSON, or plain text). Other types are read like plain events.
+    """
+    data = event.data
+    try:
+        obj = json.loads(data)
+    except ValueError as exc:
+        if event.event == "error":
+            raise _stream_error_event(data.strip() or "(no details)") from None
+        if data == "[DONE]":
+            return None
+        raise _malformed(data, exc) from None
+    if event.event == "error":
+        raise _stream_error_event(obj.get("error", obj) if isinstance(obj, dict) else obj)
+    return obj
 
 
 def _stream_error_event(error: Any) -> StreamErrorEvent:
