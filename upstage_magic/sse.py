@@ -16,6 +16,12 @@ Follows the WHATWG "event stream" interpretation rules:
 
 ``flush()`` ends the stream and also emits a last event that lacked its blank line.
 
+``feed_data()`` / ``flush_data()`` are the same, for consumers that only need the data
+(the chat provider): an event of the default type (no ``event:`` field, or
+``event: message``) comes back as its data ``str`` alone; any other event (e.g.
+``event: error``) as a :class:`ServerSentEvent`, so its type is not lost. The ``id``
+and ``retry`` fields are tracked as usual but not returned for plain events.
+
 Speed: no per-byte Python loop. A chunk without CR skips line-end normalisation; the
 complete lines of a chunk are decoded at once and split with ``str.split``; a run of
 single-line ``data: ...`` events (what chat completions send) is split on
@@ -29,10 +35,13 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from itertools import repeat
+from typing import Any
 
 from .errors import StreamError
 
 __all__ = ["ServerSentEvent", "SSEDecoder", "MAX_LINE_BYTES"]
+
+_DEFAULT_TYPES = (None, "message")
 
 #: Longest line (one ``data:`` field, in bytes) the decoder buffers before giving up.
 MAX_LINE_BYTES = 16 * 1024 * 1024
@@ -64,6 +73,11 @@ def _make_event(data: str, event: str | None, id: str | None, retry: int | None)
     _set_id(sse, id)
     _set_retry(sse, retry)
     return sse
+
+
+def _as_data(events: list[ServerSentEvent]) -> list[Any]:
+    """``feed_data``'s shape: default-type events as their data, others unchanged."""
+    return [e.data if e.event in _DEFAULT_TYPES else e for e in events]
 
 
 def _too_large(size: int) -> StreamError:
@@ -99,6 +113,21 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Consume ``chunk`` and return the events it completed (often none)."""
+        return self._feed(chunk, False)
+
+    def feed_data(self, chunk: bytes) -> list[str | ServerSentEvent]:
+        """Like :meth:`feed`, but a default-type event is returned as its data ``str``.
+
+        Events with another type (``event: error``, ...) are returned as
+        :class:`ServerSentEvent` objects, in stream order.
+        """
+        return self._feed(chunk, True)
+
+    def flush_data(self) -> list[str | ServerSentEvent]:
+        """Like :meth:`flush`, with :meth:`feed_data`'s result shape."""
+        return _as_data(self.flush())
+
+    def _feed(self, chunk: bytes, raw: bool) -> list[Any]:
         if not chunk:
             return []
         if self._after_cr:
@@ -144,7 +173,7 @@ class SSEDecoder:
             self._pending_len = len(tail)
         # LF never occurs inside a UTF-8 multi-byte sequence, so decoding the block of
         # complete lines at once equals decoding each line on its own.
-        return self._text(block.decode("utf-8", "replace"))
+        return self._text(block.decode("utf-8", "replace"), raw)
 
     def flush(self) -> list[ServerSentEvent]:
         """End of stream: finish a last unterminated line and emit its pending event."""
@@ -159,8 +188,11 @@ class SSEDecoder:
         self._reset()
         return events
 
-    def _text(self, text: str) -> list[ServerSentEvent]:
-        """Interpret complete lines (joined by LF, without the last LF)."""
+    def _text(self, text: str, raw: bool = False) -> list[Any]:
+        """Interpret complete lines (joined by LF, without the last LF).
+
+        ``raw``: return default-type events as their data strings (see ``feed_data``).
+        """
         if not self._started:
             self._started = True
             if text[:1] == "\ufeff":
@@ -172,6 +204,9 @@ class SSEDecoder:
             parts = text[6:].split("\n\ndata: ")
             last = parts.pop()
             if parts and text.count("\n") == 2 * len(parts) + last.count("\n"):  # no LF inside
+                if raw:  # the data strings are the result: no event objects at all
+                    parts += self._pieces("data: " + last, True)
+                    return parts
                 n = len(parts)
                 events = list(map(_new_event, repeat(ServerSentEvent, n)))
                 deque(map(_set_data, events, parts), 0)
@@ -179,9 +214,9 @@ class SSEDecoder:
                 deque(map(_set_id, events, repeat(self._last_id, n)), 0)
                 deque(map(_set_retry, events, repeat(None, n)), 0)
                 return events + self._pieces("data: " + last)
-        return self._pieces(text)
+        return self._pieces(text, raw)
 
-    def _pieces(self, text: str) -> list[ServerSentEvent]:
+    def _pieces(self, text: str, raw: bool = False) -> list[Any]:
         """General path: blank-line separated pieces; single "data:" lines built directly."""
         # Each piece but the last is followed by a blank line.
         pieces = text.split("\n\n")
@@ -195,6 +230,9 @@ class SSEDecoder:
             clean = not self._data and self._event is None and self._retry is None
             for piece in pieces:
                 if clean and piece[:6] == "data: " and "\n" not in piece:
+                    if raw:
+                        append(piece[6:])
+                        continue
                     sse = new_event(ServerSentEvent)
                     set_data(sse, piece[6:])
                     set_event(sse, None)
@@ -204,11 +242,11 @@ class SSEDecoder:
                 else:
                     lines = piece.split("\n")
                     lines.append("")
-                    events += self._lines(lines)
+                    events += _as_data(self._lines(lines)) if raw else self._lines(lines)
                     last_id = self._last_id
                     clean = True  # a blank line was the last line: the event state is reset
         if tail or not pieces:
-            events += self._lines(tail.split("\n"))
+            events += _as_data(self._lines(tail.split("\n"))) if raw else self._lines(tail.split("\n"))
         return events
 
     def _lines(self, lines: list[str]) -> list[ServerSentEvent]:
