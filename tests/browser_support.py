@@ -9,14 +9,12 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
+
+from harness import EmulatorProcess, free_port, stop_process, wait_http
 
 CHROMIUM = os.environ.get("UPSTAGE_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -30,94 +28,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--disable-dev-shm-usage",
 ]
-TEST_KEY = "test-key-SECRET123"
-
-
-def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, *, timeout: float, headers: dict[str, str] | None = None,
-               proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered:\n{tail}")
-        try:
-            req = urllib.request.Request(url, headers=headers or {})
-            with urllib.request.urlopen(req, timeout=2) as resp:
-                if resp.status < 500:
-                    return
-        except urllib.error.HTTPError as exc:  # any HTTP answer means it is up
-            if exc.code < 500:
-                return
-            last = exc
-        except Exception as exc:  # noqa: BLE001 - retry until the deadline
-            last = exc
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout}s: {last!r}")
-
-
-def _stop(proc: subprocess.Popen | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-
-
-class EmulatorProcess:
-    """``python -m upstage_magic.emulator`` in a subprocess, driven via its control endpoints."""
-
-    def __init__(self, workdir: Path, *, api_key: str | None = TEST_KEY, **cfg: Any) -> None:
-        self.port = free_port()
-        self.root = f"http://127.0.0.1:{self.port}"
-        self.base_url = f"{self.root}/v1"
-        self.api_key = api_key
-        self.log_path = workdir / "emulator.log"
-        args = [sys.executable, "-m", "upstage_magic.emulator", "--port", str(self.port)]
-        if api_key:
-            args += ["--api-key", api_key]
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
-        _wait_http(f"{self.base_url}/models", timeout=20, proc=self.proc, log=self.log_path,
-                   headers={"Authorization": f"Bearer {api_key or 'x'}"})
-        if cfg:
-            self.config(**cfg)
-
-    def _post(self, path: str, payload: Any) -> Any:
-        req = urllib.request.Request(
-            f"{self.root}{path}", data=json.dumps(payload).encode(), method="POST",
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            body = resp.read()
-        return json.loads(body) if body else None
-
-    def config(self, **cfg: Any) -> Any:
-        return self._post("/_emulator/config", cfg)
-
-    def fault(self, fault: dict | None) -> Any:
-        return self._post("/_emulator/fault", fault)
-
-    def reset(self) -> Any:
-        return self._post("/_emulator/reset", {})
-
-    def requests(self) -> list[dict]:
-        with urllib.request.urlopen(f"{self.root}/_emulator/requests", timeout=5) as resp:
-            return json.loads(resp.read())
-
-    def close(self) -> None:
-        _stop(self.proc)
-        self._log.close()
 
 
 class LabServer:
@@ -169,7 +79,7 @@ class LabServer:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(args, env=full_env, cwd=str(root_dir),
                                      stdout=self._log, stderr=subprocess.STDOUT)
-        _wait_http(f"http://127.0.0.1:{self.port}/api/status?token={self.token}", timeout=60,
+        wait_http(f"http://127.0.0.1:{self.port}/api/status?token={self.token}", timeout=60,
                    proc=self.proc, log=self.log_path)
 
     def url(self, path: str = "lab") -> str:
@@ -181,7 +91,7 @@ class LabServer:
         return self.log_path.read_text(errors="replace")[-n:]
 
     def close(self) -> None:
-        _stop(self.proc)
+        stop_process(self.proc)
         self._log.close()
 
 

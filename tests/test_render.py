@@ -392,3 +392,23 @@ def test_fuzz_streaming_equals_fresh(parts):
 @given(text=st.one_of(markdownish, st.text(max_size=200)))
 def test_fuzz_safe_html_allow_list(text):
     assert html_problems(safe_html(text)) == []
+
+
+# -- deep nesting (markdown-it stops at 20 levels and used to drop the rest) ----------------
+
+DEEP_LIST = "\n".join("  " * i + f"- level{i}" for i in range(60))
+DEEP_QUOTE = "".join(">" for _ in range(60)) + " deep quote"
+
+
+@pytest.mark.parametrize("deep", [DEEP_LIST, DEEP_QUOTE], ids=["list", "quote"])
+def test_text_after_deep_nesting_is_kept_in_html(deep):
+    out = safe_html(deep + "\n\nafter the deep part")
+    assert "after the deep part" in out
+    assert "level59" in out or "deep quote" in out
+
+
+@pytest.mark.parametrize("deep", [DEEP_LIST, DEEP_QUOTE], ids=["list", "quote"])
+def test_code_after_deep_nesting_stays_byte_exact(deep):
+    code = '```html\n<script>alert("kept as code")</script>\n```'
+    out = safe_markdown(deep + "\n\n" + code + "\n")
+    assert code in out

@@ -84,6 +84,38 @@ def _block_parser() -> Any:
 
     md = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
     md.disable(["inline", "text_join"])
+    return _flatten_deep_blocks(md)
+
+
+# markdown-it stops parsing at ``maxNesting`` block levels and silently drops the rest of
+# the enclosing block (for a deep list: the rest of the answer). Past this depth the lines
+# are taken as one plain paragraph instead, so no text is lost and recursion stays bounded.
+_MAX_BLOCK_DEPTH = 20
+
+
+def _deep_block_as_text(state: Any, start_line: int, end_line: int, silent: bool) -> bool:
+    """Block rule: at ``_MAX_BLOCK_DEPTH`` levels, the remaining lines become one paragraph."""
+    if state.level < _MAX_BLOCK_DEPTH:
+        return False
+    if silent:
+        return True
+    line = start_line + 1
+    while line < end_line and (state.isEmpty(line) or state.sCount[line] >= state.blkIndent):
+        line += 1  # the lines of this block: up to the first one indented less (as tokenize stops)
+    token = state.push("paragraph_open", "p", 1)
+    token.map = [start_line, line]
+    token = state.push("inline", "", 0)
+    token.content = state.getLines(start_line, line, state.blkIndent, False).strip()
+    token.map = [start_line, line]
+    token.children = []
+    state.push("paragraph_close", "p", -1)
+    state.line = line
+    return True
+
+
+def _flatten_deep_blocks(md: Any) -> Any:
+    md.options["maxNesting"] = _MAX_BLOCK_DEPTH + 10  # never reached by blocks: the rule fires first
+    md.block.ruler.before("table", "deep_block_as_text", _deep_block_as_text)
     return md
 
 
@@ -320,7 +352,7 @@ def _html_renderer() -> Any:
         return md.renderer.renderToken(tokens, idx, options, env)
 
     md.renderer.rules["link_open"] = link_open
-    return md
+    return _flatten_deep_blocks(md)
 
 
 def safe_html(text: str) -> str:

@@ -58,6 +58,9 @@ _STYLE = """<style>
 .upstage-chat .upstage-answer p { margin: 0.3em 0; }
 .upstage-chat .upstage-answer h1, .upstage-chat .upstage-answer h2,
 .upstage-chat .upstage-answer h3 { margin: 0.4em 0 0.2em; line-height: 1.25; }
+.upstage-chat .upstage-answer blockquote { margin: 0.3em 0 0.3em 0.2em; padding-left: 0.6em;
+  border-left: 3px solid var(--jp-border-color2, #ccc); }
+.upstage-chat .upstage-answer ul, .upstage-chat .upstage-answer ol { padding-left: 1.3em; }
 </style>"""
 _USER_STYLE = (
     "margin:8px 0 2px 18%;padding:6px 10px;border-radius:10px;white-space:pre-wrap;"
