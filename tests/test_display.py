@@ -79,3 +79,41 @@ def test_long_text_interval_grows_with_bytes():
     clock.t += 0.4
     c.push("y")
     assert c.renders == 2
+
+
+def test_plain_view_keeps_text_and_writes_each_delta():
+    import io
+
+    from upstage_magic.display import PlainView
+
+    out = io.StringIO()
+    view = PlainView(out=out)
+    for part in ("Hel", "lo", " world"):
+        view.push(part)
+    assert view.text == "Hello world" == out.getvalue()
+    view.push("!")
+    view.finish(None, "foot")
+    assert view.text == "Hello world!" and out.getvalue() == "Hello world!\n[foot]\n"
+
+
+def test_rich_view_final_render_reuses_markdown_and_adds_plain():
+    from upstage_magic import display as d
+
+    calls: list[str] = []
+    shown: list[dict] = []
+
+    class Handle:
+        def update(self, bundle, raw=True):
+            shown.append(bundle)
+
+    def fake_display(bundle, raw=True, display_id=None):
+        shown.append(bundle)
+        return Handle()
+
+    view = d.RichView("markdown", display=fake_display)
+    real = view._safe_markdown
+    view._safe_markdown = lambda t: calls.append(t) or real(t)
+    view.push("Hi <b>x</b>")
+    view.finish(None, None)
+    assert calls == ["Hi <b>x</b>"]  # rendered once, not again for the final bundle
+    assert shown[-1]["text/plain"] == "Hi <b>x</b>" and "<b>" not in shown[-1]["text/markdown"]

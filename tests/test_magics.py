@@ -1,6 +1,7 @@
 """%%upstage / %upstage with an InteractiveShell and a fake provider (no HTTP)."""
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -27,6 +28,7 @@ class FakeProvider:
     def __init__(self) -> None:
         self.queue: list[list[Any]] = []
         self.calls: list[dict[str, Any]] = []
+        self.pause: float | None = None  # seconds between chunks (None: one burst, like a fast network)
 
     def enqueue(self, chunks: list[Any]) -> None:
         self.queue.append(list(chunks))
@@ -43,6 +45,8 @@ class FakeProvider:
             if isinstance(chunk, BaseException):
                 raise chunk
             yield chunk
+            if self.pause is not None:
+                await asyncio.sleep(self.pause)
 
     async def list_models(self, **kwargs):
         return ["fake-default", "fake-mini", "fake-large"]
@@ -368,6 +372,7 @@ def test_interrupt_in_caller_thread_cancels_stream(shell, magics, fake, capsys, 
             raise KeyboardInterrupt
 
     monkeypatch.setattr(display_mod.PlainView, "push", push)
+    fake.pause = 0  # each chunk its own network read, so each is its own hand-over
     fake.enqueue([f"t{i} " for i in range(100)])
     with pytest.raises(KeyboardInterrupt):
         cell(shell, "", "q")

@@ -153,3 +153,15 @@ def test_pure_import():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_extend_matches_add_item_by_item():
+    items = [Reasoning("think "), "", "Hel", "lo", FinishReason("length"), "", " world", Usage(5, 3, 8)]
+    one, many = ChatSession().start("q", model="m"), ChatSession().start("q", model="m")
+    deltas = [d for d in map(one.add, items) if d]
+    assert many.extend(items[:3]) + many.extend(items[3:]) == "".join(deltas) == "Hello world"
+    for attr in ("text", "reasoning", "chunks", "finish_reason", "usage"):
+        assert getattr(many, attr) == getattr(one, attr), attr
+    assert many.first_token_at is not None
+    assert many.finish().status == "length"
+    assert ChatSession().start("q", model="m").extend(["", FinishReason("stop")]) == ""

@@ -79,6 +79,12 @@ class Coalescer:
             return True
         return False
 
+    def due(self) -> float | None:
+        """When the next render may happen (clock time); None before the first render."""
+        if self._last is None:
+            return None
+        return self._last + self.current_interval()
+
     def flush(self) -> None:
         """Render the final state once if anything is pending."""
         if self.pending:
@@ -174,6 +180,7 @@ class RichView:
         self.handle: Any = None
         self.messages = 0
         self._last_bundle: dict[str, Any] | None = None
+        self._md_cache: tuple[str | None, str] = (None, "")
         self.coalescer = Coalescer(self._render_stream, interval=interval)
         if fmt != "text":
             from . import render  # noqa: PLC0415
@@ -190,12 +197,18 @@ class RichView:
     def tick(self) -> None:
         self.coalescer.poll()
 
+    def due(self) -> float | None:
+        """``time.monotonic()`` time before which new text would not be shown anyway."""
+        return self.coalescer.due()
+
     def _stream_bundle(self, text: str) -> dict[str, Any]:
         if self.fmt == "text":
             return {"text/plain": text}
         if self.fmt == "json":
             return {"text/markdown": fence(text, "json")}
-        return {"text/markdown": self._safe_markdown(text)}  # type: ignore[misc]
+        if text != self._md_cache[0]:  # the final render often repeats the last flush's text
+            self._md_cache = (text, self._safe_markdown(text))  # type: ignore[misc]
+        return {"text/markdown": self._md_cache[1]}
 
     def _render_stream(self, text: str) -> None:
         self._show(self._stream_bundle(text))
@@ -234,15 +247,26 @@ class PlainView:
     def __init__(self, fmt: str = "markdown", *, out: TextIO | None = None) -> None:
         self.fmt = fmt
         self._out = out
-        self.text = ""
+        self._parts: list[str] = []
         self.messages = 0
+
+    @property
+    def text(self) -> str:
+        """All text written so far."""
+        if len(self._parts) > 1:
+            self._parts[:] = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""
+
+    @text.setter
+    def text(self, value: str) -> None:
+        self._parts = [value] if value else []
 
     @property
     def out(self) -> TextIO:
         return self._out if self._out is not None else sys.stdout
 
     def push(self, delta: str) -> None:
-        self.text += delta
+        self._parts.append(delta)  # no growing string copy per delta
         self.out.write(delta)
         self.out.flush()
 

@@ -298,8 +298,8 @@ class UpstageMagics(Magics):
         self.last_view = view
         self.last_exchange = exchange
 
-        def on_item(item: Any) -> None:
-            delta = exchange.add(item)
+        def on_batch(items: list[Any]) -> None:
+            delta = exchange.extend(items)
             if delta:
                 view.push(delta)
 
@@ -309,7 +309,8 @@ class UpstageMagics(Magics):
         from .runner import run_stream  # noqa: PLC0415
 
         try:
-            run_stream(make_stream, on_item, tick=view.tick, tick_interval=min(0.05, self.update_interval))
+            run_stream(make_stream, on_batch=on_batch, tick=view.tick, tick_interval=min(0.05, self.update_interval),
+                       due=getattr(view, "due", None))
         except KeyboardInterrupt:
             exchange.finish("stopped")
             view.finish(None, footer_text(exchange, "stopped"))  # always: it carries the marker
