@@ -2,20 +2,15 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.kernel
+from harness import DISPLAY_TYPES, ROOT, TEST_KEY, KernelSession
 
-TEST_KEY = "test-key-SECRET123"
-ROOT = Path(__file__).resolve().parent.parent
-DISPLAY_TYPES = ("display_data", "update_display_data")
+pytestmark = pytest.mark.kernel
 
 
 @pytest.fixture(scope="module")
@@ -28,51 +23,26 @@ def emu():
 
 @pytest.fixture(scope="module")
 def kernel(emu):
-    from jupyter_client.manager import start_new_kernel
-
-    env = dict(os.environ, UPSTAGE_BASE_URL=emu.base_url, UPSTAGE_API_KEY=TEST_KEY, PYTHONPATH=str(ROOT))
-    env.pop("UPSTAGE_MODEL", None)
-    km, kc = start_new_kernel(kernel_name="python3", env=env, startup_timeout=120)
+    k = KernelSession({"UPSTAGE_BASE_URL": emu.base_url, "UPSTAGE_API_KEY": TEST_KEY})
     try:
-        run(kc, "%load_ext upstage_magic")
-        yield km, kc
+        k.run("%load_ext upstage_magic")
+        yield k
     finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
+        k.close()
 
 
 @pytest.fixture
-def fresh(kernel, emu):
+def fresh(kernel, emu) -> KernelSession:
     """Reset the conversation and the emulator's settings before each test."""
-    km, kc = kernel
     emu.configure(reply="markdown", answer_tokens=None, tokens_per_second=None, reasoning=False)
     emu.set_fault(None)
-    run(kc, "%upstage reset")
-    return km, kc
+    kernel.run("%upstage reset")
+    return kernel
 
 
-def run(kc, code: str, timeout: float = 120) -> list[dict[str, Any]]:
+def run(k: KernelSession, code: str, timeout: float = 120) -> list[dict[str, Any]]:
     """Execute ``code``; return its iopub messages up to idle (raises on timeout)."""
-    msg_id = kc.execute(code)
-    return collect(kc, msg_id, timeout)
-
-
-def collect(kc, msg_id: str, timeout: float = 120) -> list[dict[str, Any]]:
-    msgs = []
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"no idle within {timeout} s; got {[m['msg_type'] for m in msgs]}")
-        try:
-            m = kc.get_iopub_msg(timeout=left)
-        except Exception:
-            continue
-        if m["parent_header"].get("msg_id") != msg_id:
-            continue
-        msgs.append(m)
-        if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
-            return msgs
+    return k.execute(code, timeout).msgs
 
 
 def displays(msgs) -> list[dict[str, Any]]:
@@ -103,14 +73,14 @@ def answer_markdown(msgs) -> str:
 
 
 def test_answer_streams_with_history(fresh):
-    km, kc = fresh
-    first = run(kc, "%%upstage\nHello there")
+    k = fresh
+    first = run(k, "%%upstage\nHello there")
     assert not errors(first)
     md = answer_markdown(first)
     assert "You asked: Hello there" in md and "Turn 1" in md
     assert "```python\ndef greet(name: str) -> str:" in md
     assert "answer tokens" in markdowns(first)[-1]  # footer
-    second = run(kc, "%%upstage\nAnd again")
+    second = run(k, "%%upstage\nAnd again")
     assert "Turn 2" in answer_markdown(second)
 
 
@@ -140,10 +110,10 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
 
 
 def test_long_answer_bounded_display_messages(fresh, emu):
-    km, kc = fresh
+    k = fresh
     emu.configure(answer_tokens=2000)
     t0 = time.monotonic()
-    msgs = run(kc, "%%upstage --no-history\nlong please")
+    msgs = run(k, "%%upstage --no-history\nlong please")
     elapsed = time.monotonic() - t0
     assert not errors(msgs)
     n = len(displays(msgs))
@@ -153,10 +123,10 @@ def test_long_answer_bounded_display_messages(fresh, emu):
 
 
 def test_paced_answer_bounded_display_messages(fresh, emu):
-    km, kc = fresh
+    k = fresh
     emu.configure(answer_tokens=120, tokens_per_second=60)
     t0 = time.monotonic()
-    msgs = run(kc, "%%upstage --no-history\npaced please")
+    msgs = run(k, "%%upstage --no-history\npaced please")
     elapsed = time.monotonic() - t0
     n = len(displays(msgs))
     assert 3 <= n <= 12 * elapsed + 3, (n, elapsed)  # it did stream (several updates)
@@ -164,18 +134,13 @@ def test_paced_answer_bounded_display_messages(fresh, emu):
 
 
 def test_interrupt_keeps_partial_and_kernel_lives(fresh, emu):
-    km, kc = fresh
+    k = fresh
     emu.configure(answer_tokens=2000, tokens_per_second=20)  # would take 100 s
-    msg_id = kc.execute("%%upstage\nstream slowly")
-    seen: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 60
-    while not displays(seen) and time.monotonic() < deadline:  # wait for the first text
-        m = kc.get_iopub_msg(timeout=60)
-        if m["parent_header"].get("msg_id") == msg_id:
-            seen.append(m)
+    msg_id = k.submit("%%upstage\nstream slowly")
+    seen = k.collect(msg_id, 60, until=lambda m: m["msg_type"] in DISPLAY_TYPES)  # the first text
     time.sleep(0.5)
-    km.interrupt_kernel()
-    rest = collect(kc, msg_id, timeout=60)
+    k.interrupt()
+    rest = k.collect(msg_id, 60)
     msgs = seen + rest
     errs = errors(msgs)
     assert errs and errs[-1]["ename"] == "KeyboardInterrupt"
@@ -183,9 +148,9 @@ def test_interrupt_keeps_partial_and_kernel_lives(fresh, emu):
     assert 0 < len(partial.split()) < 2000
     assert any("stopped" in md for md in markdowns(msgs))
     emu.configure(answer_tokens=None, tokens_per_second=None)
-    after = run(kc, "%%upstage\nare you still there?")
+    after = run(k, "%%upstage\nare you still there?")
     assert not errors(after) and "You asked: are you still there?" in answer_markdown(after)
-    status = run(kc, "from upstage_magic.session import default_session\n"
+    status = run(k, "from upstage_magic.session import default_session\n"
                      "print([t.status for t in default_session().turns])")
     assert "['stopped', 'done']" in stream_text(status)
 
@@ -193,9 +158,9 @@ def test_interrupt_keeps_partial_and_kernel_lives(fresh, emu):
 def test_hostile_answer_neutralised_code_exact(fresh, emu):
     from upstage_magic.emulator import HOSTILE_REPLY
 
-    km, kc = fresh
+    k = fresh
     emu.configure(reply="hostile")
-    msgs = run(kc, "%%upstage\nbe hostile")
+    msgs = run(k, "%%upstage\nbe hostile")
     final = answer_markdown(msgs)
     code_block = re.search(r"```html\n.*?\n```", HOSTILE_REPLY, re.S).group(0)
     assert code_block in final  # byte-exact
@@ -218,29 +183,29 @@ def usage_error(msgs) -> str:
 
 
 def test_errors_are_one_line_and_kernel_stays_healthy(fresh, emu):
-    km, kc = fresh
+    k = fresh
     emu.set_fault({"kind": "status", "status": 401, "message": "Invalid API key", "times": 1})
-    err = usage_error(run(kc, "%%upstage\nhi"))
+    err = usage_error(run(k, "%%upstage\nhi"))
     assert "401" in err and "UPSTAGE_API_KEY" in err
-    assert "no-such-model" in usage_error(run(kc, "%%upstage -m no-such-model\nhi"))
+    assert "no-such-model" in usage_error(run(k, "%%upstage -m no-such-model\nhi"))
     emu.set_fault({"kind": "cut", "after": 5})
-    partial = run(kc, "%%upstage\nhi")
+    partial = run(k, "%%upstage\nhi")
     usage_error(partial)
     assert len(answer_markdown(partial)) > 0  # the partial answer stays
-    ok = run(kc, "%%upstage\nall good?")
+    ok = run(k, "%%upstage\nall good?")
     assert not errors(ok) and not stream_text(ok, "stderr")
-    status = run(kc, "from upstage_magic.session import default_session\n"
+    status = run(k, "from upstage_magic.session import default_session\n"
                      "print([t.status for t in default_session().turns])")
     assert "'error', 'done']" in stream_text(status)
 
 
 def test_no_key_in_any_output(fresh, emu, tmp_path):
-    km, kc = fresh
+    k = fresh
     emu.set_fault({"kind": "status", "status": 401, "message": f"bad key {TEST_KEY}", "times": 1})
     msgs = []
     for code in ("%%upstage\nhi", "%upstage config", "%upstage history", "%upstage models",
                  "%%upstage -f json -o x\nhi", "x", f"%upstage export {tmp_path / 'chat.json'}"):
-        msgs += run(kc, code)
+        msgs += run(k, code)
     blob = json.dumps([m["content"] for m in msgs])
     assert "set (from UPSTAGE_API_KEY)" in blob
     assert TEST_KEY not in blob and "SECRET123" not in blob

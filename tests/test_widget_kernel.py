@@ -7,51 +7,14 @@ pacing, so the answer is still streaming when the next cell has already returned
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from browser_support import TEST_KEY, EmulatorProcess
+from harness import TEST_KEY, EmulatorProcess, KernelSession
 
 pytestmark = pytest.mark.kernel
-
-
-class Kernel:
-    def __init__(self, env: dict[str, str]) -> None:
-        from jupyter_client import KernelManager  # noqa: PLC0415
-
-        self.km = KernelManager(kernel_name="python3")
-        self.km.start_kernel(env=env, extra_arguments=["--HistoryManager.enabled=False"])
-        self.kc = self.km.client()
-        self.kc.start_channels()
-        self.kc.wait_for_ready(timeout=60)
-
-    def run(self, code: str, timeout: float = 30) -> str:
-        """Execute a cell; return its stdout; fail on an error."""
-        out: list[str] = []
-        errors: list[str] = []
-
-        def hook(msg: dict[str, Any]) -> None:
-            if msg["msg_type"] == "stream":
-                out.append(msg["content"]["text"])
-            elif msg["msg_type"] == "error":
-                errors.append("\n".join(msg["content"]["traceback"]))
-
-        reply = self.kc.execute_interactive(code, timeout=timeout, output_hook=hook)
-        assert reply["content"]["status"] == "ok", errors
-        return "".join(out)
-
-    def comm_msg(self, comm_id: str, data: dict[str, Any]) -> None:
-        """What the browser sends for a widget event."""
-        msg = self.kc.session.msg("comm_msg", {"comm_id": comm_id, "data": data})
-        self.kc.shell_channel.send(msg)
-
-    def close(self) -> None:
-        self.kc.stop_channels()
-        self.km.shutdown_kernel(now=True)
 
 
 @pytest.fixture
@@ -63,15 +26,13 @@ def emulator(tmp_path: Path):
 
 @pytest.fixture
 def kernel(emulator: EmulatorProcess, tmp_path: Path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UPSTAGE_")}
-    env.update(UPSTAGE_BASE_URL=emulator.base_url, UPSTAGE_API_KEY=TEST_KEY,
-               IPYTHONDIR=str(tmp_path / "ipython"), PYTHONUNBUFFERED="1")
-    k = Kernel(env)
+    k = KernelSession({"UPSTAGE_BASE_URL": emulator.base_url, "UPSTAGE_API_KEY": TEST_KEY,
+                       "IPYTHONDIR": str(tmp_path / "ipython")})
     yield k
     k.close()
 
 
-def wait_for(kernel: Kernel, expr: str, expected: str, timeout: float = 30) -> str:
+def wait_for(kernel: KernelSession, expr: str, expected: str, timeout: float = 30) -> str:
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
@@ -82,7 +43,7 @@ def wait_for(kernel: Kernel, expr: str, expected: str, timeout: float = 30) -> s
     raise AssertionError(f"{expr} = {last!r}, expected {expected!r}")
 
 
-def test_send_from_widget_callback_streams_while_other_cells_run(kernel: Kernel) -> None:
+def test_send_from_widget_callback_streams_while_other_cells_run(kernel: KernelSession) -> None:
     ids = json.loads(kernel.run(
         "import json\n"
         "from upstage_magic import ChatWidget\n"
@@ -127,7 +88,7 @@ def test_send_from_widget_callback_streams_while_other_cells_run(kernel: Kernel)
 
 
 def test_stop_from_widget_callback_then_magic_shares_the_conversation(
-        kernel: Kernel, emulator: EmulatorProcess) -> None:
+        kernel: KernelSession, emulator: EmulatorProcess) -> None:
     ids = json.loads(kernel.run(
         "import json\nfrom upstage_magic import ChatWidget\nw = ChatWidget()\n"
         "print(json.dumps({'input': w.input.model_id, 'send': w.send_button.model_id,"
