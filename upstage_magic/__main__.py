@@ -15,8 +15,17 @@ from pathlib import Path
 DEMO_KEY = "emulator-demo-key"
 
 
-def _default_notebook() -> Path:
-    return Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
+def _default_notebook() -> tuple[Path, Path | None]:
+    """The quickstart and where to write results: beside it in a checkout, else the cwd.
+
+    A checkout (editable install) has ``notebooks/`` next to the package; a wheel carries
+    a copy inside the package (see pyproject's force-include), which must not be written to.
+    """
+    here = Path(__file__).resolve().parent
+    checkout = here.parent / "notebooks" / "quickstart.ipynb"
+    if checkout.exists():
+        return checkout, None
+    return here / "notebooks" / "quickstart.ipynb", Path.cwd()
 
 
 def run_demo(
@@ -62,6 +71,9 @@ def run_demo(
                 nb,
                 timeout=timeout,
                 kernel_name="python3",
+                # The kernel's own start-up chatter (e.g. "running over TCP without
+                # encryption" on loopback) is not the demo's business; cell errors still show.
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],
                 resources={"metadata": {"path": str(notebook.parent)}},
             )
             print(f"Executing {notebook} ...", flush=True)
@@ -99,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         emulator_main(args.args)
         return 0
 
-    notebook = args.notebook or _default_notebook()
+    if args.notebook:
+        notebook, out_dir = args.notebook, args.out_dir
+    else:
+        notebook, default_out = _default_notebook()
+        out_dir = args.out_dir or default_out
     if not notebook.exists():
         print(f"error: {notebook} not found; pass --notebook PATH", file=sys.stderr)
         return 2
@@ -109,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             offline=True if args.offline else None,
             tokens_per_second=args.tokens_per_second,
             timeout=args.timeout,
-            out_dir=args.out_dir,
+            out_dir=out_dir,
         )
     except Exception as exc:  # nbclient's CellExecutionError carries the cell's error
         from .errors import redact
