@@ -116,6 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         notebook, default_out = _default_notebook()
         out_dir = args.out_dir or default_out
+    try:
+        import nbclient  # noqa: F401, PLC0415
+        import nbconvert  # noqa: F401, PLC0415
+        import nbformat  # noqa: F401, PLC0415
+    except ImportError as exc:
+        print(f"error: the demo needs {exc.name}, which is not installed: "
+              "pip install 'upstage-magic[demo]'", file=sys.stderr)
+        return 2
     if not notebook.exists():
         print(f"error: {notebook} not found; pass --notebook PATH", file=sys.stderr)
         return 2
