@@ -27,3 +27,17 @@ def emulator_env(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulato
     monkeypatch.setenv("UPSTAGE_BASE_URL", emulator.base_url)
     monkeypatch.setenv("UPSTAGE_API_KEY", TEST_KEY)
     return emulator
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the provider's retry waits instead of sleeping."""
+    import upstage_magic.providers.upstage as upstage_module
+
+    delays: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        delays.append(seconds)
+
+    monkeypatch.setattr(upstage_module, "_sleep", fake_sleep)
+    return delays

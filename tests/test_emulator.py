@@ -565,3 +565,36 @@ def test_command_line_prints_url_and_stops_cleanly(sig: signal.Signals) -> None:
             proc.communicate()
     assert proc.returncode == 0, err
     assert "stopped" in out and "Traceback" not in err
+
+
+async def test_request_log_is_bounded(monkeypatch):
+    """A long-running demo emulator keeps only the most recent request bodies."""
+    import upstage_magic.emulator as emulator_mod
+
+    monkeypatch.setattr(emulator_mod, "MAX_RECORDED_REQUESTS", 3)
+    emu = Emulator()
+    await emu.start()
+    try:
+        for i in range(5):
+            await post(emu, body(stream=False, messages=[{"role": "user", "content": f"q{i}"}]))
+        assert [r["messages"][0]["content"] for r in emu.requests] == ["q2", "q3", "q4"]
+    finally:
+        await emu.stop()
+
+
+def test_start_offline_points_the_package_at_a_running_emulator(monkeypatch):
+    from upstage_magic import settings
+    from upstage_magic.emulator import start_offline
+
+    for name in ("UPSTAGE_API_KEY", "UPSTAGE_BASE_URL"):
+        monkeypatch.setenv(name, "recorded, so that teardown restores the original")
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(settings, "_api_key", None)
+    url = start_offline(reply="echo")
+    assert url and url.startswith("http://127.0.0.1:")
+    assert settings.get_base_url() == url and settings.get_api_key()
+    req = urllib.request.Request(url + "/models", headers={"Authorization": f"Bearer {settings.get_api_key()}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200
+    # Once a base URL (or key) is set, it changes nothing.
+    assert start_offline() is None

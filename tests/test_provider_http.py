@@ -177,16 +177,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(settings, "_api_key", None)
 
 
-@pytest.fixture(autouse=True)
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Retry waits are recorded, not slept."""
-    record: list[float] = []
-
-    async def fake_sleep(delay: float) -> None:
-        record.append(delay)
-
-    monkeypatch.setattr(upstage_mod, "_sleep", fake_sleep)
-    return record
+# Retry waits are recorded, not slept, in every test here (fixture in conftest.py).
+pytestmark = pytest.mark.usefixtures("sleeps")
 
 
 @pytest.fixture

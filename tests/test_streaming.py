@@ -44,18 +44,6 @@ async def _close_provider_session() -> AsyncIterator[None]:
     await Upstage.aclose()
 
 
-@pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Record the provider's retry waits instead of sleeping."""
-    delays: list[float] = []
-
-    async def fake_sleep(seconds: float) -> None:
-        delays.append(seconds)
-
-    monkeypatch.setattr(upstage_module, "_sleep", fake_sleep)
-    return delays
-
-
 async def collect(model: str | None = "solar-pro3", messages: Any = MSGS, **kw: Any) -> list[Any]:
     return [c async for c in Upstage.create_async_generator(model, messages, **kw)]
 

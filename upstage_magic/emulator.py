@@ -60,10 +60,13 @@ from typing import Any
 
 from aiohttp import web
 
+MAX_RECORDED_REQUESTS = 1000
+
 __all__ = [
     "Emulator",
     "main",
     "serve_in_thread",
+    "start_offline",
     "canned_reply",
     "tokenize",
     "filler_text",
@@ -322,6 +325,7 @@ class Emulator:
         self.answer_tokens = answer_tokens
         self.reasoning = reasoning
         self.tokens_per_second = tokens_per_second
+        # The most recent request bodies (bounded: a long-running demo server must not grow).
         self.requests: list[dict[str, Any]] = []
         self.fault: dict[str, Any] | None = None
         self.base_url = ""
@@ -477,6 +481,8 @@ class Emulator:
         self.requests.append(
             {**body, "has_auth": header.lower().startswith("bearer ") and bool(header[7:].strip())}
         )
+        if len(self.requests) > MAX_RECORDED_REQUESTS:
+            del self.requests[:-MAX_RECORDED_REQUESTS]
         try:
             self._check_auth(request)
             plan = self._plan(body)
@@ -870,6 +876,28 @@ def serve_in_thread(**cfg: Any) -> Iterator[Emulator]:
             loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+def start_offline(**cfg: Any) -> str | None:
+    """For notebooks: with no API key and no UPSTAGE_BASE_URL, serve the emulator.
+
+    Starts it in a background thread for the rest of the process, points the package at
+    it (``UPSTAGE_BASE_URL`` and an in-memory placeholder key) and returns its base URL.
+    Returns ``None``, changing nothing, when a key or a base URL is already set.
+    """
+    import atexit
+    import os
+
+    from . import settings
+
+    if settings.get_api_key() or os.environ.get("UPSTAGE_BASE_URL"):
+        return None
+    server = serve_in_thread(**cfg)
+    emu = server.__enter__()
+    atexit.register(server.__exit__, None, None, None)
+    os.environ["UPSTAGE_BASE_URL"] = emu.base_url
+    settings.set_api_key("offline-demo")  # the emulator accepts any key
+    return emu.base_url
 
 
 async def _serve(args: argparse.Namespace) -> None:

@@ -35,6 +35,7 @@ import asyncio
 import atexit
 import email.utils
 import json
+import os
 import random
 import re
 import threading
@@ -124,8 +125,6 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
     @classmethod
     def get_default_model(cls) -> str:
         """Env ``UPSTAGE_MODEL`` (read on every call), else ``default_model``."""
-        import os
-
         return os.environ.get("UPSTAGE_MODEL", "").strip() or cls.default_model
 
     @classmethod
@@ -262,11 +261,6 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
                             usage = event_usage
             except (AttributeError, TypeError, IndexError) as exc:
                 raise _malformed(data or "", exc, shape=True) from None
-            except UnicodeDecodeError:
-                raise MalformedEventError(
-                    "The server sent bytes that are not valid UTF-8 in the answer stream.",
-                    "", 0,
-                ) from None
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 err, _ = _transport_error(exc, started=True, key=key)
                 raise err from _safe_cause(exc, key)
