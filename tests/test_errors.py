@@ -19,6 +19,7 @@ from upstage_magic.errors import (
     ServerError,
     StreamError,
     UpstageError,
+    mask_secrets,
     redact,
     register_secret,
     status_error,
@@ -100,3 +101,74 @@ def test_rate_limit_message_says_how_long_to_wait():
 def test_connection_hint_names_both_proxy_variables():
     hint = errors.APIConnectionError("x").hint
     assert "HTTPS_PROXY" in hint and "HTTP_PROXY" in hint.replace("HTTPS_PROXY", "")
+
+
+REAL_SHAPED = "up_" + "Ab3" * 10  # the shape of an Upstage key (up_ + 30 alphanumerics)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["group_by_category", "set_up_database_connection()", "backup_20240101.csv",
+     "pick_up_the_pieces_and_more_words", "up_to_date", "cleanup_" + "x" * 30,
+     "start_up_" + "A" * 25, "up_" + "A" * 25 + "_v2"],
+)
+def test_redact_leaves_ordinary_identifiers_alone(text):
+    assert redact(text) == text
+    assert redact(f"error in {text}: boom") == f"error in {text}: boom"
+
+
+def test_redact_masks_standalone_upstage_key_shapes():
+    for text in (REAL_SHAPED, f"key={REAL_SHAPED}", f'"{REAL_SHAPED}"', f"({REAL_SHAPED}).",
+                 f"Authorization: Bearer {REAL_SHAPED}"):
+        out = redact(text)
+        assert "Ab3Ab3" not in out and "***" in out, (text, out)
+
+
+def test_mask_secrets_masks_only_registered_secrets():
+    secret = "test-key-SECRET123-mask"
+    register_secret(secret)
+    answer = (f"Use group_by_category, set_up_database_connection() and backup_20240101.csv; "
+              f"Bearer tokenize_me_please; {REAL_SHAPED}; and the key {secret}.")
+    masked = mask_secrets(answer)
+    assert secret not in masked
+    assert masked == answer.replace(secret, "***")
+    assert mask_secrets(42) == "42"
+    assert "mask_secrets" in errors.__all__
+
+
+def test_str_puts_a_full_stop_between_message_and_hint():
+    assert str(UpstageError("Not Found", hint="Check it.")) == "Not Found. Check it."
+    assert str(UpstageError("Gone.", hint="Check it.")) == "Gone. Check it."
+    assert str(UpstageError("Why?", hint="Check it.")) == "Why? Check it."
+    assert str(UpstageError("plain", hint="")) == "plain"
+    text = str(status_error(404, server_message="Not Found", url="http://h/v1/x", model="m"))
+    assert "Not Found. Check" in text
+
+
+def test_404_without_model_mention_points_at_the_base_url():
+    err = status_error(404, server_message="Not Found", what="chat request",
+                       url="http://user:pw@127.0.0.1:8123/chat/completions?api-version=1&k=s#frag",
+                       model="solar-mini")
+    assert type(err) is ModelNotFoundError and err.status == 404
+    text = str(err)
+    assert "http://127.0.0.1:8123/chat/completions" in text
+    assert "api-version" not in text and "frag" not in text and "pw" not in text
+    assert "UPSTAGE_BASE_URL" in err.hint and "/v1" in err.hint
+    assert "model name" not in text
+    # no server message and no envelope: still the URL hint
+    assert "UPSTAGE_BASE_URL" in status_error(404, url="http://h/x").hint
+    assert "UPSTAGE_BASE_URL" in status_error(404).hint  # backwards compatible call
+
+
+def test_404_about_the_model_keeps_the_model_hint():
+    msg = "The model `solar-nope` does not exist or you do not have access to it."
+    body = {"error": {"message": msg, "type": "invalid_request_error", "code": "model_not_found"}}
+    for kw in (dict(code="model_not_found", body=body), dict(), dict(model="solar-nope")):
+        err = status_error(404, server_message=msg, url="http://h/v1/chat/completions", **kw)
+        assert type(err) is ModelNotFoundError
+        assert "model name" in err.hint and "UPSTAGE_BASE_URL" not in err.hint
+        assert "http://h/v1" not in str(err)  # the URL is not the problem
+    err = status_error(404, server_message="unknown: solar-x", model="solar-x")
+    assert "model name" in err.hint
+    err = status_error(404, code="model_not_found")
+    assert "model name" in err.hint

@@ -1,4 +1,4 @@
-"""ChatSession / Exchange: messages, history trimming, statuses, usage, export."""
+"""ChatSession / Exchange: messages, history cap, statuses, usage, export."""
 from __future__ import annotations
 
 import json
@@ -45,15 +45,68 @@ def test_build_messages_system_history_user():
     assert s.build_messages("x", system="", history=False) == [{"role": "user", "content": "x"}]
 
 
-def test_history_trimmed_to_max_history():
+def test_max_history_caps_what_is_sent_not_what_is_kept():
     s = ChatSession(max_history=2)
     for i in range(5):
         run_turn(s, f"q{i}", f"a{i}")
-    assert [t.prompt for t in s.turns] == ["q3", "q4"]
+    assert [t.prompt for t in s.turns] == ["q0", "q1", "q2", "q3", "q4"]  # all kept
     users = [m["content"] for m in s.build_messages("next") if m["role"] == "user"]
     assert users == ["q3", "q4", "next"]
+    assert [t.prompt for t in s.sent_turns()] == ["q3", "q4"]
     s.max_history = 0
     assert s.build_messages("z") == [{"role": "user", "content": "z"}]
+    s.max_history = 10  # raising the cap brings older turns back into the context
+    users = [m["content"] for m in s.build_messages("next") if m["role"] == "user"]
+    assert users == ["q0", "q1", "q2", "q3", "q4", "next"]
+
+
+def test_error_turns_do_not_count_against_max_history():
+    s = ChatSession(max_history=2)
+    run_turn(s, "good1", "a1")
+    run_turn(s, "good2", "a2")
+    for i in range(3):
+        ex = s.start(f"bad{i}", model="m")
+        ex.finish(error=RuntimeError("boom"))
+    assert len(s.turns) == 5
+    users = [m["content"] for m in s.build_messages("next") if m["role"] == "user"]
+    assert users == ["good1", "good2", "next"]
+
+
+def test_exports_keep_every_turn(tmp_path):
+    s = ChatSession(max_history=1)
+    for i in range(3):
+        run_turn(s, f"question {i}", f"answer {i}")
+    md = s.export_markdown()
+    assert all(f"question {i}" in md for i in range(3)) and "## 3. You" in md
+    assert [t["prompt"] for t in json.loads(s.export_json())["turns"]] == [f"question {i}" for i in range(3)]
+
+
+def test_export_leaves_ordinary_text_and_key_shapes_in_content_alone():
+    from upstage_magic.errors import register_secret
+
+    register_secret("test-key-SECRET123")
+    code = ("df.groupby('group_by_category'); set_up_database_connection(); "
+            "open('backup_20240101.csv'); headers = 'Bearer tokenize_me_please'; "
+            "example = 'up_" + "Ab3" * 10 + "'")
+    s = ChatSession()
+    run_turn(s, "explain test-key-SECRET123 please", code)
+    md, js = s.export_markdown(), s.export_json()
+    assert code in md and "test-key-SECRET123" not in md and "explain *** please" in md
+    assert json.loads(js)["turns"][0]["answer"] == code + " "
+    assert "test-key-SECRET123" not in js
+
+
+def test_plural_and_describe_export(tmp_path):
+    from upstage_magic.session import plural
+
+    assert (plural(0, "turn"), plural(1, "turn"), plural(2, "turn")) == ("0 turns", "1 turn", "2 turns")
+    assert plural(2, "reply", "replies") == "2 replies"
+    s = ChatSession()
+    run_turn(s, "q", "a")
+    path = s.export(tmp_path / "x.md")
+    assert s.describe_export(path) == f"Saved 1 turn to {path}"
+    run_turn(s, "q2", "a2")
+    assert s.describe_export("y.json") == "Saved 2 turns to y.json"
 
 
 def test_record_false_is_one_off_but_counts_usage():

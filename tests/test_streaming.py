@@ -375,3 +375,19 @@ async def test_verbose_traceback_shows_no_key(emulator_env: Emulator, monkeypatc
     assert "_send" in text and "headers" in text  # the frames holding the key were shown...
     assert TEST_KEY not in text  # ...masked
     assert "'***'" in text
+
+
+async def test_base_url_without_v1_is_reported_as_a_url_problem_not_a_model(emulator_env):
+    """A 404 that is not about the model points at the base URL (a common slip: no /v1)."""
+    base_without_v1 = emulator_env.base_url[: -len("/v1")]
+    with pytest.raises(ModelNotFoundError) as info:
+        await collect(base_url=base_without_v1)
+    text = str(info.value)
+    assert base_without_v1 + "/chat/completions" in text
+    assert "UPSTAGE_BASE_URL" in text and "Check the model name" not in text
+
+
+async def test_unknown_model_404_keeps_the_model_hint(emulator_env):
+    with pytest.raises(ModelNotFoundError) as info:
+        await collect(model="solar-nonexistent")
+    assert "solar-nonexistent" in str(info.value) and "model" in info.value.hint.lower()

@@ -22,13 +22,17 @@ exactly one place (``providers/upstage.py``) with ``raise ... from exc``.
         └── IncompleteStreamError     the stream ended before it finished
 
 Every message says what happened and what to do. ``redact()`` removes secrets from any
-text that goes into a message; all constructors pass their text through it.
+text that goes into a message; all constructors pass their text through it. It also masks
+key-shaped tokens (``up_<20+ alnum>``, ``Bearer <token>``), so it is for error and server
+texts only; conversation content (prompts, answers, exports) goes through
+``mask_secrets()``, which masks only the registered secrets and leaves ordinary text alone.
 """
 from __future__ import annotations
 
 import json
 import re
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
     "UpstageError",
@@ -45,6 +49,7 @@ __all__ = [
     "MalformedEventError",
     "StreamErrorEvent",
     "IncompleteStreamError",
+    "mask_secrets",
     "redact",
     "register_secret",
     "status_error",
@@ -53,10 +58,11 @@ __all__ = [
 # Secrets known to this process (keys seen by the provider). Kept as a set of strings
 # only so that redact() can strip them from any message; never printed.
 _SECRETS: set[str] = set()
-# Upstage keys look like ``up_<alnum>``; also catch any "Bearer <token>" text.
+# Upstage keys look like ``up_`` + ~30 alphanumerics, standing alone (not inside a word
+# such as ``set_up_database``); also catch any "Bearer <token>" text in error texts.
 _KEY_PATTERNS = (
-    re.compile(r"up_[A-Za-z0-9_\-]{8,}"),
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9_\-\.=]{4,}"),
+    re.compile(r"(?<![\w-])up_[A-Za-z0-9]{20,}(?![\w-])"),
+    re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9_\-\.=]{4,}"),
 )
 
 
@@ -66,12 +72,25 @@ def register_secret(secret: str | None) -> None:
         _SECRETS.add(secret)
 
 
-def redact(text: Any) -> str:
-    """Return ``str(text)`` with every known secret and key-like token masked."""
+def mask_secrets(text: Any) -> str:
+    """Return ``str(text)`` with every registered secret (exact match) masked.
+
+    For conversation content (prompts, answers, exports, chat bubbles): unlike
+    :func:`redact` it never touches ordinary text such as ``group_by_category``.
+    """
     s = str(text)
     for secret in sorted(_SECRETS, key=len, reverse=True):
         if secret in s:
             s = s.replace(secret, "***")
+    return s
+
+
+def redact(text: Any) -> str:
+    """Return ``str(text)`` with every known secret and key-like token masked.
+
+    For error and server texts; use :func:`mask_secrets` for conversation content.
+    """
+    s = mask_secrets(text)
     s = _KEY_PATTERNS[0].sub("up_***", s)
     s = _KEY_PATTERNS[1].sub(lambda m: m.group(1) + "***", s)
     return s
@@ -90,6 +109,9 @@ def _redact_value(value: Any) -> Any:
     return value
 
 
+_SENTENCE_END = (".", "!", "?", ":", ";", "\u2026")
+
+
 class UpstageError(Exception):
     """Base of every error raised by upstage-magic.
 
@@ -104,7 +126,13 @@ class UpstageError(Exception):
         Exception.__init__(self, self.message)
 
     def __str__(self) -> str:
-        return f"{self.message} {self.hint}".strip() if self.hint else self.message
+        if not self.hint:
+            return self.message
+        message = self.message.rstrip()
+        if not message:
+            return self.hint
+        sep = " " if message.endswith(_SENTENCE_END) else ". "
+        return f"{message}{sep}{self.hint}"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r})"
@@ -159,6 +187,11 @@ class ModelNotFoundError(APIStatusError):
     default_hint = (
         "Check the model name: `%upstage models` (or `await Upstage.list_models()`) lists "
         "the ones your key can use, e.g. solar-pro3 or solar-mini."
+    )
+    #: Hint for a 404 that is not about the model: the URL itself was not found.
+    url_hint = (
+        "Check the base URL (UPSTAGE_BASE_URL or base_url=...): it usually ends in /v1, "
+        "e.g. https://api.upstage.ai/v1 (or the URL the emulator prints)."
     )
 
 
@@ -239,10 +272,23 @@ def status_error(
     body: Any = None,
     retry_after: float | None = None,
     what: str = "request",
+    url: str | None = None,
+    model: str | None = None,
 ) -> APIStatusError:
-    """Build the matching APIStatusError for an HTTP status and the server's message."""
+    """Build the matching APIStatusError for an HTTP status and the server's message.
+
+    ``url`` (the requested URL) and ``model`` (the model asked for) tell a 404 about an
+    unknown model from one about a wrong URL (often a base URL missing ``/v1``): the
+    latter names the URL (without its query string) and hints at UPSTAGE_BASE_URL.
+    """
     cls = _status_class(status)
+    hint: str | None = None
     message = f"Upstage API {what} failed with HTTP {status}"
+    if cls is ModelNotFoundError and not _mentions_model(server_message, code, model):
+        hint = ModelNotFoundError.url_hint
+        shown = _display_url(url)
+        if shown:
+            message += f" for {shown}"
     if server_message:
         message += f": {server_message}"
     else:
@@ -251,8 +297,30 @@ def status_error(
         secs = f"{retry_after:.0f}" if retry_after >= 10 else f"{retry_after:.2g}"
         sep = " " if message.endswith((".", "!", "?")) else ". "
         message += f"{sep}The server asks to retry after {secs} s."
-    kw: dict[str, Any] = dict(status=status, server_message=server_message, code=code, body=body)
+    kw: dict[str, Any] = dict(status=status, server_message=server_message, code=code, body=body, hint=hint)
     if cls is RateLimitError:
         return RateLimitError(message, retry_after=retry_after, **kw)
     return cls(message, **kw)
 
+
+def _mentions_model(server_message: str | None, code: str | None, model: str | None) -> bool:
+    """Whether a 404's server answer is about the model (not about the URL)."""
+    if code and "model" in code.lower():
+        return True
+    if not server_message:
+        return False
+    if model and model in server_message:
+        return True
+    return re.search(r"(?i)\bmodels?\b", server_message) is not None
+
+
+def _display_url(url: str | None) -> str | None:
+    """``url`` without query string, fragment or user:password part (None if empty)."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(str(url))
+        netloc = parts.netloc.rpartition("@")[2]
+        return urlunsplit((parts.scheme, netloc, parts.path, "", "")) or None
+    except ValueError:
+        return str(url).split("?", 1)[0].split("#", 1)[0] or None

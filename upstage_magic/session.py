@@ -1,8 +1,8 @@
 """Conversation state shared by the ``%%upstage`` magic and the chat widget.
 
 Pure module (no IPython, no aiohttp). A :class:`ChatSession` holds the system prompt and
-the recorded turns, builds the role messages sent to the API, trims history to
-``max_history`` turns, totals usage and exports. One answer in progress is an
+the recorded turns, builds the role messages sent to the API (at most ``max_history``
+previous turns), totals usage and exports. One answer in progress is an
 :class:`Exchange` (like simonw/llm's Response): it buffers the text, times the stream and
 records its :class:`Turn` exactly once, when the stream ends, however it ends::
 
@@ -10,10 +10,15 @@ records its :class:`Turn` exactly once, when the stream ends, however it ends::
     for chunk in stream: ex.add(chunk)
     turn = ex.finish()            # or ex.finish("stopped") / ex.finish(error=exc)
 
-History rules: ``max_history`` is the number of previous turns kept (and sent); older ones
-are dropped when a new turn is recorded. Turns with status "done", "length" or "stopped"
+History rules: every recorded turn is kept (``turns``, ``%upstage history`` and the
+exports show the whole conversation). Turns with status "done", "length" or "stopped"
 (with a non-empty answer) are sent back to the model; "error" turns are kept for the
-record but not sent, so a retry does not repeat a failed question.
+record but not sent, so a retry does not repeat a failed question. ``max_history`` caps
+only what is sent: the last ``max_history`` of the turns that are sent (error turns do
+not count against it).
+
+Conversation content is exported through ``errors.mask_secrets`` (registered keys only),
+not ``redact``, so ordinary text such as ``group_by_category`` is exported unchanged.
 """
 from __future__ import annotations
 
@@ -25,14 +30,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import redact
+from .errors import mask_secrets, redact
 from .events import FinishReason, Reasoning, Usage
 
-__all__ = ["Turn", "ChatSession", "Exchange", "default_session", "STATUSES"]
+__all__ = ["Turn", "ChatSession", "Exchange", "default_session", "plural", "STATUSES"]
 
 #: Final statuses of a turn; an Exchange is "streaming" until it finishes.
 STATUSES = ("done", "stopped", "error", "length")
 _SENT_STATUSES = frozenset({"done", "length", "stopped"})
+
+
+def plural(n: int, word: str, plural_word: str | None = None) -> str:
+    """``"1 turn"``, ``"0 turns"``, ``"2 turns"`` (``plural_word`` for irregular plurals)."""
+    return f"{n} {word if n == 1 else (plural_word or word + 's')}"
 
 
 @dataclass
@@ -248,16 +258,27 @@ class ChatSession:
         self._lock = threading.RLock()
 
     # -- messages --------------------------------------------------------------------
-    def history_messages(self) -> list[dict[str, Any]]:
-        """The user/assistant messages of the recorded turns that are sent back."""
-        out: list[dict[str, Any]] = []
+    def sent_turns(self) -> list[Turn]:
+        """The recorded turns sent back as history: the last ``max_history`` sendable ones."""
         limit = max(0, int(self.max_history))
+        if not limit:
+            return []
+        picked: list[Turn] = []
         with self._lock:
-            turns = self.turns[-limit:] if limit else []
-        for turn in turns:
-            if turn.status in _SENT_STATUSES and turn.answer:
-                out.append({"role": "user", "content": turn.prompt})
-                out.append({"role": "assistant", "content": turn.answer})
+            for turn in reversed(self.turns):
+                if turn.status in _SENT_STATUSES and turn.answer:
+                    picked.append(turn)
+                    if len(picked) >= limit:
+                        break
+        picked.reverse()
+        return picked
+
+    def history_messages(self) -> list[dict[str, Any]]:
+        """The user/assistant messages of the turns that are sent back (see sent_turns)."""
+        out: list[dict[str, Any]] = []
+        for turn in self.sent_turns():
+            out.append({"role": "user", "content": turn.prompt})
+            out.append({"role": "assistant", "content": turn.answer})
         return out
 
     def build_messages(
@@ -291,9 +312,6 @@ class ChatSession:
     def _record(self, turn: Turn) -> None:
         with self._lock:
             self.turns.append(turn)
-            limit = max(0, int(self.max_history))
-            if len(self.turns) > limit:
-                del self.turns[: len(self.turns) - limit]
             if turn.usage is not None:
                 self.usage = self.usage + turn.usage
         self._notify()
@@ -337,7 +355,7 @@ class ChatSession:
 
     # -- export ----------------------------------------------------------------------
     def export_markdown(self) -> str:
-        """The conversation as Markdown (secrets redacted)."""
+        """The conversation as Markdown (every turn; registered secrets masked)."""
         lines = ["# Upstage chat", ""]
         if self.system_prompt:
             lines += ["**System:** " + self.system_prompt, ""]
@@ -354,10 +372,10 @@ class ChatSession:
         lines.append(
             f"_Total: {u.prompt_tokens} prompt + {u.completion_tokens} answer tokens._"
         )
-        return redact("\n".join(lines) + "\n")
+        return mask_secrets("\n".join(lines) + "\n")
 
     def export_json(self) -> str:
-        """The conversation as JSON (secrets redacted)."""
+        """The conversation as JSON (every turn; registered secrets masked)."""
         data = {
             "system_prompt": self.system_prompt,
             "model": self.model,
@@ -365,7 +383,7 @@ class ChatSession:
             "turns": [t.to_dict() for t in self.turns],
             "usage": _usage_dict(self.usage),
         }
-        return redact(json.dumps(data, indent=2, ensure_ascii=False)) + "\n"
+        return json.dumps(_mask_value(data), indent=2, ensure_ascii=False) + "\n"
 
     def export(self, path: str | Path) -> Path:
         """Write Markdown (``.md``/``.markdown``) or JSON (``.json``) by suffix."""
@@ -379,6 +397,21 @@ class ChatSession:
             raise ValueError(f"Cannot export to {p.name!r}: use a .md or .json file name.")
         p.write_text(text, encoding="utf-8")
         return p
+
+    def describe_export(self, path: str | Path) -> str:
+        """What a front end prints after :meth:`export`: ``"Saved 1 turn to chat.md"``."""
+        return f"Saved {plural(len(self.turns), 'turn')} to {path}"
+
+
+def _mask_value(value: Any) -> Any:
+    """A copy of a JSON-able value with registered secrets masked in every string."""
+    if isinstance(value, str):
+        return mask_secrets(value)
+    if isinstance(value, dict):
+        return {_mask_value(k): _mask_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_mask_value(v) for v in value]
+    return value
 
 
 _DEFAULT: ChatSession | None = None

@@ -26,7 +26,6 @@ DEFAULT_BASE_URL = "https://api.upstage.ai/v1"
 DEFAULT_MODEL = "solar-pro3"
 
 
-
 class Secret(str):
     """An API key: a normal ``str`` (headers are built from it) whose repr is masked.
 

@@ -195,6 +195,7 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
             max_retries=max_retries,
             key=key,
             what="chat request",
+            model=body.get("model"),
         )
         try:
             if not stream:
@@ -372,6 +373,7 @@ async def _send(
     max_retries: int,
     key: str,
     what: str,
+    model: str | None = None,
 ) -> aiohttp.ClientResponse:
     """Send a request, retrying while no answer has started; return an OK response.
 
@@ -398,7 +400,7 @@ async def _send(
             return response
         retry_after = _parse_retry_after(response.headers)
         try:
-            err = await _status_error(response, what=what, retry_after=retry_after)
+            err = await _status_error(response, what=what, retry_after=retry_after, url=url, model=model)
         finally:
             response.release()
         delay = _retry_delay(response.status, retry_after, attempt + 1) if attempt < max_retries else None
@@ -661,7 +663,12 @@ def _server_message(raw: bytes) -> tuple[str | None, str | None, Any]:
 
 
 async def _status_error(
-    response: aiohttp.ClientResponse, *, what: str, retry_after: float | None
+    response: aiohttp.ClientResponse,
+    *,
+    what: str,
+    retry_after: float | None,
+    url: str | None = None,
+    model: str | None = None,
 ) -> APIStatusError:
     """The APIStatusError for an HTTP error response (reads at most 64 KiB of its body)."""
     parts: list[bytes] = []
@@ -684,6 +691,8 @@ async def _status_error(
         body=body,
         retry_after=retry_after,
         what=what,
+        url=url,
+        model=model,
     )
 
 
