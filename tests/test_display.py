@@ -117,3 +117,49 @@ def test_rich_view_final_render_reuses_markdown_and_adds_plain():
     view.finish(None, None)
     assert calls == ["Hi <b>x</b>"]  # rendered once, not again for the final bundle
     assert shown[-1]["text/plain"] == "Hi <b>x</b>" and "<b>" not in shown[-1]["text/markdown"]
+
+
+def test_rich_view_warm_up_loads_markdown_it_but_loading_the_extension_does_not():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "ip = InteractiveShell.instance(); ip.run_line_magic('load_ext', 'upstage_magic')\n"
+        "assert 'markdown_it' not in sys.modules, 'load_ext imported markdown_it'\n"
+        "from upstage_magic.display import RichView\n"
+        "RichView('markdown', display=lambda *a, **k: None)\n"
+        "assert 'markdown_it' in sys.modules, 'warm-up did not reach the parser'\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _exchange(chunks, usage=None):
+    from upstage_magic.session import ChatSession
+
+    ex = ChatSession().start("q", model="m")
+    for c in chunks:
+        ex.add(c)
+    if usage is not None:
+        ex.add(usage)
+    ex.finish()
+    return ex
+
+
+def test_stats_parts_shared_by_footer_and_widget_status():
+    from upstage_magic.display import footer_text, stats_parts
+    from upstage_magic.events import Usage
+    from upstage_magic.widget import _fmt_stats
+
+    for ex in (_exchange(["a", "b", "c"]), _exchange(["a", "b"], Usage(4, 9, 13))):
+        parts = stats_parts(ex)
+        assert parts and all(p in footer_text(ex, "done") for p in parts)
+        assert all(p in _fmt_stats("done", ex) for p in parts)
+    estimated = _exchange(["a", "b", "c"])
+    assert "~3 answer tokens" in footer_text(estimated, "done")
+    assert "chunks" not in footer_text(estimated, "done")
+    counted = _exchange(["a", "b"], Usage(4, 9, 13))
+    assert stats_parts(counted)[0] == "4 prompt + 9 answer tokens"
+    assert "first token" in _fmt_stats("done", counted) and "TTFT" not in _fmt_stats("done", counted)

@@ -177,7 +177,7 @@ def test_history_trimming_via_trait(shell, magics, fake):
             cell(shell, "", f"q{i}")
         users = [m["content"] for m in fake.calls[-1]["messages"] if m["role"] == "user"]
         assert users == ["q1", "q2", "q3"]
-        assert len(magics.session.turns) == 2
+        assert len(magics.session.turns) == 4  # all kept; max_history caps what is sent
     finally:
         magics.max_history = 20
 
@@ -186,6 +186,40 @@ def test_base_url_and_no_stream_passed(shell, magics, fake):
     cell(shell, "--base-url http://127.0.0.1:9/v1 --no-stream", "x")
     assert fake.calls[-1]["base_url"] == "http://127.0.0.1:9/v1"
     assert fake.calls[-1]["stream"] is False
+
+
+def test_timeout_is_provider_default_unless_set(shell, magics, fake):
+    assert UpstageMagics.class_traits()["timeout"].default_value is None
+    cell(shell, "--no-stream", "x")
+    assert "timeout" not in fake.calls[-1]  # the provider picks 300 s without streaming
+    cell(shell, "", "y")
+    assert "timeout" not in fake.calls[-1]
+    magics.timeout = 7.0
+    try:
+        cell(shell, "--no-stream", "z")
+        assert fake.calls[-1]["timeout"] == 7.0
+    finally:
+        magics.timeout = None
+
+
+def test_system_prompt_setting_can_be_cleared(shell, magics, fake):
+    shell.run_line_magic("config", "UpstageMagics.system_prompt = 'Be terse.'")
+    try:
+        cell(shell, "--no-history", "a")
+        assert fake.calls[-1]["messages"][0] == {"role": "system", "content": "Be terse."}
+    finally:
+        shell.run_line_magic("config", "UpstageMagics.system_prompt = ''")
+    cell(shell, "--no-history", "b")
+    assert [m["role"] for m in fake.calls[-1]["messages"]] == ["user"]
+    assert magics.session.system_prompt is None
+
+
+def test_quoted_index_error_suggests_str_format_spelling():
+    with pytest.raises(UsageError, match=r"\{d\[a\]\}"):
+        interpolate("{d['a']}", {"d": {"a": 1}})
+    with pytest.raises(UsageError) as info:
+        interpolate("{d[b]}", {"d": {"a": 1}})
+    assert "without quotes" not in str(info.value)
 
 
 @pytest.mark.parametrize("line", ["-f nope", "-t hot", "--bogus", "-o 1x", "-o class", "-n"])
@@ -442,7 +476,9 @@ def test_line_models_config_history_reset_export(shell, magics, fake, capsys, tm
     capsys.readouterr()
     line(shell, "history")
     assert "remember me" in capsys.readouterr().out
+    capsys.readouterr()
     line(shell, f"export {tmp_path / 'c.json'}")
+    assert "Saved 1 turn to" in capsys.readouterr().out
     assert json.loads((tmp_path / "c.json").read_text())["turns"][0]["prompt"] == "remember me"
     with pytest.raises(UsageError):
         line(shell, f"export {tmp_path / 'c.txt'}")

@@ -146,7 +146,7 @@ async def test_send_streams_into_transcript_and_finishes(fake: FakeProvider) -> 
     assert turn.answer.startswith("Hello **bold** world")
     assert not w.input.disabled and not w.send_button.disabled and w.stop_button.disabled
     status = text_of(w.status.value)
-    assert "done" in status and "23 tokens" in status and "TTFT" in status and "tok/s" in status
+    assert "done" in status and "23 answer tokens" in status and "first token" in status and "tok/s" in status
     assert fake.closed == 1
 
 
@@ -487,3 +487,83 @@ async def test_close_while_streaming_is_clean(fake: FakeProvider) -> None:
     assert session.turns[-1].status == "stopped"  # the partial answer is kept in the session
     assert session._callbacks == []
     assert w.comm is None and w.input.comm is None
+
+
+async def test_timeout_from_magics_only_when_set(fake: FakeProvider) -> None:
+    magics = SimpleNamespace(model="", system_prompt="", temperature=None, max_tokens=None,
+                             update_interval=0.1, base_url="", timeout=None)
+    w = ChatWidget(session=ChatSession(), provider=fake, magics=magics, fetch_models=False)
+    assert "timeout" not in w.request_options()
+    magics.timeout = 9.0
+    w2 = ChatWidget(session=ChatSession(), provider=fake, magics=magics, fetch_models=False)
+    assert w2.request_options()["timeout"] == 9.0
+
+
+async def test_empty_system_box_sends_no_system_prompt(fake: FakeProvider) -> None:
+    w = ChatWidget(session=ChatSession(system_prompt="Session prompt."), provider=fake, fetch_models=False)
+    assert w.system_input.value == "Session prompt."
+    await w.send("a")
+    assert fake.calls[-1]["messages"][0] == {"role": "system", "content": "Session prompt."}
+    w.system_input.value = ""
+    await w.send("b")
+    assert [m["role"] for m in fake.calls[-1]["messages"]] == ["user", "assistant", "user"]
+
+
+async def test_temperature_is_server_default_unless_chosen(fake: FakeProvider) -> None:
+    w = ChatWidget(session=ChatSession(), provider=fake, fetch_models=False)
+    assert not w.custom_temperature.value and w.temperature.disabled
+    await w.send("a")
+    assert "temperature" not in fake.calls[-1]
+    w.custom_temperature.value = True
+    assert not w.temperature.disabled
+    w.temperature.value = 0.3
+    await w.send("b")
+    assert fake.calls[-1]["temperature"] == 0.3
+    w.custom_temperature.value = False
+    await w.send("c")
+    assert "temperature" not in fake.calls[-1]
+
+    # Opened by %upstage chat: the magic's None means server default, a value is kept.
+    magics = SimpleNamespace(model="", system_prompt="", temperature=None, max_tokens=None,
+                             update_interval=0.1, base_url="", timeout=None)
+    w2 = ChatWidget(session=ChatSession(), provider=fake, magics=magics, fetch_models=False)
+    await w2.send("d")
+    assert "temperature" not in fake.calls[-1]
+    magics.temperature = 0.2
+    w3 = ChatWidget(session=ChatSession(), provider=fake, magics=magics, fetch_models=False)
+    assert w3.custom_temperature.value
+    await w3.send("e")
+    assert fake.calls[-1]["temperature"] == 0.2
+
+
+async def test_export_json_link_matches_file_and_is_built_once(fake: FakeProvider, tmp_path, monkeypatch) -> None:
+    fake.enqueue(["The answer."])
+    session = ChatSession()
+    w = ChatWidget(session=session, provider=fake, fetch_models=False)
+    await w.send("Question?")
+    calls: list[str] = []
+    for name in ("export_json", "export_markdown"):
+        real = getattr(session, name)
+        monkeypatch.setattr(session, name, lambda real=real, name=name: calls.append(name) or real())
+    out = w.export(tmp_path / "x.json")
+    assert calls == ["export_json"]
+    text = out.read_text()
+    assert json.loads(text)["turns"][0]["answer"] == "The answer."
+    m = re.search(r'download="x.json" href="data:application/json;charset=utf-8;base64,([^"]+)"',
+                  w.export_area.value)
+    assert m and base64.b64decode(m.group(1)).decode() == text
+    assert "Saved 1 turn to" in text_of(w.export_area.value)
+    with pytest.raises(ValueError):
+        w.export(tmp_path / "x.txt")
+
+
+async def test_conversation_text_is_masked_not_redacted(fake: FakeProvider) -> None:
+    from upstage_magic.errors import register_secret
+
+    register_secret(TEST_KEY)
+    fake.enqueue(["Call group_by_category(); the key was ", TEST_KEY])
+    w = ChatWidget(session=ChatSession(), provider=fake, fetch_models=False)
+    await w.send(f"Explain group_by_category, key {TEST_KEY}")
+    shown = text_of(transcript_html(w))
+    assert shown.count("group_by_category") == 2  # ordinary text is not mangled
+    assert "SECRET123" not in shown

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any, Callable, TextIO
 
-__all__ = ["Coalescer", "fence", "extract_code", "strip_json_fence", "footer_text", "RichView", "PlainView"]
+__all__ = ["Coalescer", "fence", "extract_code", "strip_json_fence", "stats_parts", "footer_text", "RichView", "PlainView"]
 
 
 class Coalescer:
@@ -135,19 +135,43 @@ def strip_json_fence(text: str) -> str:
     return s
 
 
+def _rate(tps: float) -> str:
+    return f"{tps:.0f} tok/s" if tps >= 10 else f"{tps:.1f} tok/s"
+
+
+def stats_parts(answer: Any, *, elapsed: bool = False) -> list[str]:
+    """Token counts, time to first token and speed of an answer, as short phrases.
+
+    ``answer`` is an :class:`~upstage_magic.session.Exchange` or a recorded ``Turn`` (only
+    its usage is known). Shared by the magic's footer and the widget's status line, e.g.
+    ``["3 prompt + 20 answer tokens", "first token 0.21 s", "48 tok/s"]``; without a
+    server count the answer tokens are estimated (``"~20 answer tokens"``). ``elapsed``
+    adds the total time (``"1.2 s total"``).
+    """
+    parts: list[str] = []
+    u = getattr(answer, "usage", None)
+    chunks = getattr(answer, "chunks", 0)
+    if u is not None and u.completion_tokens:
+        parts.append(f"{u.prompt_tokens} prompt + {u.completion_tokens} answer tokens" if u.prompt_tokens
+                     else f"{u.completion_tokens} answer tokens")
+    elif chunks:
+        parts.append(f"~{chunks} answer tokens")
+    elif u is not None and u.prompt_tokens:
+        parts.append(f"{u.prompt_tokens} prompt tokens")
+    ttft = getattr(answer, "ttft", None)
+    if ttft is not None:
+        parts.append(f"first token {ttft:.2f} s")
+    tps = getattr(answer, "tokens_per_second", None)
+    if tps:
+        parts.append(_rate(tps))
+    if elapsed and getattr(answer, "elapsed", None) is not None:
+        parts.append(f"{answer.elapsed:.1f} s total")
+    return parts
+
+
 def footer_text(exchange: Any, status: str) -> str:
     """One line: model, tokens, time to first token, speed, and why it ended if notable."""
-    parts = [str(exchange.model)]
-    u = exchange.usage
-    if u is not None and (u.prompt_tokens or u.completion_tokens):
-        parts.append(f"{u.prompt_tokens} prompt + {u.completion_tokens} answer tokens")
-    elif exchange.chunks:
-        parts.append(f"~{exchange.chunks} answer chunks")
-    if exchange.ttft is not None:
-        parts.append(f"first token {exchange.ttft:.2f} s")
-    tps = exchange.tokens_per_second
-    if tps:
-        parts.append(f"{tps:.0f} tok/s")
+    parts = [str(exchange.model), *stats_parts(exchange)]
     if status == "length":
         parts.append('cut at max_tokens (finish reason "length"): raise --max-tokens for more')
     elif status == "stopped":
@@ -157,6 +181,9 @@ def footer_text(exchange: Any, status: str) -> str:
     elif exchange.finish_reason and exchange.finish_reason not in ("stop", "length"):
         parts.append(f"finish reason {exchange.finish_reason!r}")
     return " · ".join(parts)
+
+
+_WARM_UP = "```\n<x>\n```\n"  # raw HTML + a code block: safe_markdown runs the block parser
 
 
 def _md_escape(s: str) -> str:
@@ -186,7 +213,9 @@ class RichView:
             from . import render  # noqa: PLC0415
 
             self._safe_markdown = render.safe_markdown
-            self._safe_markdown("*warm-up*")  # import markdown-it now, not at the first token
+            # Import markdown-it and build its parser now (with the view, before the
+            # request), not mid-stream at the first code block: the text must reach the parser.
+            self._safe_markdown(_WARM_UP)
         else:
             self._safe_markdown = None
 
@@ -236,9 +265,6 @@ class RichView:
         if footer:
             self.messages += 1
             self._display({"text/markdown": "*" + _md_escape(footer) + "*", "text/plain": footer}, raw=True)
-
-    def error(self, message: str) -> None:  # pragma: no cover - the magic raises instead
-        self._display({"text/plain": message}, raw=True)
 
 
 class PlainView:

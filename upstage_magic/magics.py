@@ -19,9 +19,10 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Any as AnyTrait
 from traitlets import Bool, Enum, Float, Int, Unicode, observe
 
+from . import settings
 from .display import PlainView, RichView, extract_code, fence, footer_text, strip_json_fence
 from .errors import UpstageError, redact
-from .session import ChatSession, default_session
+from .session import ChatSession, default_session, plural
 
 __all__ = ["UpstageMagics", "interpolate", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -73,7 +74,11 @@ def _resolve(field: str, namespace: dict[str, Any], placeholder: str) -> Any:
             try:
                 value = value[key]
             except (KeyError, IndexError, TypeError) as exc:
-                raise UsageError(f"{placeholder}: cannot look up [{index}] ({type(exc).__name__}: {exc}).") from None
+                msg = f"{placeholder}: cannot look up [{index}] ({type(exc).__name__}: {exc})."
+                if len(index) >= 2 and index[0] == index[-1] and index[0] in "'\"":
+                    msg += (f" Write the key without quotes, as in str.format: "
+                            f"{{{field[:part.start() + m.end()]}[{index[1:-1]}]}}.")
+                raise UsageError(msg) from None
     return value
 
 
@@ -108,6 +113,7 @@ def interpolate(text: str, namespace: dict[str, Any]) -> str:
 # The magics
 # ---------------------------------------------------------------------------------------
 _JSON_INSTRUCTION = "Respond with a single valid JSON object."
+_LIST_MODELS_TIMEOUT = 60.0  # seconds; the provider's default for list_models
 _CODE_INSTRUCTION = "Reply with only the code, in one fenced code block with its language."
 
 
@@ -122,7 +128,9 @@ class UpstageMagics(Magics):
 
     model = Unicode("", help="Model id or alias; empty = env UPSTAGE_MODEL or the provider's default.").tag(config=True)
     base_url = Unicode("", help="API base URL; empty = env UPSTAGE_BASE_URL or https://api.upstage.ai/v1.").tag(config=True)
-    timeout = Float(60.0, help="Seconds to wait for the server between reads.").tag(config=True)
+    timeout = Float(None, allow_none=True,
+                    help="Seconds to wait for the server between reads (None: provider default: "
+                         "60 s idle while streaming, 300 s without streaming).").tag(config=True)
     system_prompt = Unicode("", help="System prompt of the conversation (empty: none).").tag(config=True)
     temperature = Float(None, allow_none=True, help="Sampling temperature (None: server default).").tag(config=True)
     top_p = Float(None, allow_none=True, help="Nucleus sampling (None: server default).").tag(config=True)
@@ -151,11 +159,11 @@ class UpstageMagics(Magics):
         self._sync_session()
 
     def _sync_session(self) -> None:
+        """Copy max_history and system_prompt into the session ("" clears the prompt)."""
         s = self.session
         if isinstance(s, ChatSession):
             s.max_history = self.max_history
-            if self.system_prompt:
-                s.system_prompt = self.system_prompt
+            s.system_prompt = self.system_prompt or None
 
     def _provider(self) -> Any:
         if self.provider is None:
@@ -177,7 +185,7 @@ class UpstageMagics(Magics):
             return str(get_model(chosen or None))
         if chosen:
             return chosen
-        return str(getattr(provider, "default_model", "") or _settings("get_default_model", lambda: "solar-pro3")())
+        return str(getattr(provider, "default_model", "") or settings.get_default_model())
 
     def _rich(self) -> bool:
         if self.display_mode != "auto":
@@ -295,7 +303,6 @@ class UpstageMagics(Magics):
             view = RichView(fmt, interval=self.update_interval)
         else:
             view = PlainView(fmt)
-        self.last_view = view
         self.last_exchange = exchange
 
         def on_batch(items: list[Any]) -> None:
@@ -395,10 +402,13 @@ class UpstageMagics(Magics):
         try:
             from .runner import run_coroutine  # noqa: PLC0415
 
-            kwargs: dict[str, Any] = {"timeout": self.timeout}
+            kwargs: dict[str, Any] = {}
+            if self.timeout is not None:
+                kwargs["timeout"] = self.timeout
             if self.base_url:
                 kwargs["base_url"] = self.base_url
-            names = run_coroutine(lambda: provider.list_models(**kwargs), timeout=self.timeout + 5)
+            wait = (self.timeout if self.timeout is not None else _LIST_MODELS_TIMEOUT) + 5
+            names = run_coroutine(lambda: provider.list_models(**kwargs), timeout=wait)
         except (UpstageError, TimeoutError, AttributeError) as exc:
             names = list(getattr(provider, "models", []))
             source = f"known list (the API could not be asked: {redact(exc)})"
@@ -408,13 +418,14 @@ class UpstageMagics(Magics):
 
     def _cmd_config(self, rest: list[str]) -> None:
         key_state = _key_state()
-        base = self.base_url or _settings("get_base_url", lambda: os.environ.get("UPSTAGE_BASE_URL") or "https://api.upstage.ai/v1")()
+        base = self.base_url or settings.get_base_url()
         rows = [
             ("model", self._model(None)),
             ("base_url", base),
             ("api key", key_state),
             ("format", self.format),
-            ("timeout", self.timeout),
+            ("timeout", self.timeout if self.timeout is not None
+             else "provider default (60 s idle while streaming, 300 s without)"),
             ("temperature", self.temperature),
             ("top_p", self.top_p),
             ("max_tokens", self.max_tokens),
@@ -447,7 +458,7 @@ class UpstageMagics(Magics):
     def _cmd_reset(self, rest: list[str]) -> None:
         n = len(self.session.turns)
         self.session.reset()
-        print(f"Conversation cleared ({n} turn{'s' if n != 1 else ''} forgotten).")
+        print(f"Conversation cleared ({plural(n, 'turn')} forgotten).")
 
     def _cmd_export(self, rest: list[str]) -> None:
         if len(rest) != 1:
@@ -456,11 +467,9 @@ class UpstageMagics(Magics):
             path = self.session.export(rest[0])
         except (ValueError, OSError) as exc:
             raise UsageError(f"%upstage export: {exc}") from None
-        print(f"Saved {len(self.session.turns)} turns to {path}")
+        print(self.session.describe_export(path))
 
     def _cmd_key(self, rest: list[str]) -> None:
-        from . import settings  # noqa: PLC0415
-
         if rest[:1] == ["clear"]:
             settings.set_api_key(None)
             print("In-memory key cleared." + (" UPSTAGE_API_KEY is still set." if os.environ.get("UPSTAGE_API_KEY") else ""))
@@ -509,23 +518,9 @@ def _add_system(messages: list[dict[str, Any]], text: str) -> None:
         messages.insert(0, {"role": "system", "content": text})
 
 
-def _settings(name: str, default: Callable[[], Any]) -> Callable[[], Any]:
-    try:
-        from . import settings  # noqa: PLC0415
-
-        return getattr(settings, name)
-    except (ImportError, AttributeError):
-        return default
-
-
 def _key_state() -> str:
     """Where the key comes from, never the key itself."""
-    try:
-        from . import settings  # noqa: PLC0415
-
-        key = settings.get_api_key()
-    except ImportError:
-        key = os.environ.get("UPSTAGE_API_KEY") or None
+    key = settings.get_api_key()
     env = os.environ.get("UPSTAGE_API_KEY", "").strip()
     if not key:
         return "not set (set UPSTAGE_API_KEY or run %upstage key)"

@@ -69,7 +69,7 @@ import threading
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-__all__ = ["BackgroundLoop", "run_stream", "run_coroutine", "background_loop", "close_on_exit"]
+__all__ = ["BackgroundLoop", "run_stream", "run_coroutine", "close_on_exit"]
 
 _END = object()
 
@@ -119,11 +119,6 @@ class BackgroundLoop:
 
 
 _BG = BackgroundLoop()
-
-
-def background_loop() -> BackgroundLoop:
-    """The process-wide background loop used by the magic."""
-    return _BG
 
 
 def run_stream(

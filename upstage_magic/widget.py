@@ -21,7 +21,8 @@ Design notes
 * ipywidgets swallows exceptions raised in callbacks; every callback here catches
   exceptions and shows them in the transcript, and the widget stays usable.
 * Nothing secret goes into widget state (it is saved into notebooks): the key is read by
-  the provider, error texts pass through ``errors.redact``.
+  the provider; error texts pass through ``errors.redact``, prompts and answers through
+  ``errors.mask_secrets`` (registered keys only, so ordinary text is shown as written).
 """
 from __future__ import annotations
 
@@ -38,9 +39,9 @@ from typing import Any, Callable
 
 import ipywidgets as widgets
 
-from .display import Coalescer
-from .errors import UpstageError, redact
-from .session import ChatSession, Exchange, Turn, default_session
+from .display import Coalescer, stats_parts
+from .errors import UpstageError, mask_secrets, redact
+from .session import ChatSession, Exchange, Turn, default_session, plural
 
 __all__ = ["ChatWidget"]
 
@@ -87,8 +88,13 @@ _GENERIC_HINT = "This looks like a bug in upstage-magic; the chat is still usabl
 
 
 def _esc(text: Any) -> str:
-    """Redact secrets, then HTML-escape (for everything that is not a rendered answer)."""
+    """Redact secrets, then HTML-escape (error texts, labels, paths)."""
     return html.escape(redact(text), quote=True)
+
+
+def _esc_content(text: str) -> str:
+    """Conversation text (a prompt): registered secrets masked, HTML-escaped, else as typed."""
+    return html.escape(mask_secrets(text), quote=True)
 
 
 def _error_parts(exc: BaseException) -> tuple[str, str, str]:
@@ -107,21 +113,11 @@ def _error_html(kind: str, message: str, hint: str) -> str:
     return "".join(parts)
 
 
-def _fmt_stats(status: str, exchange: Exchange | None) -> str:
-    """Status line text: state, tokens, time to first token, tokens per second."""
+def _fmt_stats(status: str, answer: Exchange | Turn | None) -> str:
+    """Status text: state, then :func:`display.stats_parts` (+ total time for an exchange)."""
     bits = [_STATUS_LABELS.get(status, status)]
-    if exchange is not None:
-        usage = exchange.usage
-        if usage is not None and usage.completion_tokens:
-            bits.append(f"{usage.completion_tokens} tokens")
-        elif exchange.chunks:
-            bits.append(f"~{exchange.chunks} tokens")
-        if exchange.ttft is not None:
-            bits.append(f"TTFT {exchange.ttft:.2f} s")
-        tps = exchange.tokens_per_second
-        if tps:
-            bits.append(f"{tps:.1f} tok/s")
-        bits.append(f"{exchange.elapsed:.1f} s")
+    if answer is not None:
+        bits += stats_parts(answer, elapsed=isinstance(answer, Exchange))
     return " · ".join(bits)
 
 
@@ -134,7 +130,7 @@ class _TurnView:
         self.error: BaseException | None = None
         self.user = widgets.HTML(
             f"<div class='upstage-turn-user' style=\"{_USER_STYLE}\">"
-            f"<div style=\"font-size:85%;color:{_MUTED}\">You</div>{_esc(prompt)}</div>"
+            f"<div style=\"font-size:85%;color:{_MUTED}\">You</div>{_esc_content(prompt)}</div>"
         )
         self.answer = widgets.HTML("")
         self.answer.add_class("upstage-answer-widget")
@@ -150,7 +146,7 @@ class _TurnView:
         head = f"{_esc(model or 'assistant')} · {_esc(label)}"
         if stats and status != "streaming":
             head = f"{_esc(model or 'assistant')} · {_esc(stats)}"
-        body = safe_html(text) if text else ""
+        body = safe_html(mask_secrets(text)) if text else ""
         if status == "streaming":
             body += f"<span style=\"color:{_MUTED}\">▍</span>"
         out = [
@@ -177,9 +173,7 @@ class _TurnView:
     def render_turn(self, turn: Turn) -> None:
         """Render a recorded turn (from the session)."""
         self.turn = turn
-        stats = ""
-        if turn.usage is not None and turn.usage.completion_tokens:
-            stats = f"{_STATUS_LABELS.get(turn.status, turn.status)} · {turn.usage.completion_tokens} tokens"
+        stats = _fmt_stats(turn.status, turn) if turn.usage is not None and turn.usage.completion_tokens else ""
         self.render(turn.answer, turn.status, model=turn.model, error=self.error or turn.error, stats=stats)
 
     def close(self) -> None:
@@ -295,10 +289,18 @@ class ChatWidget(widgets.VBox):
             placeholder="(none) e.g. You are a concise assistant.", description="System", rows=2,
             layout=widgets.Layout(width="95%"),
         )
+        # Temperature is sent only when "custom" is ticked (else the server's default, as
+        # in %%upstage); setting the slider from code ticks it.
+        self.custom_temperature = widgets.Checkbox(
+            value=temperature is not None, description="Custom temperature (else server default)",
+            indent=False,
+        )
         self.temperature = widgets.FloatSlider(
             value=0.7 if temperature is None else float(temperature), min=0.0, max=2.0, step=0.05,
-            description="Temperature", readout_format=".2f",
+            description="Temperature", readout_format=".2f", disabled=temperature is None,
         )
+        self.custom_temperature.observe(self._on_custom_temperature, names="value")
+        self.temperature.observe(self._on_temperature, names="value")
         self.max_tokens = widgets.BoundedIntText(
             value=int(max_tokens or 0), min=0, max=1_000_000, step=256, description="Max tokens",
             tooltip="0 = server default",
@@ -306,7 +308,8 @@ class ChatWidget(widgets.VBox):
         self._models_note = widgets.HTML(f"<span style=\"color:{_MUTED};font-size:85%\">"
                                          "Max tokens 0 = server default.</span>")
         self.settings = widgets.Accordion(
-            [widgets.VBox([self.model_dropdown, self.system_input, self.temperature, self.max_tokens,
+            [widgets.VBox([self.model_dropdown, self.system_input, self.custom_temperature, self.temperature,
+                           self.max_tokens,
                            self._models_note])],
             titles=("Settings",), selected_index=None,
         )
@@ -342,7 +345,7 @@ class ChatWidget(widgets.VBox):
         self._listener = listener
         self.session.on_change(listener)
         self._rebuild()
-        self._set_status(f"ready · {len(self.session.turns)} turns in the conversation"
+        self._set_status(f"ready · {plural(len(self.session.turns), 'turn')} in the conversation"
                          if self.session.turns else "ready")
         if fetch_models:
             self._start_model_fetch()
@@ -401,32 +404,43 @@ class ChatWidget(widgets.VBox):
         return self._live.exchange if self._live is not None else None
 
     def request_options(self) -> dict[str, Any]:
-        """What the next send passes: model, system (None = session's), provider kwargs."""
+        """What the next send passes: model, system ("" = none), provider kwargs."""
         options: dict[str, Any] = dict(self._request_options)
         options["model"] = self.model_dropdown.value or self._default_model()
         system = self.system_input.value
-        options["system"] = system if system.strip() else None
-        options["temperature"] = float(self.temperature.value)
+        options["system"] = system if system.strip() else ""  # empty box: no system prompt
+        if self.custom_temperature.value:
+            options["temperature"] = float(self.temperature.value)
         if self.max_tokens.value:
             options["max_tokens"] = int(self.max_tokens.value)
         return options
 
     def export(self, path: str | Path | None = None) -> Path:
-        """Write the conversation as Markdown and show a download link; returns the path."""
+        """Save the conversation (Markdown for .md, JSON for .json) and show a download link.
+
+        The file and the link carry the same text. Returns the path.
+        """
         if path is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             path = (self.export_dir or Path.cwd()) / f"upstage-chat-{stamp}.md"
-        out = self.session.export(path)
-        text = self.session.export_markdown()
+        out = Path(path).expanduser()
+        suffix = out.suffix.lower()
+        if suffix in (".md", ".markdown"):
+            text, mime = self.session.export_markdown(), "text/markdown"
+        elif suffix == ".json":
+            text, mime = self.session.export_json(), "application/json"
+        else:
+            raise ValueError(f"Cannot export to {out.name!r}: use a .md or .json file name.")
+        out.write_text(text, encoding="utf-8")
         data = base64.b64encode(text.encode("utf-8")).decode("ascii")
-        name = html.escape(Path(out).name, quote=True)
+        name = html.escape(out.name, quote=True)
         self.export_area.value = (
-            f"<span style=\"color:{_MUTED}\">Saved {len(self.session.turns)} turns to "
+            f"<span style=\"color:{_MUTED}\">Saved {plural(len(self.session.turns), 'turn')} to "
             f"<code>{_esc(out)}</code> · </span>"
             f"<a class='upstage-export-link' download=\"{name}\" "
-            f"href=\"data:text/markdown;charset=utf-8;base64,{data}\">download {name}</a>"
+            f"href=\"data:{mime};charset=utf-8;base64,{data}\">download {name}</a>"
         )
-        return Path(out)
+        return out
 
     def close(self) -> None:
         """Stop streaming, detach from the session and close all child widgets."""
@@ -452,7 +466,7 @@ class ChatWidget(widgets.VBox):
         # Short: this is the text/plain fallback saved into notebooks (ipywidgets' default
         # repr would dump every child's HTML).
         state = "streaming" if self.streaming else "idle"
-        return f"<ChatWidget {state}, {len(self.session.turns)} turns, model={self.model_dropdown.value!r}>"
+        return f"<ChatWidget {state}, {plural(len(self.session.turns), 'turn')}, model={self.model_dropdown.value!r}>"
 
     # ------------------------------------------------------------------ callbacks
     def _guard(self, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -487,6 +501,12 @@ class ChatWidget(widgets.VBox):
 
     def _on_export_clicked(self, _button: Any = None) -> None:
         self.export()
+
+    def _on_custom_temperature(self, change: dict[str, Any]) -> None:
+        self.temperature.disabled = not change["new"]
+
+    def _on_temperature(self, change: dict[str, Any]) -> None:
+        self.custom_temperature.value = True  # a chosen value is meant to be sent
 
     def _on_session_change(self, _session: ChatSession) -> None:
         if threading.get_ident() != self._thread and self._loop is not None:
