@@ -28,19 +28,25 @@ def test_helper_sees_heavy_imports():
     assert "markdown_it" in loaded_after(["markdown_it"])
 
 
-@pytest.mark.parametrize(
-    "module",
-    ["upstage_magic", "upstage_magic.sse", "upstage_magic.errors", "upstage_magic.events", "upstage_magic.render"],
-)
+PURE = ["upstage_magic", "upstage_magic.sse", "upstage_magic.errors", "upstage_magic.events",
+        "upstage_magic.render", "upstage_magic.session", "upstage_magic.settings",
+        "upstage_magic.display", "upstage_magic.providers.base"]
+
+
+@pytest.mark.parametrize("module", PURE)
 def test_pure_modules_stay_light(module):
     loaded = loaded_after([module])
     assert not loaded & set(HEAVY), f"{module} loaded {sorted(loaded & set(HEAVY))}"
 
 
 def test_all_pure_modules_together_stay_light():
-    mods = ["upstage_magic", "upstage_magic.sse", "upstage_magic.errors", "upstage_magic.events",
-            "upstage_magic.render"]
-    assert not loaded_after(mods) & set(HEAVY)
+    assert not loaded_after(PURE) & set(HEAVY)
+
+
+def test_loading_the_magics_module_loads_no_http_widgets_or_markdown():
+    """%load_ext stays cheap: aiohttp, ipywidgets and markdown-it load on first use."""
+    loaded = loaded_after(["upstage_magic", "upstage_magic.magics"])
+    assert not loaded & {"aiohttp", "ipywidgets", "markdown_it"}
 
 
 def test_render_loads_markdown_it_only_when_used():

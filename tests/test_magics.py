@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
 from typing import Any
 
@@ -101,16 +100,6 @@ def test_unload_removes_magics():
         assert not any(isinstance(c, UpstageMagics) for c in ip.configurables)
     finally:
         ip.run_line_magic("load_ext", "upstage_magic")
-
-
-def test_import_is_light():
-    code = (
-        "import sys, upstage_magic, upstage_magic.magics;"
-        "bad=[m for m in ('aiohttp','ipywidgets','markdown_it') if m in sys.modules];"
-        "print(bad); sys.exit(bool(bad))"
-    )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_config_traits_and_key_not_a_trait(shell, magics):

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -196,16 +194,6 @@ def test_export_markdown_and_json(tmp_path):
 
 def test_default_session_is_shared():
     assert default_session() is default_session()
-
-
-def test_pure_import():
-    code = (
-        "import sys, upstage_magic.session, upstage_magic.display;"
-        "bad=[m for m in ('aiohttp','IPython','ipywidgets','markdown_it') if m in sys.modules];"
-        "print(bad); sys.exit(bool(bad))"
-    )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_extend_matches_add_item_by_item():
