@@ -5,6 +5,7 @@ small value objects, so ``isinstance(chunk, str)`` keeps old callers working. Pu
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -23,11 +24,15 @@ class Usage:
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "Usage":
-        data = data or {}
+    def from_dict(cls, data: Any) -> "Usage":
+        """Read a server's ``usage`` object; missing, odd or non-finite values count as 0."""
+        if not isinstance(data, dict):
+            data = {}
 
         def num(v: Any) -> int:
-            return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                return 0
+            return int(v)
 
         ctd = data.get("completion_tokens_details") or {}
         ptd = data.get("prompt_tokens_details") or {}

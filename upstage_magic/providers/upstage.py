@@ -260,7 +260,7 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
                         event_usage = obj.get("usage")
                         if event_usage:
                             usage = event_usage
-            except (AttributeError, TypeError, IndexError) as exc:
+            except (AttributeError, TypeError, IndexError, KeyError) as exc:
                 raise _malformed(data or "", exc, shape=True) from None
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 err, _ = _transport_error(exc, started=True, key=key)
