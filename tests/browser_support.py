@@ -33,11 +33,23 @@ CHROMIUM_ARGS = [
 class LabServer:
     """``jupyter lab`` on 127.0.0.1 with a token, in throw-away HOME/config/runtime dirs."""
 
+    app_module = "jupyterlab"
+    log_name = "jupyterlab.log"
+
+    def app_args(self, workdir: Path) -> list[str]:
+        """Options of the front-end application (no update checks, no news, read-only extensions)."""
+        return [
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.news_url=",
+            "--LabApp.extension_manager=readonly",
+            f"--LabApp.workspaces_dir={workdir / 'workspaces'}",
+        ]
+
     def __init__(self, workdir: Path, root_dir: Path, *, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.token = secrets.token_hex(16)
         self.root_dir = root_dir
-        self.log_path = workdir / "jupyterlab.log"
+        self.log_path = workdir / self.log_name
         home = workdir / "home"
         for sub in ("home", "jupyter-config", "jupyter-data", "jupyter-runtime", "ipython"):
             (workdir / sub).mkdir(parents=True, exist_ok=True)
@@ -60,7 +72,7 @@ class LabServer:
         }
         full_env.update(env or {})
         args = [
-            sys.executable, "-m", "jupyterlab",
+            sys.executable, "-m", self.app_module,
             "--no-browser",
             "--ip=127.0.0.1",
             f"--port={self.port}",
@@ -68,10 +80,7 @@ class LabServer:
             f"--IdentityProvider.token={self.token}",
             f"--ServerApp.root_dir={root_dir}",
             "--ServerApp.open_browser=False",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-            "--LabApp.news_url=",
-            "--LabApp.extension_manager=readonly",
-            f"--LabApp.workspaces_dir={workdir / 'workspaces'}",
+            *self.app_args(workdir),
             "--ServerApp.terminals_enabled=False",
         ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI containers run as root
@@ -156,7 +165,7 @@ def wait_all_cells_ran(page: Any, *, timeout: float = 60_000) -> None:
 
 
 def save_diagnostics(page: Any | None, lab: LabServer | None, emulator: EmulatorProcess | None,
-                     artifacts: Path, name: str) -> list[Path]:
+                     artifacts: Path, name: str, *, server_label: str = "jupyterlab") -> list[Path]:
     """On failure: screenshot, page HTML, server and emulator logs into artifacts/."""
     artifacts.mkdir(parents=True, exist_ok=True)
     saved: list[Path] = []
@@ -170,9 +179,43 @@ def save_diagnostics(page: Any | None, lab: LabServer | None, emulator: Emulator
             saved.append(html)
         except Exception:  # noqa: BLE001 - best effort, the page may be gone
             pass
-    for proc, label in ((lab, "jupyterlab"), (emulator, "emulator")):
+    for proc, label in ((lab, server_label), (emulator, "emulator")):
         if proc is not None and proc.log_path.exists():
             dst = artifacts / f"{name}-{label}.log"
             shutil.copyfile(proc.log_path, dst)
             saved.append(dst)
     return saved
+
+
+class NotebookServer(LabServer):
+    """``jupyter notebook`` (Notebook 7) on 127.0.0.1 with a token, in throw-away dirs.
+
+    JupyterLab's server extension is loaded in the same server when it is installed, so its
+    no-news/no-update-check options are passed too.
+    """
+
+    app_module = "notebook"
+    log_name = "notebook.log"
+
+    def app_args(self, workdir: Path) -> list[str]:
+        return [*super().app_args(workdir), "--JupyterNotebookApp.expose_app_in_browser=True"]
+
+    def notebook_url(self, name: str) -> str:
+        """The Notebook 7 page of ``name`` (a path relative to the root dir)."""
+        return self.url(f"notebooks/{name}")
+
+
+def open_notebook7(page: Any, server: NotebookServer, name: str, *, timeout: float = 60_000) -> None:
+    """Open a notebook in Notebook 7 and wait until its kernel is idle."""
+    page.goto(server.notebook_url(name), timeout=timeout)
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=timeout)
+    dismiss_dialogs(page)
+    # Notebook 7 has no status bar, and its toolbar's execution indicator already says "idle"
+    # before the kernel is connected (Run All then does nothing): ask the app itself.
+    page.wait_for_function(
+        """() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+                   const k = w && w.sessionContext && w.sessionContext.session
+                             && w.sessionContext.session.kernel;
+                   return !!k && k.connectionStatus === 'connected' && k.status === 'idle'; }""",
+        timeout=timeout,
+    )
