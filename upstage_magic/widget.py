@@ -62,6 +62,7 @@ _STYLE = """<style>
 .upstage-chat .upstage-answer blockquote { margin: 0.3em 0 0.3em 0.2em; padding-left: 0.6em;
   border-left: 3px solid var(--jp-border-color2, #ccc); }
 .upstage-chat .upstage-answer ul, .upstage-chat .upstage-answer ol { padding-left: 1.3em; }
+.upstage-chat .upstage-answer a { color: var(--jp-content-link-color, #1976d2); text-decoration: underline; }
 </style>"""
 _USER_STYLE = (
     "margin:8px 0 2px 18%;padding:6px 10px;border-radius:10px;white-space:pre-wrap;"
