@@ -11,10 +11,12 @@ import secrets
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from harness import EmulatorProcess, free_port, stop_process, wait_http
+from harness import TEST_KEY, EmulatorProcess, free_port, stop_process, wait_http
 
 CHROMIUM = os.environ.get("UPSTAGE_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -219,3 +221,34 @@ def open_notebook7(page: Any, server: NotebookServer, name: str, *, timeout: flo
                    return !!k && k.connectionStatus === 'connected' && k.status === 'idle'; }""",
         timeout=timeout,
     )
+
+
+@contextmanager
+def browser_page(server_cls: type[LabServer], workdir: Path, root_dir: Path, emulator: EmulatorProcess,
+                 artifacts: Path, name: str, *, timeout_ms: float) -> Iterator[tuple[LabServer, Any]]:
+    """A Jupyter server (``server_cls``) on ``root_dir`` pointed at ``emulator``, and a Chromium
+    page. On failure: diagnostics into ``artifacts`` and the server log's tail on stdout.
+    The server and the browser are always closed; the emulator is the caller's."""
+    from playwright import sync_api
+
+    server = page = None
+    try:
+        server = server_cls(workdir, root_dir,
+                            env={"UPSTAGE_BASE_URL": emulator.base_url, "UPSTAGE_API_KEY": TEST_KEY})
+        with sync_api.sync_playwright() as pw:
+            ctx = launch_chromium(pw, workdir / "chromium-profile")
+            try:
+                page = ctx.new_page()
+                page.set_default_timeout(timeout_ms)
+                yield server, page
+            except BaseException:
+                label = server.log_name.removesuffix(".log")
+                saved = save_diagnostics(page, server, emulator, artifacts, name, server_label=label)
+                print(f"{name} test diagnostics:", *map(str, saved), sep="\n  ")
+                print(f"--- {label} log tail ---\n" + server.log_tail(4000))
+                raise
+            finally:
+                ctx.close()
+    finally:
+        if server is not None:
+            server.close()

@@ -23,11 +23,10 @@ import pytest
 from playwright import sync_api
 
 from browser_support import (
+    browser_page,
     LabServer,
-    launch_chromium,
     open_notebook,
     run_all_cells,
-    save_diagnostics,
     wait_all_cells_ran,
 )
 from harness import TEST_KEY, EmulatorProcess
@@ -159,212 +158,198 @@ def test_chat_widget_in_jupyterlab(tmp_path: Path) -> None:
     extreme = extreme_reply()
     (root / "extreme.txt").write_text(extreme)
 
-    emu = lab = page = None
+    emu = None
     timings: dict[str, float] = {}
     try:
         emu = EmulatorProcess(tmp_path)
         hostile_magic_notebook(root / "hostile_magic.ipynb", emu.root)
-        lab = LabServer(tmp_path, root, env={"UPSTAGE_BASE_URL": emu.base_url, "UPSTAGE_API_KEY": TEST_KEY})
-        timings["servers up"] = time.monotonic() - t_start
-        with sync_api.sync_playwright() as pw:
-            ctx = launch_chromium(pw, tmp_path / "chromium-profile")
-            try:
-                page = ctx.new_page()
-                page.set_default_timeout(30_000)
-                open_notebook(page, lab, "chat_widget.ipynb")
-                run_all_cells(page)
-                chat = page.locator(".upstage-chat")
-                chat.wait_for()
-                wait_all_cells_ran(page)
-                timings["notebook ran"] = time.monotonic() - t_start
-                transcript = chat.locator(".upstage-chat-transcript")
-                textarea = chat.locator(".upstage-chat-input textarea")
-                status = chat.locator(".upstage-chat-status")
-                send = chat.locator("button.upstage-chat-send")
-                stop = chat.locator("button.upstage-chat-stop")
-                done = chat.locator(".upstage-answer.upstage-status-done")
+        with browser_page(LabServer, tmp_path, root, emu, ARTIFACTS, "browser",
+                          timeout_ms=30_000) as (lab, page):
+            timings["servers and browser up"] = time.monotonic() - t_start
+            open_notebook(page, lab, "chat_widget.ipynb")
+            run_all_cells(page)
+            chat = page.locator(".upstage-chat")
+            chat.wait_for()
+            wait_all_cells_ran(page)
+            timings["notebook ran"] = time.monotonic() - t_start
+            transcript = chat.locator(".upstage-chat-transcript")
+            textarea = chat.locator(".upstage-chat-input textarea")
+            status = chat.locator(".upstage-chat-status")
+            send = chat.locator("button.upstage-chat-send")
+            stop = chat.locator("button.upstage-chat-stop")
+            done = chat.locator(".upstage-answer.upstage-status-done")
 
-                # The %%upstage cell below the widget shares the conversation: it shows up.
-                sync_api.expect(transcript).to_contain_text("what is a notebook widget?")
-                n_done = done.count()
-                assert stop.is_disabled()
+            # The %%upstage cell below the widget shares the conversation: it shows up.
+            sync_api.expect(transcript).to_contain_text("what is a notebook widget?")
+            n_done = done.count()
+            assert stop.is_disabled()
 
-                # 1. Keyboard: type, Tab to Send, Enter. The answer streams in.
-                textarea.click()
-                textarea.fill("What is Solar?")
-                page.keyboard.press("Tab")
-                page.keyboard.press("Enter")
-                sync_api.expect(transcript).to_contain_text("You asked: What is Solar?")
-                sync_api.expect(done).to_have_count(n_done + 1)
-                sync_api.expect(textarea).to_have_value("")
-                sync_api.expect(textarea).to_be_enabled()
-                sync_api.expect(status).to_contain_text("done")
-                sync_api.expect(status).to_contain_text("first token")
-                timings["answer 1"] = time.monotonic() - t_start
+            # 1. Keyboard: type, Tab to Send, Enter. The answer streams in.
+            textarea.click()
+            textarea.fill("What is Solar?")
+            page.keyboard.press("Tab")
+            page.keyboard.press("Enter")
+            sync_api.expect(transcript).to_contain_text("You asked: What is Solar?")
+            sync_api.expect(done).to_have_count(n_done + 1)
+            sync_api.expect(textarea).to_have_value("")
+            sync_api.expect(textarea).to_be_enabled()
+            sync_api.expect(status).to_contain_text("done")
+            sync_api.expect(status).to_contain_text("first token")
+            timings["answer 1"] = time.monotonic() - t_start
 
-                # 2. A slow answer: the input is disabled while it streams; Stop keeps the partial text.
-                emu.config(tokens_per_second=8, answer_tokens=400)
-                textarea.fill("Tell me a long story")
-                send.click()
-                streaming = chat.locator(".upstage-answer.upstage-status-streaming")
-                sync_api.expect(streaming).to_have_count(1)
-                sync_api.expect(textarea).to_be_disabled()
-                sync_api.expect(stop).to_be_enabled()
-                page.wait_for_function(
-                    "() => { const el = document.querySelector('.upstage-status-streaming');"
-                    " return el && el.textContent.length > 120; }")
-                stop.click()
-                stopped = chat.locator(".upstage-answer.upstage-status-stopped")
-                sync_api.expect(stopped).to_have_count(1)
-                sync_api.expect(stopped).to_contain_text("stopped: partial answer")
-                sync_api.expect(status).to_contain_text("stopped")
-                sync_api.expect(stop).to_be_disabled()
-                sync_api.expect(textarea).to_be_enabled()
-                timings["stopped"] = time.monotonic() - t_start
+            # 2. A slow answer: the input is disabled while it streams; Stop keeps the partial text.
+            emu.config(tokens_per_second=8, answer_tokens=400)
+            textarea.fill("Tell me a long story")
+            send.click()
+            streaming = chat.locator(".upstage-answer.upstage-status-streaming")
+            sync_api.expect(streaming).to_have_count(1)
+            sync_api.expect(textarea).to_be_disabled()
+            sync_api.expect(stop).to_be_enabled()
+            page.wait_for_function(
+                "() => { const el = document.querySelector('.upstage-status-streaming');"
+                " return el && el.textContent.length > 120; }")
+            stop.click()
+            stopped = chat.locator(".upstage-answer.upstage-status-stopped")
+            sync_api.expect(stopped).to_have_count(1)
+            sync_api.expect(stopped).to_contain_text("stopped: partial answer")
+            sync_api.expect(status).to_contain_text("stopped")
+            sync_api.expect(stop).to_be_disabled()
+            sync_api.expect(textarea).to_be_enabled()
+            timings["stopped"] = time.monotonic() - t_start
 
-                # 3. Settings reach the request: max tokens 5 cuts the answer.
-                emu.config(tokens_per_second=None, answer_tokens=None)
-                chat.locator(".upstage-chat-settings").get_by_text("Settings").click()
-                max_tokens = chat.locator(".upstage-chat-settings .widget-inline-hbox",
-                                          has_text="Max tokens").locator("input")
-                max_tokens.fill("5")
-                max_tokens.press("Enter")
-                textarea.fill("Short please")
-                send.click()
-                sync_api.expect(chat.locator(".upstage-answer.upstage-status-length")).to_have_count(1)
-                assert emu.requests()[-1]["max_tokens"] == 5
-                max_tokens.fill("0")
-                max_tokens.press("Enter")
+            # 3. Settings reach the request: max tokens 5 cuts the answer.
+            emu.config(tokens_per_second=None, answer_tokens=None)
+            chat.locator(".upstage-chat-settings").get_by_text("Settings").click()
+            max_tokens = chat.locator(".upstage-chat-settings .widget-inline-hbox",
+                                      has_text="Max tokens").locator("input")
+            max_tokens.fill("5")
+            max_tokens.press("Enter")
+            textarea.fill("Short please")
+            send.click()
+            sync_api.expect(chat.locator(".upstage-answer.upstage-status-length")).to_have_count(1)
+            assert emu.requests()[-1]["max_tokens"] == 5
+            max_tokens.fill("0")
+            max_tokens.press("Enter")
 
-                # 4. A hostile answer renders as text; nothing runs, even when its link is clicked.
-                emu.config(reply="hostile")
-                textarea.fill("Be hostile")
-                send.click()
-                sync_api.expect(done).to_have_count(n_done + 2)
-                last = done.last
-                sync_api.expect(last).to_contain_text("window.__pwned_script=1")
-                sync_api.expect(last).to_contain_text('<script>alert("kept as code")</script>')
-                for link in last.locator("a").all():
-                    link.click()
-                page.wait_for_timeout(300)
-                assert_no_flags(page)
-                assert last.locator("script, img, iframe").count() == 0
-                timings["hostile widget"] = time.monotonic() - t_start
+            # 4. A hostile answer renders as text; nothing runs, even when its link is clicked.
+            emu.config(reply="hostile")
+            textarea.fill("Be hostile")
+            send.click()
+            sync_api.expect(done).to_have_count(n_done + 2)
+            last = done.last
+            sync_api.expect(last).to_contain_text("window.__pwned_script=1")
+            sync_api.expect(last).to_contain_text('<script>alert("kept as code")</script>')
+            for link in last.locator("a").all():
+                link.click()
+            page.wait_for_timeout(300)
+            assert_no_flags(page)
+            assert last.locator("script, img, iframe").count() == 0
+            timings["hostile widget"] = time.monotonic() - t_start
 
-                # 4b. The extreme answer: all of it shown (the end too), nothing runs, no overflow.
-                emu.config(reply=extreme)
-                textarea.fill("Be extreme")
-                send.click()
-                sync_api.expect(done).to_have_count(n_done + 3, timeout=60_000)
-                last = done.last
-                assert_extreme_answer_harmless(page, last)
-                assert_within_notebook(page, ".upstage-chat")
-                # The 300 KB line wraps and the 20+ levels of quotes/lists fit: nothing in the
-                # transcript sticks out to the right or needs horizontal scrolling.
-                assert_within_notebook(page, ".upstage-chat-transcript", deep=True)
-                h_scrolling = page.evaluate(
-                    """() => [...document.querySelectorAll('.upstage-chat-transcript *')]
-                       .filter(e => e.tagName !== 'PRE' && e.clientWidth && e.scrollWidth > e.clientWidth + 2)
-                       .map(e => [e.tagName, e.className, e.scrollWidth, e.clientWidth])""")
-                assert not h_scrolling, h_scrolling
-                last.scroll_into_view_if_needed()
-                chat.screenshot(path=str(ARTIFACTS / "hostile_extreme_widget.png"))
-                timings["extreme widget"] = time.monotonic() - t_start
+            # 4b. The extreme answer: all of it shown (the end too), nothing runs, no overflow.
+            emu.config(reply=extreme)
+            textarea.fill("Be extreme")
+            send.click()
+            sync_api.expect(done).to_have_count(n_done + 3, timeout=60_000)
+            last = done.last
+            assert_extreme_answer_harmless(page, last)
+            assert_within_notebook(page, ".upstage-chat")
+            # The 300 KB line wraps and the 20+ levels of quotes/lists fit: nothing in the
+            # transcript sticks out to the right or needs horizontal scrolling.
+            assert_within_notebook(page, ".upstage-chat-transcript", deep=True)
+            h_scrolling = page.evaluate(
+                """() => [...document.querySelectorAll('.upstage-chat-transcript *')]
+                   .filter(e => e.tagName !== 'PRE' && e.clientWidth && e.scrollWidth > e.clientWidth + 2)
+                   .map(e => [e.tagName, e.className, e.scrollWidth, e.clientWidth])""")
+            assert not h_scrolling, h_scrolling
+            last.scroll_into_view_if_needed()
+            chat.screenshot(path=str(ARTIFACTS / "hostile_extreme_widget.png"))
+            timings["extreme widget"] = time.monotonic() - t_start
 
-                # Still usable: the next answer streams (paced), then completes.
-                emu.config(reply="echo", tokens_per_second=25)
-                textarea.fill("still alive? " + " ".join(f"word{i}" for i in range(20)))
-                send.click()
-                sync_api.expect(streaming).to_have_count(1)
-                sync_api.expect(done).to_have_count(n_done + 4)
-                sync_api.expect(done.last).to_contain_text("still alive? word0")
-                sync_api.expect(done.last).to_contain_text("word19")
-                emu.config(tokens_per_second=None)
-                assert_no_flags(page)
-                assert TEST_KEY not in page.content()
-                timings["follow-up"] = time.monotonic() - t_start
+            # Still usable: the next answer streams (paced), then completes.
+            emu.config(reply="echo", tokens_per_second=25)
+            textarea.fill("still alive? " + " ".join(f"word{i}" for i in range(20)))
+            send.click()
+            sync_api.expect(streaming).to_have_count(1)
+            sync_api.expect(done).to_have_count(n_done + 4)
+            sync_api.expect(done.last).to_contain_text("still alive? word0")
+            sync_api.expect(done.last).to_contain_text("word19")
+            emu.config(tokens_per_second=None)
+            assert_no_flags(page)
+            assert TEST_KEY not in page.content()
+            timings["follow-up"] = time.monotonic() - t_start
 
-                # Export: a Markdown file next to the notebook and a download link.
-                chat.locator("button.upstage-chat-export").click()
-                sync_api.expect(chat.locator("a.upstage-export-link")).to_be_visible()
-                exported = list(root.glob("upstage-chat-*.md"))
-                assert len(exported) == 1 and "still alive? word0" in exported[0].read_text()
+            # Export: a Markdown file next to the notebook and a download link.
+            chat.locator("button.upstage-chat-export").click()
+            sync_api.expect(chat.locator("a.upstage-export-link")).to_be_visible()
+            exported = list(root.glob("upstage-chat-*.md"))
+            assert len(exported) == 1 and "still alive? word0" in exported[0].read_text()
 
-                # Screenshot: settings collapsed, a paced hostile answer as the newest turn.
-                chat.locator(".upstage-chat-settings").get_by_text("Settings").click()
-                emu.config(reply="hostile", tokens_per_second=60)
-                textarea.fill("One more hostile answer, for the screenshot")
-                send.click()
-                sync_api.expect(done).to_have_count(n_done + 5)
-                page.wait_for_timeout(300)
-                chat.screenshot(path=str(ARTIFACTS / "chat_widget.png"))
-                page.screenshot(path=str(ARTIFACTS / "chat_widget_page.png"))
-                assert_no_flags(page)
+            # Screenshot: settings collapsed, a paced hostile answer as the newest turn.
+            chat.locator(".upstage-chat-settings").get_by_text("Settings").click()
+            emu.config(reply="hostile", tokens_per_second=60)
+            textarea.fill("One more hostile answer, for the screenshot")
+            send.click()
+            sync_api.expect(done).to_have_count(n_done + 5)
+            page.wait_for_timeout(300)
+            chat.screenshot(path=str(ARTIFACTS / "chat_widget.png"))
+            page.screenshot(path=str(ARTIFACTS / "chat_widget_page.png"))
+            assert_no_flags(page)
 
-                # 5. The same hostile answer, then the extreme one, through %%upstage cells.
-                emu.config(tokens_per_second=None)
-                open_notebook(page, lab, "hostile_magic.ipynb")
-                run_all_cells(page)
-                wait_all_cells_ran(page, timeout=90_000)
-                output = page.locator(".jp-OutputArea-output", has_text="The end.")
-                sync_api.expect(output).to_have_count(1)
-                sync_api.expect(output).to_contain_text("window.__pwned_script=1")
-                for link in output.locator("a").all():
-                    link.click()
-                page.wait_for_timeout(300)
-                assert_no_flags(page)
-                timings["hostile magic"] = time.monotonic() - t_start
-                extreme_out = page.locator(".jp-OutputArea-output", has_text=EXTREME_END)
-                sync_api.expect(extreme_out).to_have_count(1)
-                assert_extreme_answer_harmless(page, extreme_out)
-                # JupyterLab does not wrap the 300 KB line (the output area scrolls sideways);
-                # the output itself and the page stay within the notebook's width.
-                assert_within_notebook(page, ".jp-Cell .jp-OutputArea")
-                timings["extreme magic"] = time.monotonic() - t_start
+            # 5. The same hostile answer, then the extreme one, through %%upstage cells.
+            emu.config(tokens_per_second=None)
+            open_notebook(page, lab, "hostile_magic.ipynb")
+            run_all_cells(page)
+            wait_all_cells_ran(page, timeout=90_000)
+            output = page.locator(".jp-OutputArea-output", has_text="The end.")
+            sync_api.expect(output).to_have_count(1)
+            sync_api.expect(output).to_contain_text("window.__pwned_script=1")
+            for link in output.locator("a").all():
+                link.click()
+            page.wait_for_timeout(300)
+            assert_no_flags(page)
+            timings["hostile magic"] = time.monotonic() - t_start
+            extreme_out = page.locator(".jp-OutputArea-output", has_text=EXTREME_END)
+            sync_api.expect(extreme_out).to_have_count(1)
+            assert_extreme_answer_harmless(page, extreme_out)
+            # JupyterLab does not wrap the 300 KB line (the output area scrolls sideways);
+            # the output itself and the page stay within the notebook's width.
+            assert_within_notebook(page, ".jp-Cell .jp-OutputArea")
+            timings["extreme magic"] = time.monotonic() - t_start
 
-                # The notebook still scrolls, and takes a new cell from the keyboard that streams.
-                scroller = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-WindowedPanel-outer")
-                top = scroller.evaluate("el => { el.scrollTop = 0; return el.scrollTop; }")
-                scroller.hover()
-                page.mouse.wheel(0, 4000)
-                page.wait_for_function(
-                    "el => el.scrollTop > 1000", arg=scroller.element_handle())
-                assert top == 0
-                page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell").last \
-                    .locator(".jp-InputArea-editor").click()
-                page.keyboard.press("Escape")
-                page.keyboard.press("b")  # command mode: new cell below
-                page.keyboard.press("Enter")
-                emu.config(reply="echo", tokens_per_second=25)
-                page.keyboard.type("%%upstage")
-                page.keyboard.press("Enter")
-                page.keyboard.type("typed after the extreme answer " + " ".join(f"w{i}" for i in range(15)))
-                page.keyboard.press("Shift+Enter")
-                follow = page.locator(".jp-OutputArea-output", has_text="typed after the extreme answer")
-                sync_api.expect(follow).to_have_count(1)
-                sync_api.expect(follow).to_contain_text("w14")
-                emu.config(tokens_per_second=None)
-                assert_no_flags(page)
-                extreme_out.scroll_into_view_if_needed()
-                page.screenshot(path=str(ARTIFACTS / "hostile_extreme_magic.png"))
-                timings["magic follow-up"] = time.monotonic() - t_start
+            # The notebook still scrolls, and takes a new cell from the keyboard that streams.
+            scroller = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-WindowedPanel-outer")
+            top = scroller.evaluate("el => { el.scrollTop = 0; return el.scrollTop; }")
+            scroller.hover()
+            page.mouse.wheel(0, 4000)
+            page.wait_for_function(
+                "el => el.scrollTop > 1000", arg=scroller.element_handle())
+            assert top == 0
+            page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell").last \
+                .locator(".jp-InputArea-editor").click()
+            page.keyboard.press("Escape")
+            page.keyboard.press("b")  # command mode: new cell below
+            page.keyboard.press("Enter")
+            emu.config(reply="echo", tokens_per_second=25)
+            page.keyboard.type("%%upstage")
+            page.keyboard.press("Enter")
+            page.keyboard.type("typed after the extreme answer " + " ".join(f"w{i}" for i in range(15)))
+            page.keyboard.press("Shift+Enter")
+            follow = page.locator(".jp-OutputArea-output", has_text="typed after the extreme answer")
+            sync_api.expect(follow).to_have_count(1)
+            sync_api.expect(follow).to_contain_text("w14")
+            emu.config(tokens_per_second=None)
+            assert_no_flags(page)
+            extreme_out.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "hostile_extreme_magic.png"))
+            timings["magic follow-up"] = time.monotonic() - t_start
 
-                # 6. Positive control: raw HTML in a widget does run here, so the checks above can fail.
-                open_notebook(page, lab, "control.ipynb")
-                run_all_cells(page)
-                page.wait_for_function("() => window.__pwned_control === 1")
-                timings["control"] = time.monotonic() - t_start
-            except BaseException:
-                saved = save_diagnostics(page, lab, emu, ARTIFACTS, "browser")
-                print("browser test diagnostics:", *map(str, saved), sep="\n  ")
-                if lab is not None:
-                    print("--- jupyterlab log tail ---\n" + lab.log_tail(4000))
-                raise
-            finally:
-                ctx.close()
+            # 6. Positive control: raw HTML in a widget does run here, so the checks above can fail.
+            open_notebook(page, lab, "control.ipynb")
+            run_all_cells(page)
+            page.wait_for_function("() => window.__pwned_control === 1")
+            timings["control"] = time.monotonic() - t_start
     finally:
-        if lab is not None:
-            lab.close()
         if emu is not None:
             emu.close()
         timings["total"] = time.monotonic() - t_start

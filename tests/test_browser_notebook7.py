@@ -16,11 +16,10 @@ import pytest
 from playwright import sync_api
 
 from browser_support import (
+    browser_page,
     NotebookServer,
-    launch_chromium,
     open_notebook7,
     run_all_cells,
-    save_diagnostics,
     wait_all_cells_ran,
 )
 from harness import TEST_KEY, EmulatorProcess
@@ -38,76 +37,60 @@ def test_chat_widget_in_notebook7(tmp_path: Path) -> None:
     root.mkdir()
     shutil.copy(REPO / "notebooks" / "chat_widget.ipynb", root / "chat_widget.ipynb")
 
-    emu = server = page = None
+    emu = None
     try:
         emu = EmulatorProcess(tmp_path)
-        server = NotebookServer(tmp_path, root,
-                                env={"UPSTAGE_BASE_URL": emu.base_url, "UPSTAGE_API_KEY": TEST_KEY})
-        with sync_api.sync_playwright() as pw:
-            ctx = launch_chromium(pw, tmp_path / "chromium-profile")
-            try:
-                page = ctx.new_page()
-                page.set_default_timeout(20_000)
-                open_notebook7(page, server, "chat_widget.ipynb")
-                # Notebook 7 itself, not JupyterLab: its own app and shell, no status bar.
-                assert page.evaluate("() => window.jupyterapp.name") == "Jupyter Notebook"
-                assert page.locator("#main-panel").count() == 1
-                assert page.locator(".jp-LabShell, .jp-StatusBar-Widget").count() == 0
+        with browser_page(NotebookServer, tmp_path, root, emu, ARTIFACTS, "notebook7",
+                          timeout_ms=20_000) as (server, page):
+            open_notebook7(page, server, "chat_widget.ipynb")
+            # Notebook 7 itself, not JupyterLab: its own app and shell, no status bar.
+            assert page.evaluate("() => window.jupyterapp.name") == "Jupyter Notebook"
+            assert page.locator("#main-panel").count() == 1
+            assert page.locator(".jp-LabShell, .jp-StatusBar-Widget").count() == 0
 
-                run_all_cells(page)
-                chat = page.locator(".upstage-chat")
-                chat.wait_for()
-                wait_all_cells_ran(page)
+            run_all_cells(page)
+            chat = page.locator(".upstage-chat")
+            chat.wait_for()
+            wait_all_cells_ran(page)
 
-                # The %%upstage cell: the emulator's Markdown rendered as HTML (a real heading).
-                magic_cell = page.locator(".jp-CodeCell").filter(
-                    has=page.locator(".jp-InputArea", has_text="%%upstage"))
-                sync_api.expect(magic_cell).to_have_count(1)
-                magic_out = magic_cell.locator(".jp-OutputArea-output", has_text=HEADING)
-                sync_api.expect(magic_out).to_have_count(1)
-                sync_api.expect(magic_out).to_contain_text("You asked: In one sentence: what is a notebook widget?")
-                sync_api.expect(magic_out.locator("h2", has_text=HEADING)).to_be_visible()
-                sync_api.expect(magic_out.locator("pre code")).not_to_have_count(0)
-                assert "##" not in magic_out.inner_text()  # rendered, not shown as Markdown source
+            # The %%upstage cell: the emulator's Markdown rendered as HTML (a real heading).
+            magic_cell = page.locator(".jp-CodeCell").filter(
+                has=page.locator(".jp-InputArea", has_text="%%upstage"))
+            sync_api.expect(magic_cell).to_have_count(1)
+            magic_out = magic_cell.locator(".jp-OutputArea-output", has_text=HEADING)
+            sync_api.expect(magic_out).to_have_count(1)
+            sync_api.expect(magic_out).to_contain_text("You asked: In one sentence: what is a notebook widget?")
+            sync_api.expect(magic_out.locator("h2", has_text=HEADING)).to_be_visible()
+            sync_api.expect(magic_out.locator("pre code")).not_to_have_count(0)
+            assert "##" not in magic_out.inner_text()  # rendered, not shown as Markdown source
 
-                transcript = chat.locator(".upstage-chat-transcript")
-                textarea = chat.locator(".upstage-chat-input textarea")
-                status = chat.locator(".upstage-chat-status")
-                done = chat.locator(".upstage-answer.upstage-status-done")
-                # Shared conversation: the cell's question shows up in the widget too.
-                sync_api.expect(transcript).to_contain_text("what is a notebook widget?")
-                n_done = done.count()
+            transcript = chat.locator(".upstage-chat-transcript")
+            textarea = chat.locator(".upstage-chat-input textarea")
+            status = chat.locator(".upstage-chat-status")
+            done = chat.locator(".upstage-answer.upstage-status-done")
+            # Shared conversation: the cell's question shows up in the widget too.
+            sync_api.expect(transcript).to_contain_text("what is a notebook widget?")
+            n_done = done.count()
 
-                # Paced, so the answer is seen streaming before it is done.
-                emu.config(tokens_per_second=60)
-                textarea.click()
-                textarea.fill("What is Solar in Notebook 7?")
-                chat.locator("button.upstage-chat-send").click()
-                sync_api.expect(chat.locator(".upstage-answer.upstage-status-streaming")).to_have_count(1)
-                sync_api.expect(status).to_contain_text("streaming")
-                sync_api.expect(done).to_have_count(n_done + 1)
-                sync_api.expect(done.last).to_contain_text("You asked: What is Solar in Notebook 7?")
-                sync_api.expect(done.last.locator("h2", has_text=HEADING)).to_be_visible()
-                sync_api.expect(status).to_contain_text("done")
-                sync_api.expect(textarea).to_have_value("")
-                sync_api.expect(textarea).to_be_enabled()
-                assert TEST_KEY not in page.content()
+            # Paced, so the answer is seen streaming before it is done.
+            emu.config(tokens_per_second=60)
+            textarea.click()
+            textarea.fill("What is Solar in Notebook 7?")
+            chat.locator("button.upstage-chat-send").click()
+            sync_api.expect(chat.locator(".upstage-answer.upstage-status-streaming")).to_have_count(1)
+            sync_api.expect(status).to_contain_text("streaming")
+            sync_api.expect(done).to_have_count(n_done + 1)
+            sync_api.expect(done.last).to_contain_text("You asked: What is Solar in Notebook 7?")
+            sync_api.expect(done.last.locator("h2", has_text=HEADING)).to_be_visible()
+            sync_api.expect(status).to_contain_text("done")
+            sync_api.expect(textarea).to_have_value("")
+            sync_api.expect(textarea).to_be_enabled()
+            assert TEST_KEY not in page.content()
 
-                ARTIFACTS.mkdir(exist_ok=True)
-                chat.scroll_into_view_if_needed()
-                page.screenshot(path=str(ARTIFACTS / "notebook7_chat.png"))
-            except BaseException:
-                saved = save_diagnostics(page, server, emu, ARTIFACTS, "notebook7",
-                                         server_label="notebook")
-                print("notebook7 test diagnostics:", *map(str, saved), sep="\n  ")
-                if server is not None:
-                    print("--- notebook server log tail ---\n" + server.log_tail(4000))
-                raise
-            finally:
-                ctx.close()
+            ARTIFACTS.mkdir(exist_ok=True)
+            chat.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "notebook7_chat.png"))
     finally:
-        if server is not None:
-            server.close()
         if emu is not None:
             emu.close()
         print(f"notebook7 test: {time.monotonic() - t_start:.1f} s")
