@@ -22,9 +22,12 @@ not ``redact``, so ordinary text such as ``group_by_category`` is exported uncha
 """
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,11 +36,21 @@ from typing import Any, Callable
 from .errors import mask_secrets, redact
 from .events import FinishReason, Reasoning, Usage
 
-__all__ = ["Turn", "ChatSession", "Exchange", "default_session", "plural", "STATUSES"]
+__all__ = ["Turn", "ChatSession", "Exchange", "SessionBusyError", "default_session", "plural", "STATUSES"]
 
 #: Final statuses of a turn; an Exchange is "streaming" until it finishes.
 STATUSES = ("done", "stopped", "error", "length")
 _SENT_STATUSES = frozenset({"done", "length", "stopped"})
+
+
+class SessionBusyError(RuntimeError):
+    """A second answer was started while one is still streaming in the same conversation."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Another answer is still streaming in this conversation (a chat widget or another "
+            "cell). Wait for it or stop it, or ask a one-off with --no-history."
+        )
 
 
 def plural(n: int, word: str, plural_word: str | None = None) -> str:
@@ -57,6 +70,10 @@ class Turn:
     error: str | None = None
     system: str | None = None
     created: float = field(default_factory=time.time)
+    reasoning: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    #: Answer pieces counted when the server reported no usage (a stopped stream): an estimate.
+    estimated_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form (usage as a dict of counts)."""
@@ -69,7 +86,16 @@ class Turn:
             "error": self.error,
             "system": self.system,
             "created": datetime.fromtimestamp(self.created, timezone.utc).isoformat(),
+            "reasoning": self.reasoning,
+            "tool_calls": self.tool_calls,
+            "estimated_tokens": self.estimated_tokens,
         }
+
+
+def _tool_call_dict(call: Any) -> dict[str, Any]:
+    """A tool call event as a plain dict (id, name, arguments)."""
+    return {"id": getattr(call, "id", None), "name": getattr(call, "name", None),
+            "arguments": getattr(call, "arguments", None)}
 
 
 def _usage_dict(usage: Usage | None) -> dict[str, int] | None:
@@ -118,7 +144,9 @@ class Exchange:
         self.status = "streaming"
         self.error: BaseException | None = None
         self.turn: Turn | None = None
+        self.tool_calls: list[Any] = []
         self.chunks = 0
+        self._finish_lock = threading.Lock()
         self.started = clock()
         self.first_token_at: float | None = None
         self.ended: float | None = None
@@ -174,6 +202,41 @@ class Exchange:
             self.finish_reason = chunk.reason
         elif isinstance(chunk, Usage):
             self.usage = chunk
+        elif type(chunk).__name__ == "ToolCall":
+            self.tool_calls.append(chunk)
+
+    async def stream(self, provider: Any, options: dict[str, Any] | None = None) -> AsyncIterator[Any]:
+        """Drive ``provider``'s stream for this answer: the one stream path of the package.
+
+        Yields each item of the provider's stream (text as ``str``, typed events) after
+        recording it here, so a front end only shows what it is given (or reads
+        :attr:`text`). The turn ends exactly once, however the stream ends: "done" or
+        "length" when it completes, "stopped" when it is cancelled (interrupt, Stop) or
+        closed early, "error" (with :attr:`error`) when it fails; the exception is
+        re-raised after the turn is recorded.
+        """
+        agen: Any = provider.create_async_generator(self.model, self.messages, **(options or {}))
+        if inspect.isawaitable(agen) and not hasattr(agen, "__anext__"):
+            agen = await agen
+        try:
+            async for item in agen:
+                self.add(item)
+                yield item
+        except (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt):
+            self.finish("stopped")
+            raise
+        except BaseException as exc:
+            self.finish(error=exc)
+            raise
+        else:
+            self.finish()
+        finally:
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except BaseException:  # noqa: BLE001,S110 - closing must not mask the result
+                    pass
 
     # -- timing ----------------------------------------------------------------------
     @property
@@ -206,8 +269,13 @@ class Exchange:
         ``status`` defaults to "error" with ``error``, "length" if the server cut the
         answer at max_tokens, else "done".
         """
-        if self.turn is not None:
+        with self._finish_lock:
+            if self.turn is None:
+                self._finish(status, error)
+            assert self.turn is not None
             return self.turn
+
+    def _finish(self, status: str | None, error: BaseException | None) -> None:
         self.ended = self._clock()
         if status is None:
             if error is not None:
@@ -228,12 +296,12 @@ class Exchange:
             usage=self.usage,
             error=redact(error) if error is not None else None,
             system=self.system,
+            reasoning=self.reasoning,
+            tool_calls=[_tool_call_dict(c) for c in self.tool_calls],
+            estimated_tokens=0 if self.usage is not None else self.chunks,
         )
-        if self.record and self.session is not None:
-            self.session._record(self.turn)
-        elif self.session is not None and self.usage is not None:
-            self.session._add_usage(self.usage)
-        return self.turn
+        if self.session is not None:
+            self.session._end(self)
 
     def __repr__(self) -> str:
         return f"<Exchange {self.status} model={self.model!r} chars={len(self.text)}>"
@@ -254,6 +322,10 @@ class ChatSession:
         self.model = model
         self.turns: list[Turn] = []
         self.usage = Usage()
+        #: Answer tokens estimated for answers the server reported no usage for (stopped ones).
+        self.estimated_tokens = 0
+        #: The recorded answer streaming now, if any (one at a time).
+        self.active: Exchange | None = None
         self._callbacks: list[Callable[[ChatSession], Any]] = []
         self._lock = threading.RLock()
 
@@ -302,29 +374,49 @@ class ChatSession:
         system: str | None = None,
         history: bool = True,
         record: bool = True,
+        instructions: str | None = None,
     ) -> Exchange:
-        """Begin an answer; ``record=False`` keeps it out of the history (a one-off)."""
+        """Begin an answer; ``record=False`` keeps it out of the history (a one-off).
+
+        ``instructions`` (e.g. a format's "reply with one code block") are added to the
+        system message that is sent, not to the recorded system prompt. One recorded answer
+        streams per session at a time: starting another raises :class:`SessionBusyError`
+        (one-offs with ``record=False`` may run beside it).
+        """
         messages = self.build_messages(prompt, system=system, history=history)
+        if instructions:
+            _add_system(messages, instructions)
         sys_text = system if system is not None else self.system_prompt
-        return Exchange(self, prompt, messages, model=model, system=sys_text, record=record)
+        exchange = Exchange(self, prompt, messages, model=model, system=sys_text, record=record)
+        if record:
+            with self._lock:
+                if self.active is not None and self.active.turn is None:
+                    raise SessionBusyError()
+                self.active = exchange
+        return exchange
 
     # -- state -----------------------------------------------------------------------
-    def _record(self, turn: Turn) -> None:
+    def _end(self, exchange: Exchange) -> None:
+        """An exchange ended: record its turn (or only its usage for a one-off)."""
+        turn = exchange.turn
+        assert turn is not None
         with self._lock:
-            self.turns.append(turn)
+            if self.active is exchange:
+                self.active = None
+            if exchange.record:
+                self.turns.append(turn)
             if turn.usage is not None:
                 self.usage = self.usage + turn.usage
-        self._notify()
-
-    def _add_usage(self, usage: Usage) -> None:
-        with self._lock:
-            self.usage = self.usage + usage
+            self.estimated_tokens += turn.estimated_tokens
+        if exchange.record:
+            self._notify()
 
     def reset(self) -> None:
         """Forget all turns and usage totals (keeps system prompt and settings)."""
         with self._lock:
             self.turns.clear()
             self.usage = Usage()
+            self.estimated_tokens = 0
         self._notify()
 
     def on_change(self, callback: Callable[[ChatSession], Any]) -> None:
@@ -368,10 +460,7 @@ class ChatSession:
                         "length": "cut at max_tokens",
                         "error": f"error: {t.error}"}.get(t.status, t.status)
                 lines += [f"_({note})_", ""]
-        u = self.usage
-        lines.append(
-            f"_Total: {u.prompt_tokens} prompt + {u.completion_tokens} answer tokens._"
-        )
+        lines.append(f"_Total: {self.totals_text()}._")
         return mask_secrets("\n".join(lines) + "\n")
 
     def export_json(self) -> str:
@@ -398,9 +487,25 @@ class ChatSession:
         p.write_text(text, encoding="utf-8")
         return p
 
+    def totals_text(self) -> str:
+        """``"12 prompt + 40 answer tokens"`` (``"+ ~35 estimated"`` for answers without usage)."""
+        u = self.usage
+        text = f"{u.prompt_tokens} prompt + {u.completion_tokens} answer tokens"
+        if self.estimated_tokens:
+            text += f" (+ ~{self.estimated_tokens} estimated for stopped answers)"
+        return text
+
     def describe_export(self, path: str | Path) -> str:
         """What a front end prints after :meth:`export`: ``"Saved 1 turn to chat.md"``."""
         return f"Saved {plural(len(self.turns), 'turn')} to {path}"
+
+
+def _add_system(messages: list[dict[str, Any]], text: str) -> None:
+    """Append ``text`` to the system message (creating one first if needed)."""
+    if messages and messages[0].get("role") == "system":
+        messages[0] = {**messages[0], "content": f"{messages[0].get('content', '')}\n\n{text}".strip()}
+    else:
+        messages.insert(0, {"role": "system", "content": text})
 
 
 def _mask_value(value: Any) -> Any:
