@@ -81,42 +81,72 @@ def test_long_text_interval_grows_with_bytes():
     assert c.renders == 2
 
 
-def test_plain_view_keeps_text_and_writes_each_delta():
+class _Ex:
+    """The parts of an Exchange a view reads."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.reasoning = ""
+        self.tool_calls: list = []
+        self.model = "m"
+
+
+def test_plain_view_writes_each_new_piece_once():
     import io
 
     from upstage_magic.display import PlainView
 
     out = io.StringIO()
-    view = PlainView(out=out)
+    ex = _Ex()
+    view = PlainView(ex, out=out)
     for part in ("Hel", "lo", " world"):
-        view.push(part)
-    assert view.text == "Hello world" == out.getvalue()
-    view.push("!")
+        ex.text += part
+        view.changed()
+    assert out.getvalue() == "Hello world"
+    ex.text += "!"
     view.finish(None, "foot")
-    assert view.text == "Hello world!" and out.getvalue() == "Hello world!\n[foot]\n"
+    assert out.getvalue() == "Hello world!\n[foot]\n"
 
 
-def test_rich_view_final_render_reuses_markdown_and_adds_plain():
+def test_plain_view_never_writes_a_registered_key_in_parts():
+    import io
+
+    from upstage_magic.display import PlainView
+    from upstage_magic.errors import register_secret
+
+    key = "canary-" + "k" * 6 + "Z9"
+    register_secret(key)
+    out = io.StringIO()
+    ex = _Ex()
+    view = PlainView(ex, out=out)
+    for ch in f"the key is {key} ok":
+        ex.text += ch
+        view.changed()
+    view.finish(None, None)
+    assert out.getvalue() == "the key is *** ok\n"
+
+
+def test_rich_view_sends_sanitised_html_and_plain_text():
     from upstage_magic import display as d
 
-    calls: list[str] = []
     shown: list[dict] = []
 
     class Handle:
-        def update(self, bundle, raw=True):
+        def update(self, bundle, raw=True, **kw):
             shown.append(bundle)
 
-    def fake_display(bundle, raw=True, display_id=None):
+    def fake_display(bundle, raw=True, display_id=None, **kw):
         shown.append(bundle)
         return Handle()
 
-    view = d.RichView("markdown", display=fake_display)
-    real = view._safe_markdown
-    view._safe_markdown = lambda t: calls.append(t) or real(t)
-    view.push("Hi <b>x</b>")
+    ex = _Ex()
+    view = d.RichView(ex, "markdown", display=fake_display)
+    ex.text = "Hi <b>x</b>"
+    view.changed()
     view.finish(None, None)
-    assert calls == ["Hi <b>x</b>"]  # rendered once, not again for the final bundle
-    assert shown[-1]["text/plain"] == "Hi <b>x</b>" and "<b>" not in shown[-1]["text/markdown"]
+    assert shown[-1]["text/plain"] == "Hi <b>x</b>" and "<b>" not in shown[-1]["text/html"]
+    assert "&lt;b&gt;" in shown[-1]["text/html"] and "text/markdown" not in shown[-1]
+    assert len(shown) == 1  # the final render repeats the last one: not sent again
 
 
 def test_rich_view_warm_up_loads_markdown_it_but_loading_the_extension_does_not():
@@ -129,7 +159,7 @@ def test_rich_view_warm_up_loads_markdown_it_but_loading_the_extension_does_not(
         "ip = InteractiveShell.instance(); ip.run_line_magic('load_ext', 'upstage_magic')\n"
         "assert 'markdown_it' not in sys.modules, 'load_ext imported markdown_it'\n"
         "from upstage_magic.display import RichView\n"
-        "RichView('markdown', display=lambda *a, **k: None)\n"
+        "RichView(None, 'markdown', display=lambda *a, **k: None)\n"
         "assert 'markdown_it' in sys.modules, 'warm-up did not reach the parser'\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

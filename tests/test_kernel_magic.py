@@ -50,7 +50,13 @@ def displays(msgs) -> list[dict[str, Any]]:
 
 
 def markdowns(msgs) -> list[str]:
-    return [m["content"]["data"]["text/markdown"] for m in displays(msgs) if "text/markdown" in m["content"]["data"]]
+    """The raw text (text/plain) of every display; the page itself gets only our HTML."""
+    assert not any("text/markdown" in m["content"]["data"] for m in displays(msgs))
+    return [m["content"]["data"]["text/plain"] for m in displays(msgs) if "text/plain" in m["content"]["data"]]
+
+
+def htmls(msgs) -> list[str]:
+    return [m["content"]["data"]["text/html"] for m in displays(msgs) if "text/html" in m["content"]["data"]]
 
 
 def stream_text(msgs, name: str | None = None) -> str:
@@ -63,10 +69,15 @@ def errors(msgs) -> list[dict[str, Any]]:
 
 
 def answer_markdown(msgs) -> str:
-    """The final state of the answer output (the last update of the first display id)."""
+    """The final raw answer (text/plain of the last update of the first display id)."""
+    return answer_data(msgs)["text/plain"]
+
+
+def answer_data(msgs) -> dict[str, Any]:
+    """The final bundle of the answer output (the last update of the first display id)."""
     ds = displays(msgs)
     did = ds[0]["content"]["transient"]["display_id"]
-    return [m for m in ds if m["content"].get("transient", {}).get("display_id") == did][-1]["content"]["data"]["text/markdown"]
+    return [m for m in ds if m["content"].get("transient", {}).get("display_id") == did][-1]["content"]["data"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -161,17 +172,30 @@ def test_hostile_answer_neutralised_code_exact(fresh, emu):
     k = fresh
     emu.configure(reply="hostile")
     msgs = run(k, "%%upstage\nbe hostile")
-    final = answer_markdown(msgs)
-    code_block = re.search(r"```html\n.*?\n```", HOSTILE_REPLY, re.S).group(0)
-    assert code_block in final  # byte-exact
-    outside = final.replace(code_block, "")
-    for bad in ("<script", "<img", "<iframe", "](javascript:"):
-        assert bad not in outside.lower(), bad
-    assert "&lt;script" in outside  # shown as text
-    for md in markdowns(msgs):  # every streamed update too
-        body = md.replace(code_block, "")
-        body = re.sub(r"```html\n.*", "", body, flags=re.S)  # a code block still being streamed
-        assert "<script" not in body and "<img" not in body and "<iframe" not in body
+    assert answer_markdown(msgs) == HOSTILE_REPLY  # the raw answer, as text/plain
+    final = answer_data(msgs)["text/html"]
+    assert "&lt;script" in final  # shown as text
+    for page in htmls(msgs):  # every streamed update too
+        tags = parsed_tags(page)
+        assert not {t for t, _ in tags} & {"script", "img", "iframe", "svg", "object", "embed"}, tags
+        for _tag, attrs in tags:
+            for name, value in attrs:
+                assert not name.startswith("on"), (name, value)
+                assert not (value or "").strip().lower().startswith(("javascript", "data", "vbscript")), value
+
+
+def parsed_tags(page: str) -> list[tuple[str, list[tuple[str, str | None]]]]:
+    """Every start tag of ``page`` with its attributes, as a browser's tokenizer sees them."""
+    from html.parser import HTMLParser
+
+    found: list[tuple[str, list[tuple[str, str | None]]]] = []
+
+    class Audit(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            found.append((tag, attrs))
+
+    Audit().feed(page)
+    return found
 
 
 def usage_error(msgs) -> str:

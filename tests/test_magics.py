@@ -386,22 +386,25 @@ def test_interrupt_in_caller_thread_cancels_stream(shell, magics, fake, capsys, 
     import upstage_magic.display as display_mod
 
     calls = {"n": 0}
-    original = display_mod.PlainView.push
+    original = display_mod.PlainView.changed
 
-    def push(self, delta):
-        original(self, delta)
+    def changed(self, **kw):
+        original(self, **kw)
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(display_mod.PlainView, "push", push)
-    fake.pause = 0  # each chunk its own network read, so each is its own hand-over
+    monkeypatch.setattr(display_mod.PlainView, "changed", changed)
+    fake.pause = 0.01  # each chunk its own network read, so each is its own hand-over
     fake.enqueue([f"t{i} " for i in range(100)])
     with pytest.raises(KeyboardInterrupt):
         cell(shell, "", "q")
     turn = magics.session.turns[-1]
-    assert turn.status == "stopped" and turn.answer == "t0 t1 "
-    assert "stopped" in capsys.readouterr().out
+    full = "".join(f"t{i} " for i in range(100))
+    assert turn.status == "stopped" and turn.answer.startswith("t0 t1 ") and full.startswith(turn.answer)
+    assert len(turn.answer) < len(full)  # the stream was cancelled, not run to the end
+    out = capsys.readouterr().out
+    assert "stopped" in out and turn.answer in out  # everything recorded was shown
 
 
 # -- rich display ------------------------------------------------------------------------------
@@ -423,13 +426,16 @@ def test_rich_markdown_is_sanitised_and_bounded(shell, magics, fake, captured):
     hostile = "Hi <img src=x onerror=alert(1)>\n\n```html\n<script>x()</script>\n```\n"
     fake.enqueue(list(hostile) * 1 + [Usage(1, 2, 3)])
     cell(shell, "", "q")
-    md = [o["data"]["text/markdown"] for o in captured if "text/markdown" in o["data"]]
-    final = md[-2]  # the last is the footer
-    assert "<img" not in final.replace("&lt;img", "")
-    assert "```html\n<script>x()</script>\n```" in final
+    assert all("text/markdown" not in o["data"] for o in captured)  # never Markdown for the front end
+    pages = [o["data"]["text/html"] for o in captured]
+    final = pages[-2]  # the last is the footer
+    assert "<img" not in final and "<script" not in final
+    assert "&lt;script&gt;x()&lt;/script&gt;" in final  # the code, escaped
+    assert captured[-2]["data"]["text/plain"] == hostile
     assert len(captured) <= 5  # first, maybe one update, final, footer
     assert captured[0]["transient"]["display_id"] and captured[1]["update"]
-    assert "3 answer" not in md[-1] and "2 answer tokens" in md[-1]
+    footer = captured[-1]["data"]["text/plain"]
+    assert "3 answer" not in footer and "2 answer tokens" in footer
 
 
 def test_rich_json_shows_pretty_block(shell, magics, fake, captured):
@@ -437,13 +443,14 @@ def test_rich_json_shows_pretty_block(shell, magics, fake, captured):
     cell(shell, "-f json", "q")
     final = [o for o in captured if o["update"]][-1]["data"]
     assert final["text/plain"] == json.dumps({"a": [1, 2]}, indent=2)
-    assert final["text/markdown"].startswith("```json\n")
+    assert "<pre" in final["text/html"] and "text/markdown" not in final
 
 
 def test_rich_text_format_has_no_markdown(shell, magics, fake, captured):
     fake.enqueue(["<b>x</b>"])
     cell(shell, "-f text --no-stream", "q")
-    assert captured[0]["data"] == {"text/plain": "<b>x</b>"}
+    assert captured[0]["data"]["text/plain"] == "<b>x</b>"
+    assert "&lt;b&gt;x&lt;/b&gt;" in captured[0]["data"]["text/html"] and "text/markdown" not in captured[0]["data"]
 
 
 # -- line magic ---------------------------------------------------------------------------------

@@ -3,16 +3,20 @@
 :class:`Coalescer` is pure (no IPython) and shared with the chat widget: the first text is
 rendered at once, later text at most once per ``interval`` seconds (and, for very long
 answers, no more than ``max_bytes_per_second`` of re-rendered text), and :meth:`flush`
-renders the final state once. It knows nothing about HTTP.
+renders the final state once. The views read what to show from the answer's
+:class:`~upstage_magic.session.Exchange` (text, reasoning, tool calls) and build every
+display through :mod:`formats` (our sanitised HTML + plain text). No HTTP here.
 """
 from __future__ import annotations
 
-import re
+import html
 import sys
 import time
 from typing import Any, Callable, TextIO
 
-__all__ = ["Coalescer", "fence", "extract_code", "strip_json_fence", "stats_parts", "footer_text", "RichView", "PlainView"]
+from . import formats
+
+__all__ = ["Coalescer", "stats_parts", "footer_text", "RichView", "PlainView", "thinking_html"]
 
 
 class Coalescer:
@@ -72,6 +76,13 @@ class Coalescer:
         if self._last is None or self._clock() - self._last >= self.current_interval():
             self._do_render()
 
+    def changed(self, length: int) -> None:
+        """Something to show changed (the caller keeps the text; ``length`` = its size now)."""
+        self._length = length
+        self.pending = True
+        if self._last is None or self._clock() - self._last >= self.current_interval():
+            self._do_render()
+
     def poll(self) -> bool:
         """Render pending text if its interval has passed; return whether it rendered."""
         if self.pending and (self._last is None or self._clock() - self._last >= self.current_interval()):
@@ -98,41 +109,8 @@ class Coalescer:
 
 
 # --------------------------------------------------------------------------------------
-# Views of one answer (used by the magic). Rich: a notebook output updated in place.
-# Plain: text written to a stream as it arrives (terminal IPython).
+# Stats, footer
 # --------------------------------------------------------------------------------------
-_FENCE_RE = re.compile(r"^( {0,3})(`{3,}|~{3,})([^\n`]*)\n(.*?)^ {0,3}\2[`~]*[ \t]*$", re.M | re.S)
-_LANG_RE = re.compile(r"[^\w+#.\-]")
-
-
-def fence(code: str, lang: str = "") -> str:
-    """A fenced Markdown code block that holds ``code`` byte-exact."""
-    longest = max((len(m) for m in re.findall(r"`+", code)), default=0)
-    ticks = "`" * max(3, longest + 1)
-    lang = _LANG_RE.sub("", lang)[:30]
-    nl = "" if code.endswith("\n") else "\n"
-    return f"{ticks}{lang}\n{code}{nl}{ticks}"
-
-
-def extract_code(text: str) -> tuple[str, str]:
-    """The first fenced code block of ``text`` as (code, language); else (text, "")."""
-    m = _FENCE_RE.search(text)
-    if not m:
-        # an unclosed fence (answer cut): take everything after the opening line
-        m2 = re.search(r"^ {0,3}(`{3,}|~{3,})([^\n`]*)\n", text, re.M)
-        if m2:
-            return text[m2.end():], m2.group(2).strip().split(" ")[0]
-        return text.strip("\n") + ("\n" if text.strip() else ""), ""
-    return m.group(4), m.group(3).strip().split(" ")[0] if m.group(3).strip() else ""
-
-
-def strip_json_fence(text: str) -> str:
-    """JSON text without a surrounding ```json fence, if the model added one."""
-    s = text.strip()
-    if s.startswith("```") or s.startswith("~~~"):
-        code, _ = extract_code(s)
-        return code
-    return s
 
 
 def _rate(tps: float) -> str:
@@ -150,7 +128,7 @@ def stats_parts(answer: Any, *, elapsed: bool = False) -> list[str]:
     """
     parts: list[str] = []
     u = getattr(answer, "usage", None)
-    chunks = getattr(answer, "chunks", 0)
+    chunks = getattr(answer, "chunks", 0) or getattr(answer, "estimated_tokens", 0)
     if u is not None and u.completion_tokens:
         parts.append(f"{u.prompt_tokens} prompt + {u.completion_tokens} answer tokens" if u.prompt_tokens
                      else f"{u.completion_tokens} answer tokens")
@@ -183,64 +161,97 @@ def footer_text(exchange: Any, status: str) -> str:
     return " · ".join(parts)
 
 
-_WARM_UP = "```\n<x>\n```\n"  # raw HTML + a code block: safe_markdown runs the block parser
+def thinking_html(reasoning: str, *, done: bool, summary: str = "Thinking…") -> str:
+    """The reasoning as a separate, dimmed block: open while streaming, collapsed after."""
+    from .render import render_html  # noqa: PLC0415
+
+    body = render_html(reasoning)
+    return (f'<details class="um-thinking"{"" if done else " open"}><summary>{html.escape(summary)}</summary>'
+            f'<div class="um-thinking-body">{body}</div></details>')
 
 
-def _md_escape(s: str) -> str:
-    return re.sub(r"([\\`*_\[\]<>#|~])", r"\\\1", s)
+def tool_calls_text(calls: list[Any]) -> str:
+    """"the model asked to call name(args)" lines for tool calls."""
+    lines = []
+    for c in calls:
+        name = getattr(c, "name", None) or (c.get("name") if isinstance(c, dict) else None) or "?"
+        args = getattr(c, "arguments", None) if not isinstance(c, dict) else c.get("arguments")
+        lines.append(f"The model asked to call {name}({args or ''})")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------
+# Views of one answer (used by the magic). Rich: a notebook output updated in place.
+# Plain: text written to a stream as it arrives (terminal IPython).
+# --------------------------------------------------------------------------------------
 
 
 class RichView:
     """One answer as a notebook output: displayed at first text, updated in place.
 
-    ``fmt`` is markdown, text, code or json. Markdown passes through
-    ``render.safe_markdown`` (raw HTML neutralised) before it is sent. At most one update
-    per ``interval`` (see :class:`Coalescer`); ``finish`` renders the final state once and
-    adds a one-line footer.
+    ``fmt`` is markdown, text, code or json (see :mod:`formats`). Every update is our
+    sanitised HTML plus the raw text. At most one update per ``interval`` (see
+    :class:`Coalescer`); :meth:`finish` renders the final state once and adds the footer.
+    Reasoning, if the model streams any, shows first as a separate "Thinking…" block.
     """
 
-    def __init__(self, fmt: str = "markdown", *, interval: float = 0.1, display: Callable[..., Any] | None = None) -> None:
+    def __init__(self, exchange: Any, fmt: str = "markdown", *, interval: float = 0.1,
+                 load_images: bool = False, display: Callable[..., Any] | None = None) -> None:
         if display is None:
             from IPython.display import display as display  # noqa: PLC0415
         self._display = display
+        self.exchange = exchange
         self.fmt = fmt
+        self.load_images = load_images
         self.handle: Any = None
         self.messages = 0
         self._last_bundle: dict[str, Any] | None = None
-        self._md_cache: tuple[str | None, str] = (None, "")
         self.coalescer = Coalescer(self._render_stream, interval=interval)
-        if fmt != "text":
-            from . import render  # noqa: PLC0415
+        from . import render  # noqa: PLC0415
 
-            self._safe_markdown = render.safe_markdown
-            # Import markdown-it and build its parser now (with the view, before the
-            # request), not mid-stream at the first code block: the text must reach the parser.
-            self._safe_markdown(_WARM_UP)
-        else:
-            self._safe_markdown = None
+        render.render_html("warm `up`\n```python\nx = 1\n```\n")  # import/build before the request
 
     # streaming -------------------------------------------------------------------------
-    def push(self, delta: str) -> None:
-        self.coalescer.push(delta)
+    def changed(self) -> None:
+        """New items reached the exchange: render now or when the interval has passed."""
+        ex = self.exchange
+        self.coalescer.changed(len(ex.text) + len(ex.reasoning))
 
     def tick(self) -> None:
         self.coalescer.poll()
 
-    def due(self) -> float | None:
-        """``time.monotonic()`` time before which new text would not be shown anyway."""
-        return self.coalescer.due()
+    def _bundle(self, *, final: bool) -> dict[str, Any]:
+        ex = self.exchange
+        text = ex.text
+        if final and not ex.reasoning and not ex.tool_calls:
+            return formats.final_for(self.fmt, text, load_images=self.load_images).bundle
+        bundle = formats.stream_bundle(self.fmt, text, load_images=self.load_images, final=final)
+        extra_html, extra_plain = "", ""
+        if ex.reasoning:
+            reasoning = formats.mask_stream(ex.reasoning)
+            extra_html = thinking_html(reasoning, done=bool(text) or final, summary=self._thinking_summary(final))
+            extra_plain = ""
+        if ex.tool_calls:
+            calls = formats.mask_stream(tool_calls_text(ex.tool_calls))
+            bundle = dict(bundle)
+            bundle["text/html"] += f'<div class="um-tool-calls"><pre>{html.escape(calls)}</pre></div>'
+            bundle["text/plain"] = (bundle["text/plain"] + "\n" + calls).strip("\n")
+        if extra_html:
+            bundle = dict(bundle)
+            style_end = bundle["text/html"].find("</style>") + len("</style>")
+            bundle["text/html"] = bundle["text/html"][:style_end] + extra_html + bundle["text/html"][style_end:]
+            bundle["text/plain"] = extra_plain + bundle["text/plain"]
+        return bundle
 
-    def _stream_bundle(self, text: str) -> dict[str, Any]:
-        if self.fmt == "text":
-            return {"text/plain": text}
-        if self.fmt == "json":
-            return {"text/markdown": fence(text, "json")}
-        if text != self._md_cache[0]:  # the final render often repeats the last flush's text
-            self._md_cache = (text, self._safe_markdown(text))  # type: ignore[misc]
-        return {"text/markdown": self._md_cache[1]}
+    def _thinking_summary(self, final: bool) -> str:
+        ex = self.exchange
+        if not ex.text and not final:
+            return "Thinking…"
+        span = getattr(ex, "reasoning_seconds", None)
+        return f"Thought for {span:.1f} s" if span else "Thoughts"
 
-    def _render_stream(self, text: str) -> None:
-        self._show(self._stream_bundle(text))
+    def _render_stream(self, _text: str) -> None:
+        self._show(self._bundle(final=False))
 
     def _show(self, bundle: dict[str, Any]) -> None:
         if bundle == self._last_bundle:
@@ -253,59 +264,88 @@ class RichView:
             self.handle.update(bundle, raw=True)
 
     # end --------------------------------------------------------------------------------
-    def finish(self, final: dict[str, Any] | None, footer: str | None) -> None:
-        """Render the final bundle (default: the streamed text with text/plain) and footer."""
-        text = self.coalescer.text
+    def finish(self, final: dict[str, Any] | None, footer: str | None, *, notes: list[str] | None = None,
+               metadata: dict[str, Any] | None = None) -> None:
+        """Render the final bundle (default: the whole answer) and the footer line."""
         self.coalescer.pending = False  # the final render below replaces the last flush
-        if final is None and text:
-            final = dict(self._stream_bundle(text))
-            final.setdefault("text/plain", text)
+        ex = self.exchange
+        if final is None and (ex.text or ex.reasoning or ex.tool_calls):
+            final = self._bundle(final=True)
         if final is not None:
-            self._show(final)
-        if footer:
+            if metadata and self.handle is not None:
+                self._last_bundle = None
+                self.messages += 1
+                self.handle.update(final, raw=True, metadata=metadata)
+            elif metadata:
+                self.messages += 1
+                self.handle = self._display(final, raw=True, display_id=True, metadata=metadata)
+            else:
+                self._show(final)
+        if footer or notes:
             self.messages += 1
-            self._display({"text/markdown": "*" + _md_escape(footer) + "*", "text/plain": footer}, raw=True)
+            self._display(formats.footer_bundle(footer or "", notes=notes), raw=True)
 
 
 class PlainView:
     """One answer as plain text written to ``out`` as it arrives (terminal IPython)."""
 
-    def __init__(self, fmt: str = "markdown", *, out: TextIO | None = None) -> None:
+    def __init__(self, exchange: Any, fmt: str = "markdown", *, out: TextIO | None = None) -> None:
+        self.exchange = exchange
         self.fmt = fmt
         self._out = out
-        self._parts: list[str] = []
+        self._shown = 0  # characters of the masked answer written
+        self._reasoning_shown = 0
         self.messages = 0
-
-    @property
-    def text(self) -> str:
-        """All text written so far."""
-        if len(self._parts) > 1:
-            self._parts[:] = ["".join(self._parts)]
-        return self._parts[0] if self._parts else ""
-
-    @text.setter
-    def text(self, value: str) -> None:
-        self._parts = [value] if value else []
 
     @property
     def out(self) -> TextIO:
         return self._out if self._out is not None else sys.stdout
 
-    def push(self, delta: str) -> None:
-        self._parts.append(delta)  # no growing string copy per delta
-        self.out.write(delta)
-        self.out.flush()
+    def changed(self, *, final: bool = False) -> None:
+        """Write what arrived since the last call (reasoning first, marked, then the answer).
+
+        The end of the text that could be the start of a secret is held back until it
+        is known not to be one (or masked), so a key is never written in parts.
+        """
+        ex = self.exchange
+        out = self.out
+        text = ex.text
+        if ex.reasoning and not text:
+            masked = formats.errors.mask_secrets(ex.reasoning)
+            masked = masked[: len(masked) - formats.secret_tail(masked)]
+            if len(masked) > self._reasoning_shown:
+                if not self._reasoning_shown:
+                    out.write("[thinking] ")
+                out.write(masked[self._reasoning_shown:])
+                self._reasoning_shown = len(masked)
+        if text:
+            if not final:
+                text = text[: len(text) - formats.secret_tail(text)]
+            masked = formats.errors.mask_secrets(text)
+            if len(masked) > self._shown:
+                if self._reasoning_shown and not self._shown:
+                    out.write("\n[answer]\n")
+                out.write(masked[self._shown:])
+                self._shown = len(masked)
+        out.flush()
 
     def tick(self) -> None:
         pass
 
-    def finish(self, final: dict[str, Any] | None, footer: str | None) -> None:
+    def finish(self, final: dict[str, Any] | None, footer: str | None, *, notes: list[str] | None = None,
+               metadata: dict[str, Any] | None = None) -> None:
         """End the streamed text with a newline, then print the footer line."""
-        if final is not None and not self.text:
-            self.out.write(final.get("text/plain", ""))
-            self.text = final.get("text/plain", "")
-        if self.text and not self.text.endswith("\n"):
-            self.out.write("\n")
+        self.changed(final=True)
+        ex = self.exchange
+        out = self.out
+        if final is not None and not ex.text:
+            out.write(final.get("text/plain", ""))
+        if ex.tool_calls:
+            out.write(("\n" if ex.text else "") + tool_calls_text(ex.tool_calls))
+        if (ex.text or ex.tool_calls or self._reasoning_shown) and not (ex.text or "x").endswith("\n"):
+            out.write("\n")
         if footer:
-            self.out.write(f"[{footer}]\n")
-        self.out.flush()
+            out.write(f"[{footer}]\n")
+        for note in notes or ():
+            out.write(note + "\n")
+        out.flush()

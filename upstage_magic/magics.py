@@ -17,17 +17,17 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Any as AnyTrait
-from traitlets import Bool, Enum, Float, Int, Unicode, observe
+from traitlets import link, observe
 
-from . import settings
-from .display import PlainView, RichView, extract_code, fence, footer_text, strip_json_fence
+from . import formats, settings
+from .config import FORMATS, REASONING_EFFORTS, Settings, SettingsTraits, default_settings
+from .display import PlainView, RichView, footer_text
 from .errors import UpstageError, redact
-from .session import ChatSession, default_session, plural
+from .errors import _display_url as _display_url
+from .session import ChatSession, Exchange, SessionBusyError, default_session, plural
 
 __all__ = ["UpstageMagics", "interpolate", "load_ipython_extension", "unload_ipython_extension"]
 
-FORMATS = ("markdown", "text", "code", "json")
-REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 
 # ---------------------------------------------------------------------------------------
 # {placeholder} interpolation
@@ -112,48 +112,51 @@ def interpolate(text: str, namespace: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------
 # The magics
 # ---------------------------------------------------------------------------------------
-_JSON_INSTRUCTION = "Respond with a single valid JSON object."
 _LIST_MODELS_TIMEOUT = 60.0  # seconds; the provider's default for list_models
-_CODE_INSTRUCTION = "Reply with only the code, in one fenced code block with its language."
 
 
 @magics_class
-class UpstageMagics(Magics):
+class UpstageMagics(Magics, SettingsTraits):
     """``%%upstage`` / ``%upstage``: stream Upstage Solar answers into the notebook.
 
-    Configure with ``%config UpstageMagics.model = "solar-mini"`` or in ipython_config.py
-    (``c.UpstageMagics.model = ...``). The API key is never a setting here: use the
-    ``UPSTAGE_API_KEY`` environment variable or ``%upstage key``.
+    Configure with ``%config UpstageMagics.model = "solar-mini4"`` or in ipython_config.py
+    (``c.UpstageMagics.model = ...``). These settings are the kernel's one
+    :class:`~upstage_magic.config.Settings` object, shared with the chat widget. The API key
+    is never a setting here: use the ``UPSTAGE_API_KEY`` environment variable or
+    ``%upstage key``.
     """
 
-    model = Unicode("", help="Model id or alias; empty = env UPSTAGE_MODEL or the provider's default.").tag(config=True)
-    base_url = Unicode("", help="API base URL; empty = env UPSTAGE_BASE_URL or https://api.upstage.ai/v1.").tag(config=True)
-    timeout = Float(None, allow_none=True,
-                    help="Seconds to wait for the server between reads (None: provider default: "
-                         "60 s idle while streaming, 300 s without streaming).").tag(config=True)
-    system_prompt = Unicode("", help="System prompt of the conversation (empty: none).").tag(config=True)
-    temperature = Float(None, allow_none=True, help="Sampling temperature (None: server default).").tag(config=True)
-    top_p = Float(None, allow_none=True, help="Nucleus sampling (None: server default).").tag(config=True)
-    max_tokens = Int(None, allow_none=True, help="Maximum answer tokens (None: server default).").tag(config=True)
-    reasoning_effort = Unicode(None, allow_none=True, help="Reasoning effort: none, minimal, low, medium, high, xhigh or max (None: model default).").tag(config=True)
-    max_history = Int(20, help="Previous turns kept and sent with each prompt.").tag(config=True)
-    update_interval = Float(0.1, help="Seconds between display updates while streaming.").tag(config=True)
-    format = Enum(list(FORMATS), default_value="markdown", help="Default output format.").tag(config=True)
-    stream = Bool(True, help="Stream answers (False: show the whole answer at once).").tag(config=True)
-    footer = Bool(True, help="Show the one-line footer (model, tokens, speed) under answers.").tag(config=True)
-    display_mode = Enum(["auto", "rich", "plain"], default_value="auto",
-                        help="rich = notebook outputs updated in place; plain = text to stdout; "
-                             "auto = rich in a Jupyter kernel, plain otherwise.").tag(config=True)
     provider = AnyTrait(None, help="Provider class (default: upstage_magic.providers.Upstage).")
     session = AnyTrait(None, help="The ChatSession (default: the kernel's shared session).")
 
-    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+    def __init__(self, shell: Any = None, settings: Settings | None = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         if self.session is None:
             self.session = default_session()
+        self.settings = settings if settings is not None else default_settings()
+        self._link_settings()
         self._sync_session()
+        self.last_exchange: Exchange | None = None
 
     # -- settings ----------------------------------------------------------------------
+    def _link_settings(self) -> None:
+        """Tie each setting trait to the shared Settings object (both ways).
+
+        Values given in the IPython config (``c.UpstageMagics.x``) win at load time; after
+        that, a change on either side (``%config``, the widget) is seen by both.
+        """
+        configured = set(self.config.get("UpstageMagics", {}))
+        self._links = []
+        for name in SettingsTraits.class_trait_names(config=True):
+            if name in configured:
+                setattr(self.settings, name, getattr(self, name))
+            self._links.append(link((self.settings, name), (self, name)))
+
+    def _unlink_settings(self) -> None:
+        for lk in getattr(self, "_links", []):
+            lk.unlink()
+        self._links = []
+
     @observe("max_history", "system_prompt", "session")
     def _on_session_settings(self, change: Any) -> None:
         self._sync_session()
@@ -178,14 +181,7 @@ class UpstageMagics(Magics):
         return self.provider
 
     def _model(self, name: str | None) -> str:
-        provider = self._provider()
-        chosen = name or self.model or (self.session.model if self.session else None)
-        get_model = getattr(provider, "get_model", None)
-        if get_model is not None:
-            return str(get_model(chosen or None))
-        if chosen:
-            return chosen
-        return str(getattr(provider, "default_model", "") or settings.get_default_model())
+        return self.settings.model_for(self._provider(), name or (self.session.model if self.session else None))
 
     def _rich(self) -> bool:
         if self.display_mode != "auto":
@@ -200,9 +196,9 @@ class UpstageMagics(Magics):
     @argument("--max-tokens", type=int, default=None, help="Maximum answer tokens.")
     @argument("--top-p", type=float, default=None, help="Nucleus sampling.")
     @argument("--reasoning-effort", default=None, choices=REASONING_EFFORTS,
-              help="How hard a reasoning model thinks (solar-pro4: none..max; older models: low/high).")
+              help="How hard a reasoning model thinks (solar-pro4: none..max; solar-pro3: low/medium/high).")
     @argument("-f", "--format", default=None, choices=FORMATS,
-              help="markdown (default): rendered with raw HTML neutralised; text: plain; "
+              help="markdown (default): rendered safely; text: plain; "
                    "code: the first code block, highlighted; json: a JSON object, parsed.")
     @argument("-n", "--next-cell", action="store_true",
               help="With -f code: also put the code into a new cell below.")
@@ -228,20 +224,24 @@ class UpstageMagics(Magics):
         filling off.
 
         Formats: markdown renders the answer (raw HTML in it is shown as text, unsafe
-        links dropped); text shows it plain; code shows the first fenced code block
-        (``-n`` puts it into a new cell below; ``-o`` gets the code); json asks the API for
-        a JSON object, shows it pretty and ``-o`` gets the parsed value.
+        links dropped, remote images shown as links); text shows it plain; code shows the
+        first fenced code block (``-n`` puts it into a new cell below; ``-o`` gets the
+        code); json asks the API for a JSON object, shows it pretty and ``-o`` gets the
+        parsed value.
 
         Interrupt (kernel stop button / Ctrl-C) stops the answer; the partial text stays,
         marked "stopped", and is kept in the history as a partial turn.
 
         Examples::
 
-            %%upstage -m solar-mini -t 0.2
+            %%upstage -m solar-mini4 -t 0.2
             Summarise {article} in three bullet points.
 
             %%upstage -f json -o data
             List three planets with their diameters in km.
+
+        Line magic: ``%upstage models | config | history | reset | export PATH | key | chat``
+        (``%upstage help`` says more).
         """
         __tracebackhide__ = True
         args = parse_argstring(self.upstage, line)
@@ -265,61 +265,48 @@ class UpstageMagics(Magics):
             self.session.reset()
         self.ask(prompt, args=args, fmt=fmt, system=system)
 
+    def _request_options(self, args: Any, fmt: str) -> dict[str, Any]:
+        """The provider's options for this cell: the settings, the cell's options on top."""
+        options = self.settings.request_options(
+            temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
+            reasoning_effort=args.reasoning_effort, base_url=args.base_url or None,
+        )
+        options.update(formats.request_options_for(fmt))
+        if args.no_stream:
+            options["stream"] = False
+        return options
+
     def ask(self, prompt: str, *, args: Any, fmt: str, system: str | None) -> None:
-        """Run one exchange: stream, show, record; raise UsageError on failure."""
+        """Run one exchange through the session's stream path; show it; raise UsageError on failure."""
         __tracebackhide__ = True
         provider = self._provider()
         model = self._model(args.model)
         session: ChatSession = self.session
         history = not args.no_history
-        extra_system: list[str] = []
-        if fmt == "code":
-            extra_system.append(_CODE_INSTRUCTION)
-        exchange = session.start(prompt, model=model, system=system, history=history, record=history)
-        if fmt == "json" and not any("json" in str(m.get("content", "")).lower() for m in exchange.messages):
-            extra_system.append(_JSON_INSTRUCTION)
-        if extra_system:
-            _add_system(exchange.messages, " ".join(extra_system))
-
-        kwargs: dict[str, Any] = {}
-        for key, value in (
-            ("temperature", args.temperature if args.temperature is not None else self.temperature),
-            ("top_p", args.top_p if args.top_p is not None else self.top_p),
-            ("max_tokens", args.max_tokens if args.max_tokens is not None else self.max_tokens),
-            ("reasoning_effort", args.reasoning_effort or self.reasoning_effort),
-            ("base_url", args.base_url or self.base_url or None),
-            ("timeout", self.timeout),
-        ):
-            if value is not None:
-                kwargs[key] = value
-        if fmt == "json":
-            kwargs["response_format"] = {"type": "json_object"}
-        if args.no_stream or not self.stream:
-            kwargs["stream"] = False
-
-        rich = self._rich()
+        sent = [prompt, system or session.system_prompt or ""]
+        if history:
+            sent += [str(m.get("content", "")) for m in session.history_messages()]
+        sent_text = " ".join(sent)
+        try:
+            exchange = session.start(prompt, model=model, system=system, history=history, record=history,
+                                     instructions=formats.instruction_for(fmt, sent_text))
+        except SessionBusyError as exc:
+            raise UsageError(str(exc)) from None
+        options = self._request_options(args, fmt)
         view: RichView | PlainView
-        if rich:
-            view = RichView(fmt, interval=self.update_interval)
+        if self._rich():
+            view = RichView(exchange, fmt, interval=self.update_interval, load_images=self.load_images)
         else:
-            view = PlainView(fmt)
+            view = PlainView(exchange, fmt)
         self.last_exchange = exchange
-
-        def on_batch(items: list[Any]) -> None:
-            delta = exchange.extend(items)
-            if delta:
-                view.push(delta)
-
-        def make_stream() -> Any:
-            return provider.create_async_generator(model, exchange.messages, **kwargs)
 
         from .runner import run_stream  # noqa: PLC0415
 
         try:
-            run_stream(make_stream, on_batch=on_batch, tick=view.tick, tick_interval=min(0.05, self.update_interval),
-                       due=getattr(view, "due", None))
+            run_stream(lambda: exchange.stream(provider, options), on_batch=lambda _items: view.changed(),
+                       tick=view.tick, tick_interval=min(0.05, self.update_interval))
         except KeyboardInterrupt:
-            exchange.finish("stopped")
+            exchange.finish("stopped")  # the stream task has ended it already, unless it hung
             view.finish(None, footer_text(exchange, "stopped"))  # always: it carries the marker
             # Re-raise (so queued cells stop) from this hidden frame: no traceback through
             # the runner's thread-wait internals.
@@ -333,34 +320,22 @@ class UpstageMagics(Magics):
             view.finish(None, footer_text(exchange, "error") if exchange.text else None)
             raise UsageError(f"Upstage: unexpected {type(exc).__name__}: {redact(exc)}") from None
 
-        final, value, problem = self._final(fmt, exchange.text, rich)
         turn = exchange.finish()
-        view.finish(final, footer_text(exchange, turn.status) if self.footer else None)
-        if not exchange.text:
+        final = formats.final_for(fmt, exchange.text, load_images=self.load_images)
+        show = final if exchange.text else None
+        view.finish(show.bundle if show is not None and not exchange.reasoning and not exchange.tool_calls else None,
+                    footer_text(exchange, turn.status) if self.footer else None)
+        if not exchange.text and not exchange.tool_calls:
             print("(The model returned an empty answer.)", file=sys.stderr)
-        if problem:
-            raise UsageError(problem + (f" {args.out} was not set." if args.out else ""))
+        if final.problem and exchange.text:
+            raise UsageError(final.problem + (f" {args.out} was not set." if args.out else ""))
+        value = final.value
+        if exchange.tool_calls and not exchange.text:
+            value = list(exchange.tool_calls)
         if fmt == "code" and args.next_cell and value:
             self.shell.set_next_input(value.rstrip("\n"), replace=False)
         if args.out:
             self.shell.user_ns[args.out] = value
-
-    def _final(self, fmt: str, text: str, rich: bool) -> tuple[dict[str, Any] | None, Any, str | None]:
-        """(final display bundle or None for the streamed one, -o value, error message)."""
-        if fmt == "code":
-            code, lang = extract_code(text)
-            return ({"text/markdown": fence(code, lang), "text/plain": code} if rich else None), code, None
-        if fmt == "json":
-            raw = strip_json_fence(text)
-            try:
-                obj = json.loads(raw)
-            except ValueError as exc:
-                return None, None, (
-                    f"The answer is not valid JSON ({exc}); its text is shown above."
-                )
-            pretty = json.dumps(obj, indent=2, ensure_ascii=False)
-            return ({"text/markdown": fence(pretty, "json"), "text/plain": pretty} if rich else None), obj, None
-        return None, text, None
 
     # -- %upstage ------------------------------------------------------------------------
     @line_magic("upstage")
@@ -418,7 +393,7 @@ class UpstageMagics(Magics):
 
     def _cmd_config(self, rest: list[str]) -> None:
         key_state = _key_state()
-        base = self.base_url or settings.get_base_url()
+        base = _display_url(self.base_url or settings.get_base_url())
         rows = [
             ("model", self._model(None)),
             ("base_url", base),
@@ -448,10 +423,10 @@ class UpstageMagics(Magics):
         if self._rich():
             from IPython.display import display  # noqa: PLC0415
 
-            from .render import safe_markdown  # noqa: PLC0415
+            from .render import render_html  # noqa: PLC0415
 
             md = s.export_markdown()
-            display({"text/markdown": safe_markdown(md), "text/plain": md}, raw=True)
+            display(formats.html_bundle(render_html(md, load_images=self.load_images), md), raw=True)
         else:
             print(s.export_markdown())
 
@@ -495,7 +470,7 @@ class UpstageMagics(Magics):
             raise UsageError(f"The chat widget is not available ({exc}). Use %%upstage cells meanwhile.") from None
         from IPython.display import display  # noqa: PLC0415
 
-        display(ChatWidget(session=self.session, provider=self.provider, magics=self))
+        display(ChatWidget(session=self.session, provider=self.provider))
 
 
 # magic_arguments names the parser after the function ("%upstage"); this is a cell magic.
@@ -508,14 +483,6 @@ def _unquote(value: str | None) -> str | None:
     if value and len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
         return value[1:-1]
     return value
-
-
-def _add_system(messages: list[dict[str, Any]], text: str) -> None:
-    """Append ``text`` to the system message (creating one first if needed)."""
-    if messages and messages[0].get("role") == "system":
-        messages[0] = {**messages[0], "content": f"{messages[0].get('content', '')}\n\n{text}".strip()}
-    else:
-        messages.insert(0, {"role": "system", "content": text})
 
 
 def _key_state() -> str:
@@ -549,6 +516,7 @@ def unload_ipython_extension(ipython: Any) -> None:
     magics = _LOADED.pop(id(ipython), None)
     if magics is None:
         return
+    magics._unlink_settings()
     mm = ipython.magics_manager
     for kind, name in (("cell", "upstage"), ("line", "upstage")):
         table = mm.magics.get(kind, {})
