@@ -192,4 +192,32 @@ def test_stats_parts_shared_by_footer_and_widget_status():
     assert "chunks" not in footer_text(estimated, "done")
     counted = _exchange(["a", "b"], Usage(4, 9, 13))
     assert stats_parts(counted)[0] == "4 prompt + 9 answer tokens"
-    assert "first token" in _fmt_stats("done", counted) and "TTFT" not in _fmt_stats("done", counted)
+    assert "first answer token" in _fmt_stats("done", counted) and "TTFT" not in _fmt_stats("done", counted)
+
+
+def test_stats_count_reasoning_apart_and_time_the_answer_phase():
+    from upstage_magic.display import stats_parts
+    from upstage_magic.events import Reasoning, Usage
+    from upstage_magic.session import ChatSession
+
+    now = [0.0]
+    ex = ChatSession().start("q", model="m")
+    ex._clock = lambda: now[0]  # the exchange's own clock, advanced by hand
+    ex.started = 0.0
+    now[0] = 0.1
+    ex.add(Reasoning("let me think"))
+    now[0] = 2.1
+    ex.add("Answer")
+    now[0] = 3.1
+    ex.add(" done")
+    ex.add(Usage.from_dict({"prompt_tokens": 5, "completion_tokens": 130,
+                            "completion_tokens_details": {"reasoning_tokens": 100},
+                            "prompt_tokens_details": {"cached_tokens": 4}}))
+    ex.finish()
+    parts = stats_parts(ex)
+    assert parts[0] == "5 prompt + 30 answer + 100 reasoning tokens (4 prompt cached)"
+    assert "first byte 0.10 s" in parts and "first answer token 2.10 s" in parts
+    assert "30 tok/s" in parts  # 30 answer tokens over the 1 s answer phase, not 130 over 3 s
+    assert ex.reasoning_seconds == 2.0
+    ex.streamed = False
+    assert not any("first" in p or "tok/s" in p for p in stats_parts(ex))

@@ -118,30 +118,42 @@ def _rate(tps: float) -> str:
 
 
 def stats_parts(answer: Any, *, elapsed: bool = False) -> list[str]:
-    """Token counts, time to first token and speed of an answer, as short phrases.
+    """Token counts, timings and speed of an answer, as short phrases.
 
     ``answer`` is an :class:`~upstage_magic.session.Exchange` or a recorded ``Turn`` (only
     its usage is known). Shared by the magic's footer and the widget's status line, e.g.
-    ``["3 prompt + 20 answer tokens", "first token 0.21 s", "48 tok/s"]``; without a
-    server count the answer tokens are estimated (``"~20 answer tokens"``). ``elapsed``
-    adds the total time (``"1.2 s total"``).
+    ``["3 prompt + 20 answer + 120 reasoning tokens", "first byte 0.05 s",
+    "first answer token 1.30 s", "48 tok/s"]``. Answer and reasoning tokens are counted
+    apart (the server's ``completion_tokens`` includes reasoning); without a server count
+    the answer tokens are estimated (``"~20 answer tokens"``). Streaming figures are left
+    out for an answer that was not streamed. ``elapsed`` adds the total time.
     """
     parts: list[str] = []
     u = getattr(answer, "usage", None)
     chunks = getattr(answer, "chunks", 0) or getattr(answer, "estimated_tokens", 0)
     if u is not None and u.completion_tokens:
-        parts.append(f"{u.prompt_tokens} prompt + {u.completion_tokens} answer tokens" if u.prompt_tokens
-                     else f"{u.completion_tokens} answer tokens")
+        counts = [f"{u.completion_tokens - u.reasoning_tokens} answer"]
+        if u.reasoning_tokens:
+            counts.append(f"{u.reasoning_tokens} reasoning")
+        if u.prompt_tokens:
+            counts.insert(0, f"{u.prompt_tokens} prompt")
+        text = " + ".join(counts) + " tokens"
+        if u.cached_tokens:
+            text += f" ({u.cached_tokens} prompt cached)"
+        parts.append(text)
     elif chunks:
         parts.append(f"~{chunks} answer tokens")
     elif u is not None and u.prompt_tokens:
         parts.append(f"{u.prompt_tokens} prompt tokens")
-    ttft = getattr(answer, "ttft", None)
-    if ttft is not None:
-        parts.append(f"first token {ttft:.2f} s")
-    tps = getattr(answer, "tokens_per_second", None)
-    if tps:
-        parts.append(_rate(tps))
+    if getattr(answer, "streamed", False):
+        ttfb, ttft = getattr(answer, "ttfb", None), getattr(answer, "ttft", None)
+        if ttfb is not None and (ttft is None or ttft - ttfb >= 0.05):
+            parts.append(f"first byte {ttfb:.2f} s")
+        if ttft is not None:
+            parts.append(f"first answer token {ttft:.2f} s")
+        tps = getattr(answer, "tokens_per_second", None)
+        if tps:
+            parts.append(_rate(tps))
     if elapsed and getattr(answer, "elapsed", None) is not None:
         parts.append(f"{answer.elapsed:.1f} s total")
     return parts

@@ -146,8 +146,13 @@ class Exchange:
         self.turn: Turn | None = None
         self.tool_calls: list[Any] = []
         self.chunks = 0
+        self.reasoning_chunks = 0
+        self.streamed = True
         self._finish_lock = threading.Lock()
         self.started = clock()
+        #: Clock times: first item of any kind, first reasoning text, first answer text.
+        self.first_item_at: float | None = None
+        self.reasoning_at: float | None = None
         self.first_token_at: float | None = None
         self.ended: float | None = None
 
@@ -161,6 +166,8 @@ class Exchange:
 
     def add(self, chunk: Any) -> str | None:
         """Take one item of the provider's stream; return it if it is answer text."""
+        if self.first_item_at is None:
+            self.first_item_at = self._clock()
         if type(chunk) is str or isinstance(chunk, str):
             if not chunk:
                 return None
@@ -179,6 +186,8 @@ class Exchange:
         Same result as calling :meth:`add` on each item, with no Python-level work per
         text chunk (the runner hands over whole bursts at full speed).
         """
+        if items and self.first_item_at is None:
+            self.first_item_at = self._clock()
         texts = [x for x in items if isinstance(x, str)]
         if len(texts) != len(items):
             for x in [x for x in items if not isinstance(x, str)]:
@@ -195,9 +204,11 @@ class Exchange:
 
     def _event(self, chunk: Any) -> None:
         if isinstance(chunk, Reasoning):
-            if self.first_token_at is None and chunk.text:
-                self.first_token_at = self._clock()
-            self.reasoning += chunk.text
+            if chunk.text:
+                if self.reasoning_at is None:
+                    self.reasoning_at = self._clock()
+                self.reasoning += chunk.text
+                self.reasoning_chunks += 1
         elif isinstance(chunk, FinishReason):
             self.finish_reason = chunk.reason
         elif isinstance(chunk, Usage):
@@ -215,7 +226,9 @@ class Exchange:
         closed early, "error" (with :attr:`error`) when it fails; the exception is
         re-raised after the turn is recorded.
         """
-        agen: Any = provider.create_async_generator(self.model, self.messages, **(options or {}))
+        options = options or {}
+        self.streamed = options.get("stream", True) is not False
+        agen: Any = provider.create_async_generator(self.model, self.messages, **options)
         if inspect.isawaitable(agen) and not hasattr(agen, "__anext__"):
             agen = await agen
         try:
@@ -246,18 +259,39 @@ class Exchange:
         return end - self.started
 
     @property
+    def ttfb(self) -> float | None:
+        """Seconds from start to the first item of any kind (reasoning included)."""
+        return None if self.first_item_at is None else self.first_item_at - self.started
+
+    @property
     def ttft(self) -> float | None:
-        """Seconds from start to the first text (or reasoning)."""
+        """Seconds from start to the first answer text (reasoning does not count)."""
         return None if self.first_token_at is None else self.first_token_at - self.started
 
     @property
+    def reasoning_seconds(self) -> float | None:
+        """How long the model reasoned: first reasoning text to first answer text (or now/end)."""
+        if self.reasoning_at is None:
+            return None
+        end = self.first_token_at or self.ended or self._clock()
+        return max(0.0, end - self.reasoning_at)
+
+    @property
+    def answer_tokens(self) -> int:
+        """Answer tokens: the server's completion count less its reasoning tokens, else pieces."""
+        u = self.usage
+        if u is not None and u.completion_tokens:
+            return max(0, u.completion_tokens - u.reasoning_tokens)
+        return self.chunks
+
+    @property
     def tokens_per_second(self) -> float | None:
-        """Answer tokens per second after the first token (server count, else chunks)."""
+        """Answer tokens per second over the answer phase (first answer text to the end)."""
         if self.first_token_at is None:
             return None
         end = self.ended if self.ended is not None else self._clock()
         span = end - self.first_token_at
-        tokens = self.usage.completion_tokens if self.usage and self.usage.completion_tokens else self.chunks
+        tokens = self.answer_tokens
         if span <= 0 or tokens <= 1:
             return None
         return tokens / span
