@@ -526,3 +526,51 @@ def test_line_chat_opens_widget_on_shared_session(shell, magics, captured):
     assert len(views) == 1
     widget = _instances[views[0]["model_id"]]
     assert type(widget).__name__ == "ChatWidget" and widget.session is magics.session
+
+
+# -- today's API: reasoning controls, retired models, grouped model list ----------------------------
+
+
+def test_think_flags_map_per_model(shell, magics, fake):
+    for model, flag, effort in (("solar-pro4", "--think", "medium"), ("solar-pro4", "--no-think", "none"),
+                                ("solar-pro3", "--no-think", "low"), ("solar-mini4", "--no-think", "none")):
+        cell(shell, f"-m {model} {flag}", "q")
+        assert fake.calls[-1]["reasoning_effort"] == effort, (model, flag)
+    with pytest.raises(UsageError, match="choose one"):
+        cell(shell, "--think --no-think", "q")
+
+
+def test_effort_the_model_refuses_is_an_error_and_sends_nothing(shell, magics, fake):
+    with pytest.raises(UsageError) as info:
+        cell(shell, "-m solar-pro3 --reasoning-effort max", "q")
+    assert "'low', 'medium' or 'high'" in str(info.value) and "Nothing was sent" in str(info.value)
+    assert fake.calls == [] and magics.session.active is None and magics.session.turns == []
+    cell(shell, "-m brand-new-model --reasoning-effort max", "q")  # unknown models pass unchecked
+    assert fake.calls[-1]["reasoning_effort"] == "max"
+
+
+def test_retired_model_gets_a_notice_and_is_sent_anyway(shell, magics, fake, capsys):
+    cell(shell, "-m solar-pro2", "q")
+    err = capsys.readouterr().err
+    assert "solar-pro2 was retired" in err and "use solar-pro4" in err
+    assert fake.calls[-1]["model"] == "solar-pro2"
+
+
+def test_models_listing_is_grouped_and_cached(shell, magics, fake, capsys):
+    calls = []
+
+    async def listing(**kw):
+        calls.append(kw)
+        return ["solar-pro4-260806", "solar-pro4", "solar-mini4", "solar-mini4-260922", "solar-pro3"]
+
+    fake.list_models = listing
+    line(shell, "models")
+    out = capsys.readouterr().out
+    rows = out.splitlines()[1:]
+    assert rows[0].strip().startswith("solar-pro4  (solar-pro4-260806)")
+    assert rows[1].strip().startswith("solar-mini4  (solar-mini4-260922)")
+    assert len(rows) == 3
+    line(shell, "models --all")
+    assert len(calls) == 1  # the live list is cached per provider and base URL
+    line(shell, "models --refresh")
+    assert len(calls) == 2

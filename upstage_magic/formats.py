@@ -142,10 +142,10 @@ def final_for(fmt: str, text: str, *, load_images: bool = False, schema: Any = N
                          f"The answer is not valid JSON ({exc}); its text is shown above.")
         value: Any = obj
         if schema is not None:
-            from . import schema as schema_mod  # noqa: PLC0415
+            from .schema import Schema  # noqa: PLC0415
 
             try:
-                value = schema_mod.validate(raw, schema)
+                value = Schema.of(schema).parse(raw)
             except ValueError as exc:
                 return Final(stream_bundle(fmt, text, final=True), None, str(exc))
         pretty = json.dumps(obj, indent=2, ensure_ascii=False)

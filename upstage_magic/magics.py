@@ -19,7 +19,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Any as AnyTrait
 from traitlets import link, observe
 
-from . import formats, settings
+from . import formats, models, settings
 from .config import FORMATS, REASONING_EFFORTS, Settings, SettingsTraits, default_settings
 from .display import PlainView, RichView, footer_text
 from .errors import UpstageError, redact
@@ -197,9 +197,15 @@ class UpstageMagics(Magics, SettingsTraits):
     @argument("--top-p", type=float, default=None, help="Nucleus sampling.")
     @argument("--reasoning-effort", default=None, choices=REASONING_EFFORTS,
               help="How hard a reasoning model thinks (solar-pro4: none..max; solar-pro3: low/medium/high).")
+    @argument("--think", action="store_true",
+              help="Turn reasoning on (the effort this model uses for it; shown as a Thinking block).")
+    @argument("--no-think", action="store_true", help="Turn reasoning off (solar-pro3 reasons by default).")
     @argument("-f", "--format", default=None, choices=FORMATS,
               help="markdown (default): rendered safely; text: plain; "
                    "code: the first code block, highlighted; json: a JSON object, parsed.")
+    @argument("--schema", default=None, metavar="NAME",
+              help="With -f json: a JSON-schema dict or a Pydantic model class in the notebook; the API "
+                   "answers in that shape and -o gets the validated object.")
     @argument("-n", "--next-cell", action="store_true",
               help="With -f code: also put the code into a new cell below.")
     @argument("-o", "--out", default=None, metavar="NAME",
@@ -255,6 +261,8 @@ class UpstageMagics(Magics, SettingsTraits):
             raise UsageError(f"-o {args.out!r}: not a valid Python variable name.")
         if args.next_cell and fmt != "code":
             raise UsageError("-n/--next-cell works with -f code.")
+        if args.schema is not None and fmt != "json":
+            raise UsageError("--schema works with -f json.")
         ns = self.shell.user_ns if self.shell is not None else {}
         system = args.system
         if not args.raw:
@@ -265,13 +273,49 @@ class UpstageMagics(Magics, SettingsTraits):
             self.session.reset()
         self.ask(prompt, args=args, fmt=fmt, system=system)
 
-    def _request_options(self, args: Any, fmt: str) -> dict[str, Any]:
-        """The provider's options for this cell: the settings, the cell's options on top."""
+    def _schema(self, args: Any) -> Any:
+        """The --schema NAME object from the notebook, as a Schema (None without --schema)."""
+        if args.schema is None:
+            return None
+        ns = self.shell.user_ns if self.shell is not None else {}
+        name = _unquote(args.schema) or ""
+        if name not in ns:
+            raise UsageError(f"--schema {name}: no variable named {name!r} in the notebook. Define a "
+                             "JSON-schema dict or a Pydantic model class with that name first.")
+        from .schema import Schema  # noqa: PLC0415
+
+        try:
+            return Schema.of(ns[name])
+        except TypeError as exc:
+            raise UsageError(f"--schema {name}: {exc}") from None
+
+    def _request_options(self, args: Any, fmt: str, model: str) -> dict[str, Any]:
+        """The provider's options for this cell: the settings, the cell's options on top.
+
+        The reasoning effort is checked against what ``model`` accepts before anything is
+        sent (unknown models pass unchecked); ``--think``/``--no-think`` map per model.
+        """
+        effort = args.reasoning_effort
+        if args.think and args.no_think:
+            raise UsageError("--think and --no-think: choose one.")
+        if (args.think or args.no_think) and effort:
+            raise UsageError("--think/--no-think choose the reasoning effort; drop --reasoning-effort.")
+        if args.think or args.no_think:
+            effort = models.effort_for_think(model, bool(args.think))
+            if effort is None:
+                raise UsageError(f"--no-think: how to turn reasoning off for {model} is not known; "
+                                 "use --reasoning-effort with a value the model accepts.")
         options = self.settings.request_options(
             temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
-            reasoning_effort=args.reasoning_effort, base_url=args.base_url or None,
+            reasoning_effort=effort, base_url=args.base_url or None,
         )
-        options.update(formats.request_options_for(fmt))
+        try:
+            models.check_effort(model, options.get("reasoning_effort"))
+        except ValueError as exc:
+            raise UsageError(f"{exc} Nothing was sent.") from None
+        schema = self._schema(args)
+        options.update(formats.request_options_for(
+            fmt, response_format=schema.response_format if schema is not None else None))
         if args.no_stream:
             options["stream"] = False
         return options
@@ -283,6 +327,7 @@ class UpstageMagics(Magics, SettingsTraits):
         model = self._model(args.model)
         session: ChatSession = self.session
         history = not args.no_history
+        options = self._request_options(args, fmt, model)  # checked before anything starts
         sent = [prompt, system or session.system_prompt or ""]
         if history:
             sent += [str(m.get("content", "")) for m in session.history_messages()]
@@ -292,12 +337,18 @@ class UpstageMagics(Magics, SettingsTraits):
                                      instructions=formats.instruction_for(fmt, sent_text))
         except SessionBusyError as exc:
             raise UsageError(str(exc)) from None
-        options = self._request_options(args, fmt)
+        notice = models.retired_notice(model)
+        if notice:
+            print(f"Note: {notice} Sending it anyway; the server decides.", file=sys.stderr)
         view: RichView | PlainView
-        if self._rich():
-            view = RichView(exchange, fmt, interval=self.update_interval, load_images=self.load_images)
-        else:
-            view = PlainView(exchange, fmt)
+        try:
+            if self._rich():
+                view = RichView(exchange, fmt, interval=self.update_interval, load_images=self.load_images)
+            else:
+                view = PlainView(exchange, fmt)
+        except BaseException as exc:
+            exchange.finish(error=exc)  # never leave the session busy
+            raise
         self.last_exchange = exchange
 
         from .runner import run_stream  # noqa: PLC0415
@@ -314,14 +365,15 @@ class UpstageMagics(Magics, SettingsTraits):
         except UpstageError as exc:
             exchange.finish(error=exc)
             view.finish(None, footer_text(exchange, "error") if exchange.text else None)
-            raise UsageError(f"Upstage: {redact(exc)}") from None
+            raise UsageError(f"Upstage: {redact(exc)}" + (f" ({notice})" if notice else "")) from None
         except Exception as exc:  # unexpected: still one clear line, partial kept
             exchange.finish(error=exc)
             view.finish(None, footer_text(exchange, "error") if exchange.text else None)
             raise UsageError(f"Upstage: unexpected {type(exc).__name__}: {redact(exc)}") from None
 
         turn = exchange.finish()
-        final = formats.final_for(fmt, exchange.text, load_images=self.load_images)
+        final = formats.final_for(fmt, exchange.text, load_images=self.load_images,
+                                  schema=self._schema(args) if args.schema else None)
         show = final if exchange.text else None
         view.finish(show.bundle if show is not None and not exchange.reasoning and not exchange.tool_calls else None,
                     footer_text(exchange, turn.status) if self.footer else None)
@@ -371,25 +423,31 @@ class UpstageMagics(Magics, SettingsTraits):
         return handler(rest)
 
     def _cmd_models(self, rest: list[str]) -> None:
+        """Models grouped: aliases first, dated ids folded under them (``--all``: every id)."""
+        if rest not in ([], ["--all"], ["--refresh"], ["--all", "--refresh"], ["--refresh", "--all"]):
+            raise UsageError("Usage: %upstage models [--all] [--refresh]")
         provider = self._provider()
         current = self._model(None)
-        source = "from the API"
-        try:
-            from .runner import run_coroutine  # noqa: PLC0415
+        options: dict[str, Any] = {}
+        if self.timeout is not None:
+            options["timeout"] = self.timeout
+        wait = (self.timeout if self.timeout is not None else _LIST_MODELS_TIMEOUT) + 5
+        from .runner import run_coroutine  # noqa: PLC0415
 
-            kwargs: dict[str, Any] = {}
-            if self.timeout is not None:
-                kwargs["timeout"] = self.timeout
-            if self.base_url:
-                kwargs["base_url"] = self.base_url
-            wait = (self.timeout if self.timeout is not None else _LIST_MODELS_TIMEOUT) + 5
-            names = run_coroutine(lambda: provider.list_models(**kwargs), timeout=wait)
-        except (UpstageError, TimeoutError, AttributeError) as exc:
-            names = list(getattr(provider, "models", []))
-            source = f"known list (the API could not be asked: {redact(exc)})"
-        print(f"Models ({source}):")
-        for name in names:
-            print(f"  {name}{'   <- current' if name == current else ''}")
+        try:
+            ids, note = run_coroutine(lambda: models.fetch_models(
+                provider, base_url=self.base_url or None, refresh="--refresh" in rest, **options), timeout=wait)
+        except TimeoutError:
+            ids, note = models.listed_model_ids(), f"known list; the API did not answer within {wait:.0f} s"
+        print(f"Models ({redact(note) if note else 'from the API'}):")
+        for alias, dated in models.group_models(ids):
+            mark = "   <- current" if current in (alias, *dated) else ""
+            retired = models.retired_notice(alias)
+            if "--all" in rest or not dated:
+                extra = f"  ({', '.join(dated)})" if dated else ""
+            else:
+                extra = f"  ({dated[0]}{' +' + str(len(dated) - 1) if len(dated) > 1 else ''})"
+            print(f"  {alias}{extra}{'  [retired]' if retired else ''}{mark}")
 
     def _cmd_config(self, rest: list[str]) -> None:
         key_state = _key_state()

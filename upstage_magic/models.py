@@ -209,3 +209,38 @@ def group_models(ids: list[str]) -> list[tuple[str, list[str]]]:
     rank = {m.id: i for i, m in enumerate(KNOWN_MODELS)}
     order = sorted(range(len(heads)), key=lambda i: (rank.get(heads[i], len(rank)), i))
     return [(heads[i], under.get(heads[i], [])) for i in order]
+
+
+# ---------------------------------------------------------------------------- the live list
+
+_LIVE: dict[tuple[int, str], list[str]] = {}
+
+
+async def fetch_models(provider: object, *, base_url: str | None = None, refresh: bool = False,
+                       **options: object) -> tuple[list[str], str | None]:
+    """The live model list of ``base_url`` (cached for the session), or the known list.
+
+    Returns ``(ids, note)``: ``note`` is ``None`` for a live list, else one line saying the
+    known list is shown and why. ``provider`` is anything with an async ``list_models``.
+    """
+    key = (id(provider), base_url or "")
+    if not refresh and key in _LIVE:
+        return list(_LIVE[key]), None
+    known = [str(m) for m in getattr(provider, "models", None) or listed_model_ids()]
+    list_models = getattr(provider, "list_models", None)
+    if list_models is None:
+        return known, "known list (this provider cannot list models)"
+    try:
+        if base_url:
+            options["base_url"] = base_url
+        ids = [str(i) for i in await list_models(**options)]
+    except Exception as exc:  # noqa: BLE001 - any failure: fall back, say why in one line
+        reason = str(exc).split("\n", 1)[0].rstrip(".")
+        return known, f"known list; the API could not be asked: {reason}"
+    _LIVE[key] = ids
+    return list(ids), None
+
+
+def forget_live_models() -> None:
+    """Drop the cached live lists (a new key or server)."""
+    _LIVE.clear()
