@@ -155,6 +155,7 @@ def test_interrupt_keeps_partial_and_kernel_lives(fresh, emu):
     msgs = seen + rest
     errs = errors(msgs)
     assert errs and errs[-1]["ename"] == "KeyboardInterrupt"
+    assert len(errs[-1]["traceback"]) <= 3, errs[-1]["traceback"]  # no 20-line traceback
     partial = answer_markdown(msgs)
     assert 0 < len(partial.split()) < 2000
     assert any("stopped" in md for md in markdowns(msgs))
@@ -199,11 +200,13 @@ def parsed_tags(page: str) -> list[tuple[str, list[tuple[str, str | None]]]]:
 
 
 def usage_error(msgs) -> str:
-    """The one-line UsageError text IPython prints to stderr (no error message, no traceback)."""
-    err = stream_text(msgs, "stderr")
-    assert not errors(msgs), errors(msgs)
-    assert err.startswith("UsageError: Upstage: ") and err.count("\n") == 1, err
-    return err
+    """The one error of a failed cell: its class and message on one line, no traceback."""
+    errs = errors(msgs)
+    assert len(errs) == 1, errs
+    lines = errs[0]["traceback"]
+    assert len(lines) == 1 and lines[0].startswith(errs[0]["ename"] + ": "), lines
+    assert "Upstage: Upstage" not in lines[0] and errs[0]["ename"] != "UsageError"
+    return lines[0]
 
 
 def test_errors_are_one_line_and_kernel_stays_healthy(fresh, emu):

@@ -352,10 +352,11 @@ def test_provider_error_is_one_line_usage_error_partial_kept(shell, magics, fake
     from upstage_magic.errors import register_secret
 
     register_secret("test-key-SECRET123")
-    with pytest.raises(UsageError) as info:
+    with pytest.raises(AuthenticationError) as info:
         cell(shell, "", "q")
-    msg = str(info.value)
-    assert msg.startswith("Upstage: ") and "UPSTAGE_API_KEY" in msg and "SECRET123" not in msg
+    lines = info.value._render_traceback_()
+    assert len(lines) == 1 and lines[0].startswith("AuthenticationError: Invalid key")
+    assert "UPSTAGE_API_KEY" in lines[0] and "SECRET123" not in lines[0]
     assert "partial" in capsys.readouterr().out
     turn = magics.session.turns[-1]
     assert (turn.status, turn.answer) == ("error", "partial ")
@@ -366,10 +367,12 @@ def test_provider_error_is_one_line_usage_error_partial_kept(shell, magics, fake
 
 def test_run_cell_shows_one_line_error(shell, magics, fake, capsys):
     fake.enqueue([AuthenticationError("Invalid key.", status=401)])
-    shell.run_cell("%%upstage\nq")
-    err = capsys.readouterr().err
-    assert "UsageError: Upstage: Invalid key." in err
-    assert "Traceback" not in err and "aiohttp" not in err
+    result = shell.run_cell("%%upstage\nq")
+    shown = capsys.readouterr()
+    out = (shown.out + shown.err).strip()
+    assert isinstance(result.error_in_exec, AuthenticationError)  # "Run all" stops here
+    assert out.startswith("AuthenticationError: Invalid key.") and out.count("\n") == 0, out
+    assert "Traceback" not in out and "aiohttp" not in out and "Upstage: Upstage" not in out
 
 
 def test_interrupt_keeps_partial_marked_stopped(shell, magics, fake, capsys):

@@ -11,6 +11,7 @@ import keyword
 import os
 import re
 import sys
+import textwrap
 from typing import Any, Callable
 
 from IPython.core.error import UsageError
@@ -361,15 +362,17 @@ class UpstageMagics(Magics, SettingsTraits):
             view.finish(None, footer_text(exchange, "stopped"))  # always: it carries the marker
             # Re-raise (so queued cells stop) from this hidden frame: no traceback through
             # the runner's thread-wait internals.
-            raise KeyboardInterrupt("stopped: the partial answer was kept") from None
+            raise _short(KeyboardInterrupt("stopped: the partial answer was kept")) from None
         except UpstageError as exc:
             exchange.finish(error=exc)
             view.finish(None, footer_text(exchange, "error") if exchange.text else None)
-            raise UsageError(f"Upstage: {redact(exc)}" + (f" ({notice})" if notice else "")) from None
+            if notice:
+                exc.hint = f"{exc.hint} {notice}".strip()
+            raise _short(exc) from None
         except Exception as exc:  # unexpected: still one clear line, partial kept
             exchange.finish(error=exc)
             view.finish(None, footer_text(exchange, "error") if exchange.text else None)
-            raise UsageError(f"Upstage: unexpected {type(exc).__name__}: {redact(exc)}") from None
+            raise _short(exc, f"unexpected {type(exc).__name__}: {redact(exc)}") from None
 
         turn = exchange.finish()
         final = formats.final_for(fmt, exchange.text, load_images=self.load_images,
@@ -413,7 +416,8 @@ class UpstageMagics(Magics, SettingsTraits):
         except ValueError as exc:
             raise UsageError(f"%upstage: {exc}") from None
         if not words or words[0] in ("help", "-h", "--help"):
-            print(self.upstage_line.__doc__.split("Usage::", 1)[1].rstrip())  # type: ignore[union-attr]
+            usage = (self.upstage_line.__doc__ or "").split("Usage::", 1)[1]
+            print(textwrap.dedent(usage).strip("\n"))
             return
         cmd, rest = words[0], words[1:]
         handler: Callable[[list[str]], Any] | None = getattr(self, f"_cmd_{cmd}", None)
@@ -534,6 +538,17 @@ class UpstageMagics(Magics, SettingsTraits):
 # magic_arguments names the parser after the function ("%upstage"); this is a cell magic.
 UpstageMagics.upstage.parser.prog = "%%upstage"  # type: ignore[attr-defined]
 UpstageMagics.upstage.__doc__ = (UpstageMagics.upstage.__doc__ or "").replace("%upstage [", "%%upstage [", 1)
+
+
+def _short(exc: BaseException, text: str | None = None) -> BaseException:
+    """``exc`` shown as one line (IPython's ``_render_traceback_`` hook): no traceback.
+
+    The exception keeps its type, so "Run all" still stops after it and an interrupt is
+    still a ``KeyboardInterrupt``; only its display is short.
+    """
+    line = f"{type(exc).__name__}: {text if text is not None else redact(exc)}"
+    exc._render_traceback_ = lambda: [line]  # type: ignore[attr-defined]
+    return exc
 
 
 def _unquote(value: str | None) -> str | None:
