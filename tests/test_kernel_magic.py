@@ -93,6 +93,11 @@ def test_answer_streams_with_history(fresh):
     assert "answer tokens" in markdowns(first)[-1]  # footer
     second = run(k, "%%upstage\nAnd again")
     assert "Turn 2" in answer_markdown(second)
+    meta = [m["content"].get("metadata", {}) for m in displays(second)]
+    saved = [m["upstage"] for m in meta if "upstage" in m]
+    assert len(saved) == 1, meta  # the final answer output records what produced it
+    assert saved[0]["status"] == "done" and saved[0]["finish_reason"] == "stop"
+    assert saved[0]["model"].startswith("solar") and saved[0]["timings"]["total"] > 0
 
 
 def test_quickstart_notebook_executes(tmp_path, monkeypatch):

@@ -379,7 +379,8 @@ class UpstageMagics(Magics, SettingsTraits):
                                   schema=self._schema(args) if args.schema else None)
         show = final if exchange.text else None
         view.finish(show.bundle if show is not None and not exchange.reasoning and not exchange.tool_calls else None,
-                    footer_text(exchange, turn.status) if self.footer else None)
+                    footer_text(exchange, turn.status) if self.footer else None,
+                    metadata={"upstage": _output_metadata(exchange)})
         if not exchange.text and not exchange.tool_calls:
             print("(The model returned an empty answer.)", file=sys.stderr)
         if final.problem and exchange.text:
@@ -538,6 +539,26 @@ class UpstageMagics(Magics, SettingsTraits):
 # magic_arguments names the parser after the function ("%upstage"); this is a cell magic.
 UpstageMagics.upstage.parser.prog = "%%upstage"  # type: ignore[attr-defined]
 UpstageMagics.upstage.__doc__ = (UpstageMagics.upstage.__doc__ or "").replace("%upstage [", "%%upstage [", 1)
+
+
+def _output_metadata(exchange: Exchange) -> dict[str, Any]:
+    """What produced an answer, saved with its output in the .ipynb (no key, no prompt)."""
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(value, 3)
+
+    u = exchange.usage
+    return {
+        "model": exchange.model,
+        "status": exchange.status,
+        "finish_reason": exchange.finish_reason,
+        "usage": None if u is None else {
+            "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+            "reasoning_tokens": u.reasoning_tokens, "cached_tokens": u.cached_tokens,
+        },
+        "timings": {"first_byte": rounded(exchange.ttfb), "first_answer_token": rounded(exchange.ttft),
+                    "reasoning": rounded(exchange.reasoning_seconds), "total": rounded(exchange.elapsed)},
+        "streamed": exchange.streamed,
+    }
 
 
 def _short(exc: BaseException, text: str | None = None) -> BaseException:
