@@ -57,5 +57,5 @@ def test_error_is_one_line(emu):
     code = "%load_ext upstage_magic\nget_ipython().run_cell_magic('upstage', '-m no-such-model', 'hi')"
     r = ipython(emu, code)
     out = r.stdout + r.stderr
-    assert "UsageError: Upstage:" in out and "no-such-model" in out
+    assert "ModelNotFoundError:" in out and "no-such-model" in out and "Upstage: Upstage" not in out
     assert "Traceback" not in out and "aiohttp" not in out
