@@ -1,0 +1,211 @@
+"""What we know about Upstage's chat models: names, status and reasoning controls. Pure.
+
+The data comes from ``UPSTAGE_API.md`` (checked 2026-12). It is a fallback and a guide, never
+a gate: the live ``GET /models`` list is the truth, and names this table does not know
+(new models appear several times a year) pass through unchanged and unchecked.
+
+Public API:
+
+- ``DEFAULT_MODEL``: the model used when none is chosen (``"solar-pro4"``).
+- ``KNOWN_MODELS``: every :class:`ModelInfo`, current first, then older, then retired.
+- ``model_info(name)``: alias or dated id -> :class:`ModelInfo`, ``None`` when unknown.
+- ``dated_id(name)``: the dated id the API answers with (``"solar-pro4-260806"``).
+- ``check_effort(model, effort)``: raises :class:`ReasoningEffortError` (a ``ValueError``)
+  naming the accepted values when the model does not take that ``reasoning_effort``.
+- ``reasons(model, effort)``: whether the model reasons with that effort (``None``: unknown).
+- ``effort_for_think(model, think)``: the ``reasoning_effort`` that ``--think`` /
+  ``--no-think`` send for that model.
+- ``retired_notice(model)``: a one-line notice naming the replacement, or ``None``.
+- ``listed_model_ids()``: the ids a live ``GET /models`` returns today (the offline fallback).
+- ``group_models(ids)``: a short grouped listing: aliases first, dated ids folded under them.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "ALL_EFFORTS",
+    "DEFAULT_MODEL",
+    "KNOWN_MODELS",
+    "ModelInfo",
+    "ReasoningEffortError",
+    "check_effort",
+    "dated_id",
+    "effort_for_think",
+    "group_models",
+    "listed_model_ids",
+    "model_info",
+    "reasons",
+    "retired_notice",
+]
+
+#: The model used when none is chosen: Upstage's current flagship, used by its own docs.
+DEFAULT_MODEL = "solar-pro4"
+
+#: Every ``reasoning_effort`` value any current Upstage model accepts, weakest first.
+ALL_EFFORTS: tuple[str, ...] = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+
+Status = Literal["current", "older", "retired"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One known model.
+
+    ``efforts`` is ``None`` when the accepted ``reasoning_effort`` values are unknown (then
+    nothing is checked); ``efforts_off`` are the accepted values that turn reasoning off.
+    ``default_effort`` is what the server uses when no effort is sent (``None``: reasoning
+    off, or unknown when ``reasons_by_default`` is ``None``). ``think`` / ``no_think`` are
+    the efforts ``--think`` / ``--no-think`` send. Retired models have a ``replacement``.
+    """
+
+    id: str
+    dated_id: str | None
+    status: Status
+    reasons_by_default: bool | None
+    efforts: tuple[str, ...] | None
+    efforts_off: tuple[str, ...] = ()
+    default_effort: str | None = None
+    think: str | None = None
+    no_think: str | None = None
+    replacement: str | None = None
+    retired_on: str | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The alias and, when known, the dated id."""
+        return (self.id, self.dated_id) if self.dated_id else (self.id,)
+
+
+_CURRENT_EFFORTS = ALL_EFFORTS
+
+KNOWN_MODELS: tuple[ModelInfo, ...] = (
+    ModelInfo("solar-pro4", "solar-pro4-260806", "current", False, _CURRENT_EFFORTS,
+              efforts_off=("none", "minimal"), think="medium", no_think="none"),
+    ModelInfo("solar-mini4", "solar-mini4-260922", "current", False, _CURRENT_EFFORTS,
+              efforts_off=("none", "minimal"), think="medium", no_think="none"),
+    ModelInfo("syn-pro", "syn-pro-251021", "current", None, None),
+    ModelInfo("solar-pro3", "solar-pro3-260323", "older", True, ("low", "medium", "high"),
+              efforts_off=("low",), default_effort="medium", think="medium", no_think="low"),
+    ModelInfo("solar-pro2", "solar-pro2-251215", "retired", False, None,
+              replacement="solar-pro4", retired_on="2026-10-30"),
+    ModelInfo("solar-mini", None, "retired", False, None, replacement="solar-mini4"),
+    ModelInfo("solar-pro", None, "retired", False, None, replacement="solar-pro4"),
+    ModelInfo("solar-1-mini-chat", None, "retired", False, None, replacement="solar-mini4"),
+    ModelInfo("solar-1-mini-chat-ja", None, "retired", False, None, replacement="solar-mini4"),
+)
+
+_BY_NAME: dict[str, ModelInfo] = {name: m for m in KNOWN_MODELS for name in m.names}
+_DATED_RE = re.compile(r"^(?P<base>.+)-(?P<date>\d{6}|\d{8})$")
+
+
+class ReasoningEffortError(ValueError):
+    """A ``reasoning_effort`` value the chosen model does not accept."""
+
+
+def model_info(name: object) -> ModelInfo | None:
+    """The known model an alias or dated id names; ``None`` for unknown names (pass them through)."""
+    if not isinstance(name, str):
+        return None
+    return _BY_NAME.get(name.strip())
+
+
+def dated_id(name: str) -> str:
+    """The dated id the API answers with for ``name`` (unknown names come back unchanged)."""
+    info = model_info(name)
+    return info.dated_id if info is not None and info.dated_id else name
+
+
+def _or_list(values: tuple[str, ...]) -> str:
+    quoted = [repr(v) for v in values]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def check_effort(model: str, effort: str | None) -> None:
+    """Raise :class:`ReasoningEffortError` if ``model`` does not accept ``effort``.
+
+    ``None`` (send no effort) is always fine; models whose accepted values are unknown
+    (``syn-pro``, names this table does not know) are not checked.
+    """
+    if effort is None:
+        return
+    info = model_info(model)
+    if info is None or info.efforts is None:
+        return
+    if effort in info.efforts:
+        return
+    off = f" ({_or_list(info.efforts_off)} turns reasoning off)" if info.efforts_off else ""
+    raise ReasoningEffortError(
+        f"{info.id} does not accept reasoning_effort {effort!r}; use {_or_list(info.efforts)}{off}."
+    )
+
+
+def reasons(model: str, effort: str | None = None) -> bool | None:
+    """Whether ``model`` reasons when sent ``effort`` (``None``: no effort sent); ``None`` if unknown."""
+    info = model_info(model)
+    if info is None or info.efforts is None:
+        return None if info is None or info.status != "retired" else False
+    if effort is None:
+        return info.reasons_by_default
+    return effort in info.efforts and effort not in info.efforts_off
+
+
+def effort_for_think(model: str, think: bool) -> str | None:
+    """The ``reasoning_effort`` for ``--think`` (``think=True``) or ``--no-think`` on ``model``.
+
+    solar-pro4 / solar-mini4: ``"medium"`` / ``"none"``; solar-pro3: ``"medium"`` / ``"low"``.
+    For models whose controls are unknown, ``--think`` sends the widely accepted ``"medium"``
+    and ``--no-think`` returns ``None``: there is no known way to turn reasoning off, so the
+    caller should send no effort and say so.
+    """
+    info = model_info(model)
+    if info is None or info.efforts is None:
+        return "medium" if think else None
+    return info.think if think else info.no_think
+
+
+def retired_notice(model: str) -> str | None:
+    """A one-line notice when ``model`` is retired, naming its replacement; else ``None``."""
+    info = model_info(model)
+    if info is None or info.status != "retired":
+        return None
+    when = f"was retired on {info.retired_on}" if info.retired_on else "is a legacy name Upstage no longer serves"
+    return f"{model} {when}; use {info.replacement}."
+
+
+def listed_model_ids() -> list[str]:
+    """The ids ``GET /models`` returns today (current and older models; aliases, then dated ids)."""
+    listed = [m for m in KNOWN_MODELS if m.status != "retired"]
+    return [m.id for m in listed] + [m.dated_id for m in listed if m.dated_id]
+
+
+def group_models(ids: list[str]) -> list[tuple[str, list[str]]]:
+    """Group a model list for a short display: ``[(alias, [dated ids...]), ...]``.
+
+    A dated id is folded under its alias when that alias is in ``ids`` too (known dated ids,
+    and unknown ones shaped ``<alias>-YYMMDD``); otherwise it is an entry of its own. Known
+    models come first in table order (current, older, retired), then the rest in the order
+    given. Duplicates are dropped.
+    """
+    unique = list(dict.fromkeys(i for i in ids if isinstance(i, str) and i))
+    present = set(unique)
+    under: dict[str, list[str]] = {}
+    heads: list[str] = []
+    for name in unique:
+        info = model_info(name)
+        parent: str | None = None
+        if info is not None and name == info.dated_id:
+            parent = info.id
+        else:
+            match = _DATED_RE.match(name)
+            if match and info is None:
+                parent = match.group("base")
+        if parent is not None and parent != name and parent in present:
+            under.setdefault(parent, []).append(name)
+        else:
+            heads.append(name)
+    rank = {m.id: i for i, m in enumerate(KNOWN_MODELS)}
+    order = sorted(range(len(heads)), key=lambda i: (rank.get(heads[i], len(rank)), i))
+    return [(heads[i], under.get(heads[i], [])) for i in order]
