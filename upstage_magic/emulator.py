@@ -1263,7 +1263,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8765, help="port (0 = any free port; default 8765)")
     parser.add_argument("--api-key", default=None, help="accept only this key (default: any Bearer key)")
     parser.add_argument("--tokens-per-second", type=float, default=None, help="pace the stream (default: full speed)")
-    parser.add_argument("--reply", default="markdown", help="markdown, echo, hostile, code, or literal text")
+    parser.add_argument("--reply", default="markdown", help="markdown, echo, hostile, code, tool_call, tool_calls, or literal text")
     parser.add_argument("--answer-tokens", type=int, default=None, help="answer with N filler tokens")
     parser.add_argument("--reasoning", action="store_const", const=True, default=None,
                         help="always reason first (default: by model and reasoning_effort, like the API)")
