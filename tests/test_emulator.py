@@ -879,10 +879,20 @@ def test_serve_in_thread_for_sync_callers() -> None:
             assert content_of(parse_sse(r.read())) == "What is Solar?"
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_command_line_prints_url_and_stops_cleanly(sig: signal.Signals) -> None:
+THINK3 = "<think>\n" + "".join(tokenize(REASONING_TEXT)[:3]) + "\n</think>\n\n"
+
+
+@pytest.mark.parametrize(
+    ("sig", "flags", "expected"),
+    [
+        (signal.SIGINT, [], "What is Solar?"),
+        (signal.SIGTERM, ["--reasoning", "--reasoning-field", "think", "--reasoning-tokens", "3"],
+         THINK3 + "What is Solar?"),
+    ],
+)
+def test_command_line_prints_url_and_stops_cleanly(sig: signal.Signals, flags: list[str], expected: str) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "upstage_magic.emulator", "--port", "0", "--reply", "echo"],
+        [sys.executable, "-m", "upstage_magic.emulator", "--port", "0", "--reply", "echo", *flags],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -901,7 +911,7 @@ def test_command_line_prints_url_and_stops_cleanly(sig: signal.Signals) -> None:
             headers={**AUTH, "Content-Type": "application/json"},
         )
         with urllib.request.urlopen(req, timeout=10) as r:
-            assert content_of(parse_sse(r.read())) == "What is Solar?"
+            assert content_of(parse_sse(r.read())) == expected
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=10)
     finally:

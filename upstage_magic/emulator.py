@@ -410,7 +410,9 @@ class Emulator:
     ``requests`` holds every chat request body received (plus ``"has_auth"``, never the key);
     ``connections`` counts the distinct client connections that reached the API routes;
     ``open_connections`` how many of them are open now, ``peak_connections`` the most that
-    were open at once.
+    were open at once; ``sleeps`` every pause the emulator took (pacing, stalls, slow first
+    byte), so tests can check pacing without a clock. Settings (``reply``, ``reasoning``,
+    ...) are described in the module docstring; ``configure()`` changes them.
     """
 
     def __init__(
