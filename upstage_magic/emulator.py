@@ -1,4 +1,4 @@
-"""An offline, Upstage-compatible chat completions server (aiohttp.web).
+"""An offline chat completions server that behaves like Upstage's API (aiohttp.web).
 
 Run it for an offline demo::
 
@@ -12,24 +12,69 @@ or in-process (tests)::
         ...   # POST {base_url}/chat/completions
 
 It serves ``POST {base}/chat/completions`` (streaming SSE and plain JSON) and
-``GET {base}/models``, checks for a Bearer key, answers deterministically and can be told
-to fail (see ``set_fault``). Answers:
+``GET {base}/models`` (also under the legacy ``/v1/solar`` base), checks for a Bearer key
+and answers deterministically. It follows the real API (see ``UPSTAGE_API.md``; the model
+facts come from ``upstage_magic.models``) so that code tested against it works for real:
+
+- **Models**: ``GET /models`` lists today's ids, aliases then dated ids (solar-pro4,
+  solar-mini4, syn-pro, solar-pro3), not retired ones. Replies name the dated id
+  (``"model": "solar-pro4-260806"``). A retired model (solar-pro2, solar-mini, ...) gets
+  400 ``model_retired`` naming the replacement; an unknown one 404 ``model_not_found``.
+- **Reasoning**: solar-pro3 reasons by default (effort medium; ``low`` turns it off);
+  solar-pro4 / solar-mini4 only with ``reasoning_effort`` low..max (none/minimal: off);
+  syn-pro (unknown to us) accepts any known effort and reasons for low..max. An effort the
+  model does not take gets 400 (``param: "reasoning_effort"``, naming the accepted values).
+  Reasoning streams first as ``delta.reasoning`` events (low: 8 tokens, medium: the
+  ``REASONING_TEXT``, high/xhigh/max: 2x/3x/4x), then the answer; non-streaming replies
+  carry ``message.reasoning``. ``max_tokens`` counts reasoning and answer together.
+- **Usage**: always in a non-streaming reply; in a stream only when the request has
+  ``stream_options: {"include_usage": true}``, in a last event with ``choices: []`` before
+  ``[DONE]``. ``completion_tokens`` includes ``completion_tokens_details.reasoning_tokens``;
+  ``prompt_tokens_details.cached_tokens`` counts the prompt prefix an earlier request sent.
+- **Refused like the real API (400)**: ``store``; role ``developer``;
+  ``tools[].function.strict``; ``n`` > 1 with ``stream``; ``response_format`` json_object
+  without the word "JSON" in the messages; a json_schema without ``name`` and ``schema``;
+  ``tool_choice`` without ``tools`` or naming a function not in ``tools``.
+- **Structured output**: ``response_format`` json_object gives a JSON object; json_schema
+  gives an example object that fits the schema.
+- **Tool calls**: when the request has ``tools`` and ``tool_choice`` forces a call
+  (``"required"`` or a named function), or ``reply`` is ``"tool_call"`` (call the first or
+  forced tool) or ``"tool_calls"`` (call every tool, indexes 0..n-1), the answer is a tool
+  call: streamed as ``delta.tool_calls`` fragments (index, id, type and function name
+  first, then the arguments in pieces of 8 characters) ending with finish_reason
+  ``"tool_calls"``; non-streaming: ``message.tool_calls``. Arguments fit the parameters
+  schema. ``tool_choice: "none"`` never calls.
+
+Settings (``Emulator(**cfg)``, ``configure(**cfg)``, ``POST /_emulator/config`` or per
+request in an ``"emulator": {...}`` object of the body, which may also carry a ``"fault"``):
 
 - ``reply``: ``"markdown"`` (canned answer: heading, list, python code block, "You asked:
   <last user message>", "Turn N"), ``"echo"`` (last user message), ``"hostile"``
   (``HOSTILE_REPLY``: raw HTML/JS that a front end must neutralise), ``"code"`` (one fenced
-  python block), or any other string (sent as is). ``response_format`` json_object /
-  json_schema gives a JSON object string. ``answer_tokens=N`` gives N filler tokens.
-- Tokens are the pieces of ``tokenize(text)``: one content event per token.
-- ``max_tokens`` in the request cuts the answer (finish_reason "length"); ``stop`` cuts it
-  before the first stop string.
-- Per request, an ``"emulator": {...}`` object in the body overrides ``configure()`` keys
-  and may carry a ``"fault"``.
+  python block), ``"tool_call"`` / ``"tool_calls"`` (see above; plain markdown when the
+  request has no tools), or any other string (sent as is).
+- ``answer_tokens=N``: answer with N filler tokens (``filler_text``).
+- ``reasoning``: ``None`` (default: by model and effort, as above), ``True`` (always
+  reason; length by the effort sent, else medium) or ``False`` (never).
+- ``reasoning_tokens=N``: reason with exactly N tokens when reasoning.
+- ``reasoning_field``: how reasoning is sent: ``"reasoning"`` (Upstage, default),
+  ``"reasoning_content"`` (other OpenAI-compatible servers) or ``"think"``
+  (``<think>...</think>`` at the start of ``content``, as servers without a reasoning parser do).
+- ``reject_fields``: request fields this server refuses with 400 naming them (like OpenAI-
+  compatible servers that do not know ``stream_options``), e.g. ``["stream_options"]``.
+- ``tokens_per_second``: pace the stream (one event per interval), default full speed.
+
+Tokens are the pieces of ``tokenize(text)``: one content event per token. ``max_tokens``
+cuts the answer (finish_reason "length"); ``stop`` cuts it before the first stop string.
 
 Faults (``set_fault``, ``POST /_emulator/fault`` or per request), each with ``"times"``
 (default 1, ``null`` = forever); ``after`` counts content events:
 
-- ``{"kind": "status", "status": 429, "message": "...", "retry_after": 1, "body": None}``
+- ``{"kind": "status", "status": 429, "message": "...", "retry_after": 1, "body": None}``;
+  a 429 carries ``x-ratelimit-limit-requests`` (``"limit"``, default 100),
+  ``x-ratelimit-remaining-requests: 0`` and ``x-ratelimit-reset-requests`` (the
+  ``retry_after`` seconds, default 1, as ``"1s"``), plus ``Retry-After`` when ``retry_after``
+  is given
 - ``{"kind": "cut", "after": N}``: close the connection mid-answer (``"clean": true``
   ends the HTTP body properly instead, still without finish_reason/[DONE])
 - ``{"kind": "malformed", "after": N}``: one event whose data is not JSON
@@ -43,57 +88,58 @@ Control endpoints (no auth, loopback): ``POST /_emulator/config``, ``POST
 /_emulator/fault``, ``GET /_emulator/requests``, ``POST /_emulator/reset``, ``GET
 /_emulator/stats`` (also under ``{base}/_emulator/...``): ``connections`` (distinct client
 connections seen on the API routes), ``open_connections`` (those still open),
-``peak_connections`` (most open at once) and ``requests``.
+``peak_connections`` (most open at once) and ``requests``. ``Emulator.sleeps`` records
+every pause the emulator took (pacing, stalls, slow first byte), in seconds.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import re
 import signal
 import sys
 import threading
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from aiohttp import web
 
+from . import models as model_table
+
 MAX_RECORDED_REQUESTS = 1000
+MAX_RECORDED_SLEEPS = 10_000
 
 __all__ = [
+    "CODE_REPLY",
+    "CREATED",
+    "HOSTILE_FLAGS",
+    "HOSTILE_REPLY",
+    "MARKDOWN_REPLY_TEMPLATE",
+    "MODELS",
+    "REASONING_TEXT",
     "Emulator",
+    "canned_reply",
+    "filler_text",
     "main",
+    "rate_limit_headers",
+    "reasoning_text",
+    "resolve_model",
     "serve_in_thread",
     "start_offline",
-    "canned_reply",
     "tokenize",
-    "filler_text",
-    "resolve_model",
-    "HOSTILE_REPLY",
-    "HOSTILE_FLAGS",
-    "MARKDOWN_REPLY_TEMPLATE",
-    "CODE_REPLY",
-    "REASONING_TEXT",
-    "MODELS",
-    "CREATED",
 ]
 
 #: Fixed ``created`` timestamp in every reply (determinism).
 CREATED = 1_754_000_000
 
-#: Model names the emulator accepts: alias -> dated id (dated ids are accepted too).
+#: Models ``GET /models`` lists: alias -> dated id (both are accepted; replies name the dated id).
 MODELS: dict[str, str] = {
-    "solar-pro4": "solar-pro4-260806",
-    "solar-pro3": "solar-pro3-251202",
-    "solar-pro2": "solar-pro2-250909",
-    "solar-mini": "solar-mini-250422",
-    "solar-pro": "solar-pro-250422",
-    "solar-1-mini-chat": "solar-1-mini-chat-240612",
-    "solar-1-mini-chat-ja": "solar-1-mini-chat-ja-240612",
+    m.id: m.dated_id or m.id for m in model_table.KNOWN_MODELS if m.status != "retired"
 }
-_DATED = {v: v for v in MODELS.values()}
 
 MARKDOWN_REPLY_TEMPLATE = """\
 ## Answer from the Upstage emulator
@@ -155,7 +201,15 @@ _FILLER = (
     "india", "juliett", "kilo", "lima", "mike", "november", "oscar", "papa",
 )
 _TOKEN_RE = re.compile(r"\S+\s*|\s+")
-_CONFIG_KEYS = ("reply", "answer_tokens", "reasoning", "tokens_per_second")
+_CONFIG_KEYS = (
+    "reply", "answer_tokens", "reasoning", "reasoning_tokens", "reasoning_field", "reject_fields",
+    "tokens_per_second",
+)
+_REASONING_FIELDS = ("reasoning", "reasoning_content", "think")
+_TOOL_REPLIES = ("tool_call", "tool_calls")
+_ARGUMENT_PIECE = 8  # characters of tool-call arguments per streamed event
+_REASONING_REPEATS = {"high": 2, "xhigh": 3, "max": 4}
+_MAX_SEEN_PROMPTS = 1000
 _FAULT_KINDS = (
     "status", "cut", "malformed", "error_event", "stall", "slow_first_byte", "invalid_utf8", "empty",
 )
@@ -222,7 +276,7 @@ def _example_for(schema: Any, depth: int = 0) -> Any:
         return {k: _example_for(v, depth + 1) for k, v in props.items() if isinstance(k, str)}
     if typ == "array":
         return [_example_for(schema.get("items"), depth + 1)] if isinstance(schema.get("items"), dict) else []
-    return {"string": "example", "integer": 1, "number": 1.5, "boolean": True, "null": None}.get(typ, "example")
+    return {"string": "example", "integer": 1, "number": 1.5, "boolean": True, "null": None}.get(str(typ), "example")
 
 
 def canned_reply(
@@ -256,10 +310,66 @@ def canned_reply(
 
 
 def resolve_model(name: Any) -> str | None:
-    """Alias or dated id -> dated id; None when the emulator does not know the model."""
-    if not isinstance(name, str):
+    """Alias or dated id -> the dated id replies name; None for unknown or retired models."""
+    info = model_table.model_info(name)
+    if info is None or info.status == "retired":
         return None
-    return MODELS.get(name) or _DATED.get(name)
+    return info.dated_id or info.id
+
+
+def reasoning_text(effort: str | None = None) -> str:
+    """The reasoning the emulator sends for an effort: low is short, high..max repeat it."""
+    if effort == "low":
+        return REASONING_TEXT.split(". ")[0] + ". "
+    return " ".join([REASONING_TEXT] * _REASONING_REPEATS.get(effort or "", 1))
+
+
+def _reasoning_tokens(effort: str | None, n: int | None) -> list[str]:
+    """Reasoning tokens for ``effort``, or exactly ``n`` when given."""
+    if n is None:
+        return tokenize(reasoning_text(effort))
+    base = tokenize(REASONING_TEXT + " ")
+    return [base[i % len(base)] for i in range(n)]
+
+
+def rate_limit_headers(*, limit: int, remaining: int, reset_seconds: float,
+                       retry_after: float | None = None) -> dict[str, str]:
+    """The rate-limit headers the real API sends (``x-ratelimit-*-requests``, ``retry-after``)."""
+    reset = f"{_num(reset_seconds)}s"
+    headers = {
+        "x-ratelimit-limit-requests": str(limit),
+        "x-ratelimit-remaining-requests": str(max(0, remaining)),
+        "x-ratelimit-reset-requests": reset,
+    }
+    if retry_after is not None:
+        headers["Retry-After"] = _num(retry_after)
+    return headers
+
+
+def _num(x: float) -> str:
+    """A number as a header value: ``2``, not ``2.0``."""
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _prompt_key(messages: list[Any]) -> str:
+    """A short digest of a message list (for the prompt-cache imitation)."""
+    return hashlib.sha1(json.dumps(messages, sort_keys=True).encode(), usedforsecurity=False).hexdigest()
+
+
+def _word_count(messages: list[Any]) -> int:
+    return sum(len(_text_of(m.get("content")).split()) for m in messages if isinstance(m, dict))
+
+
+def _tool_call(index: int, call_id: str, tool: dict[str, Any]) -> dict[str, Any]:
+    """One tool call whose arguments fit the tool's parameters schema."""
+    fn = tool["function"]
+    args = _example_for(fn.get("parameters")) if isinstance(fn.get("parameters"), dict) else {}
+    return {
+        "index": index,
+        "id": call_id,
+        "type": "function",
+        "function": {"name": fn["name"], "arguments": json.dumps(args if isinstance(args, dict) else {})},
+    }
 
 
 def _error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict:
@@ -300,7 +410,9 @@ class Emulator:
     ``requests`` holds every chat request body received (plus ``"has_auth"``, never the key);
     ``connections`` counts the distinct client connections that reached the API routes;
     ``open_connections`` how many of them are open now, ``peak_connections`` the most that
-    were open at once.
+    were open at once; ``sleeps`` every pause the emulator took (pacing, stalls, slow first
+    byte), so tests can check pacing without a clock. Settings (``reply``, ``reasoning``,
+    ...) are described in the module docstring; ``configure()`` changes them.
     """
 
     def __init__(
@@ -312,25 +424,32 @@ class Emulator:
         tokens_per_second: float | None = None,
         reply: str = "markdown",
         answer_tokens: int | None = None,
-        reasoning: bool = False,
+        reasoning: bool | None = None,
+        reasoning_tokens: int | None = None,
+        reasoning_field: str = "reasoning",
+        reject_fields: list[str] | tuple[str, ...] = (),
     ) -> None:
         self.host = host
         self.port = port
         self.api_key = api_key
-        self._initial = dict(
-            api_key=api_key,
-            reply=reply, answer_tokens=answer_tokens, reasoning=reasoning, tokens_per_second=tokens_per_second
-        )
         self.reply = reply
         self.answer_tokens = answer_tokens
         self.reasoning = reasoning
+        self.reasoning_tokens = reasoning_tokens
+        self.reasoning_field = reasoning_field
+        self.reject_fields: list[str] = list(reject_fields)
         self.tokens_per_second = tokens_per_second
+        self.configure(**{k: getattr(self, k) for k in _CONFIG_KEYS})  # validate
+        self._initial = {"api_key": api_key, **{k: getattr(self, k) for k in _CONFIG_KEYS}}
         # The most recent request bodies (bounded: a long-running demo server must not grow).
         self.requests: list[dict[str, Any]] = []
+        #: Every pause taken (pacing interval, stall, slow first byte), in seconds; bounded.
+        self.sleeps: deque[float] = deque(maxlen=MAX_RECORDED_SLEEPS)
         self.fault: dict[str, Any] | None = None
         self.base_url = ""
         self._peers: set[Any] = set()
         self._open: set[Any] = set()  # request handlers (one per connection) of open API connections
+        self._seen_prompts: OrderedDict[str, None] = OrderedDict()  # for cached_tokens
         self.peak_connections = 0
         self._counter = 0
         self._runner: web.AppRunner | None = None
@@ -348,7 +467,7 @@ class Emulator:
         return len(self._open)
 
     def configure(self, **cfg: Any) -> None:
-        """Change reply/answer_tokens/reasoning/tokens_per_second (and api_key)."""
+        """Change any setting of the module docstring's list (and ``api_key``); ValueError if bad."""
         api_key = cfg.pop("api_key", self.api_key)
         values = _check_config(cfg)
         self.api_key = api_key
@@ -362,11 +481,18 @@ class Emulator:
     def reset(self) -> None:
         """Forget requests, faults and counters; back to the constructor's configuration."""
         self.requests.clear()
+        self.sleeps.clear()
+        self._seen_prompts.clear()
         self.fault = None
         self._peers.clear()
         self.peak_connections = len(self._open)
         for key, value in self._initial.items():
-            setattr(self, key, value)
+            setattr(self, key, list(value) if isinstance(value, list) else value)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Pause, and record the pause in ``sleeps``."""
+        self.sleeps.append(seconds)
+        await asyncio.sleep(seconds)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -428,7 +554,7 @@ class Emulator:
     async def __aenter__(self) -> str:
         return await self.start()
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
     # ----------------------------------------------------------------- handlers
@@ -440,8 +566,7 @@ class Emulator:
             opened = self._open
             if request.protocol not in opened:
                 opened.add(request.protocol)
-                if len(opened) > self.peak_connections:
-                    self.peak_connections = len(opened)
+                self.peak_connections = max(self.peak_connections, len(opened))
         return await handler(request)
 
     def _check_auth(self, request: web.Request) -> bool:
@@ -466,7 +591,7 @@ class Emulator:
             return exc.response
         data = [
             {"id": name, "object": "model", "created": CREATED, "owned_by": "upstage"}
-            for name in [*MODELS, *MODELS.values()]
+            for name in model_table.listed_model_ids()
         ]
         return web.json_response({"object": "list", "data": data})
 
@@ -491,7 +616,7 @@ class Emulator:
         fault = plan["fault"]
         kind = fault["kind"] if fault else None
         if kind == "slow_first_byte":
-            await asyncio.sleep(float(fault.get("seconds", 1.0)))
+            await self._sleep(float(fault.get("seconds", 1.0)))
         if kind == "status":
             return _status_fault(fault)
         if kind == "empty" and fault.get("body"):
@@ -517,41 +642,36 @@ class Emulator:
         except ValueError as exc:
             raise _Reject(400, f"Bad 'emulator' override: {exc}", param="emulator") from None
 
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise _Reject(400, "'messages' must be a non-empty list.", param="messages")
-        for i, m in enumerate(messages):
-            if not isinstance(m, dict) or m.get("role") not in _ROLES:
-                role = m.get("role") if isinstance(m, dict) else None
-                raise _Reject(
-                    400,
-                    f"messages[{i}]: invalid role {role!r}; use one of {', '.join(_ROLES)}.",
-                    param=f"messages[{i}].role",
-                )
+        for name in ("store", *cfg["reject_fields"]):
+            if name in body:
+                raise _Reject(400, f"Unsupported parameter: '{name}' is not supported by this API; remove it.",
+                              code="unsupported_parameter", param=name)
+        messages = _check_messages(body.get("messages"))
         stream = bool(body.get("stream", False))
-        if stream and body.get("n", 1) not in (1, None):
+        n = body.get("n", 1)
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            raise _Reject(400, "'n' must be a positive integer.", param="n")
+        if stream and n not in (1, None):
             raise _Reject(400, "'n' must be 1 when streaming.", param="n")
+        include_usage = _check_stream_options(body.get("stream_options")) if stream else False
         if "model" not in body:
             raise _Reject(400, "'model' is required.", param="model")
-        model = resolve_model(body.get("model"))
+        name = body.get("model")
+        notice = model_table.retired_notice(name) if isinstance(name, str) else None
+        if notice:
+            raise _Reject(400, notice, code="model_retired", param="model")
+        model = resolve_model(name)
         if model is None:
             raise _Reject(
                 404,
-                f"The model `{body.get('model')}` does not exist or you do not have access to it.",
+                f"The model `{name}` does not exist or you do not have access to it.",
                 "invalid_request_error",
                 "model_not_found",
                 "model",
             )
-        rf = body.get("response_format")
-        if isinstance(rf, dict) and rf.get("type") in ("json_object", "json_schema"):
-            words = " ".join(_text_of(m.get("content")) for m in messages)
-            if "json" not in words.lower():
-                raise _Reject(
-                    400,
-                    "'messages' must contain the word 'json' in some form, to use 'response_format' "
-                    "of type 'json_object'.",
-                    param="messages",
-                )
+        effort = _check_effort(model, body.get("reasoning_effort"))
+        rf = _check_response_format(body.get("response_format"), messages)
+        tools = _check_tools(body.get("tools"), body.get("tool_choice"))
         max_tokens = body.get("max_tokens")
         if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
             raise _Reject(400, "'max_tokens' must be a positive integer.", param="max_tokens")
@@ -566,57 +686,92 @@ class Emulator:
                 else:
                     self.fault = {**fault, "times": times}
 
+        self._counter += 1
+        plan_id = f"chatcmpl-emu-{self._counter}"
         empty = fault is not None and fault["kind"] == "empty"
+        reasoning: list[str] = []
+        if not empty and (cfg["reasoning"] if cfg["reasoning"] is not None else _reasons(model, effort)):
+            info = model_table.model_info(model)
+            default = info.default_effort if info is not None else None
+            reasoning = _reasoning_tokens(effort or default or "medium", cfg["reasoning_tokens"])
+        calls = [] if empty or rf else _tool_calls(tools, body.get("tool_choice"), cfg["reply"], plan_id)
         answer_tokens = cfg["answer_tokens"]
-        if empty:
+        reply = "markdown" if cfg["reply"] in _TOOL_REPLIES else cfg["reply"]
+        if empty or calls:
             tokens: list[str] = []
-        elif answer_tokens is not None and not (isinstance(rf, dict) and rf.get("type") in ("json_object", "json_schema")):
+        elif answer_tokens is not None and rf is None:
             tokens = _filler_tokens(answer_tokens)
         else:
-            text = canned_reply(messages, cfg["reply"], response_format=rf)
+            text = canned_reply(messages, reply, response_format=rf)
             text = _apply_stop(text, body.get("stop"))
             tokens = tokenize(text)
-        finish = "stop"
-        if max_tokens is not None and len(tokens) > max_tokens:
-            tokens = tokens[:max_tokens]
+        finish = "tool_calls" if calls else "stop"
+        if max_tokens is not None and len(reasoning) + len(tokens) > max_tokens:
+            reasoning = reasoning[:max_tokens]
+            tokens = tokens[: max_tokens - len(reasoning)]
             finish = "length"
-        reasoning = tokenize(REASONING_TEXT) if cfg["reasoning"] and not empty else []
-        self._counter += 1
-        prompt_tokens = sum(len(_text_of(m.get("content")).split()) for m in messages)
+        n_reasoning = len(reasoning)
+        if reasoning and cfg["reasoning_field"] == "think":
+            tokens = ["<think>\n", *reasoning, "\n</think>\n\n", *tokens]
+            reasoning = []
+        n_calls = sum(1 + len(_pieces(c["function"]["arguments"])) for c in calls)
+        prompt_tokens = _word_count(messages)
+        completion = len(tokens) + len(reasoning) + n_calls
         usage = {
             "prompt_tokens": prompt_tokens,
-            "completion_tokens": len(tokens) + len(reasoning),
-            "total_tokens": prompt_tokens + len(tokens) + len(reasoning),
-            "prompt_tokens_details": {"cached_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": len(reasoning)},
+            "completion_tokens": completion,
+            "total_tokens": prompt_tokens + completion,
+            "prompt_tokens_details": {"cached_tokens": self._cached_tokens(messages)},
+            "completion_tokens_details": {"reasoning_tokens": n_reasoning},
         }
         return {
-            "id": f"chatcmpl-emu-{self._counter}",
+            "id": plan_id,
             "model": model,
             "stream": stream,
+            "n": n or 1,
             "tokens": tokens,
             "reasoning": reasoning,
+            "reasoning_field": cfg["reasoning_field"],
+            "tool_calls": calls,
             "finish": finish,
             "usage": usage,
+            "include_usage": include_usage,
             "fault": fault,
             "tps": cfg["tokens_per_second"],
         }
+
+    def _cached_tokens(self, messages: list[dict[str, Any]]) -> int:
+        """Prompt tokens of the longest message prefix an earlier request sent (then remember this one)."""
+        cached = 0
+        for k in range(len(messages) - 1, 0, -1):
+            if _prompt_key(messages[:k]) in self._seen_prompts:
+                cached = _word_count(messages[:k])
+                break
+        self._seen_prompts[_prompt_key(messages)] = None
+        while len(self._seen_prompts) > _MAX_SEEN_PROMPTS:
+            self._seen_prompts.popitem(last=False)
+        return cached
 
     async def _complete(self, request: web.Request, plan: dict[str, Any]) -> web.StreamResponse:
         """A non-streaming chat.completion reply (faults mapped to their closest form)."""
         fault = plan["fault"]
         kind = fault["kind"] if fault else None
         if kind == "stall":
-            await asyncio.sleep(float(fault.get("seconds", 3600)))
+            await self._sleep(float(fault.get("seconds", 3600)))
         message: dict[str, Any] = {"role": "assistant", "content": "".join(plan["tokens"])}
         if plan["reasoning"]:
-            message["reasoning"] = "".join(plan["reasoning"])
+            message[plan["reasoning_field"]] = "".join(plan["reasoning"])
+        if plan["tool_calls"]:
+            message["content"] = None
+            message["tool_calls"] = [{k: v for k, v in c.items() if k != "index"} for c in plan["tool_calls"]]
         payload = {
             "id": plan["id"],
             "object": "chat.completion",
             "created": CREATED,
             "model": plan["model"],
-            "choices": [{"index": 0, "message": message, "finish_reason": plan["finish"]}],
+            "choices": [
+                {"index": i, "message": message, "finish_reason": plan["finish"]} for i in range(plan["n"])
+            ],
             "usage": plan["usage"],
         }
         if kind == "error_event":
@@ -637,7 +792,7 @@ class Emulator:
         return web.Response(body=data, content_type="application/json")
 
     async def _stream(self, request: web.Request, plan: dict[str, Any]) -> web.StreamResponse:
-        """A streaming reply: SSE chunks, a usage-only chunk, then [DONE]."""
+        """A streaming reply: reasoning, then content or tool-call chunks, usage if asked, [DONE]."""
         fault = plan["fault"]
         kind = fault["kind"] if fault else None
         after = int(fault.get("after", 0)) if fault else 0
@@ -665,7 +820,7 @@ class Emulator:
             nonlocal size, batch
             if interval:
                 await resp.write(event)
-                await asyncio.sleep(interval)
+                await self._sleep(interval)
                 return
             batch.append(event)
             size += len(event)
@@ -678,19 +833,29 @@ class Emulator:
                 data, batch, size = b"".join(batch), [], 0
                 await resp.write(data)
 
-        def role() -> bytes:
+        def delta(body: bytes) -> bytes:
+            """The start of an event whose delta holds ``body`` (the first also names the role)."""
             nonlocal first
             if first:
                 first = False
-                return b'"role":"assistant",'
-            return b""
+                return head + b'"role":"assistant"' + (b"," + body if body else b"")
+            return head + body
 
+        key = json.dumps(plan["reasoning_field"]).encode() + b":"
         for piece in plan["reasoning"]:
-            await emit(head + role() + b'"reasoning":' + json.dumps(piece).encode() + tail)
+            await emit(delta(key + json.dumps(piece).encode()) + tail)
 
-        tokens = plan["tokens"]
-        n = len(tokens)
-        cache: dict[str, bytes] = {}
+        if plan["tool_calls"]:
+            bodies = _tool_call_deltas(plan["tool_calls"]) + [b""]
+        else:
+            cache: dict[str, bytes] = {}
+            bodies = []
+            for tok in plan["tokens"]:
+                enc = cache.get(tok)
+                if enc is None:
+                    enc = cache[tok] = b'"content":' + json.dumps(tok).encode()
+                bodies.append(enc)
+        n = len(bodies)
         finish_tail = ('},"finish_reason":"' + plan["finish"] + '"}]}\n\n').encode()
         for i in range(n + 1):
             if fault is not None and i == after:
@@ -712,27 +877,24 @@ class Emulator:
                     return resp
                 elif kind == "stall":
                     await flush()
-                    await asyncio.sleep(float(fault.get("seconds", 3600)))
+                    await self._sleep(float(fault.get("seconds", 3600)))
                 elif kind == "invalid_utf8":
-                    await emit(head + role() + b'"content":"bad \xff\xfe bytes "' + tail)
+                    await emit(delta(b'"content":"bad \xff\xfe bytes "') + tail)
             if i == n:
                 if n == 0:
-                    await emit(head + role() + b'"content":""' + finish_tail)
+                    await emit(delta(b'"content":""') + finish_tail)
                 break
-            tok = tokens[i]
-            enc = cache.get(tok)
-            if enc is None:
-                enc = cache[tok] = b'"content":' + json.dumps(tok).encode()
-            await emit(head + role() + enc + (finish_tail if i == n - 1 else tail))
-        usage_event = {
-            "id": plan["id"],
-            "object": "chat.completion.chunk",
-            "created": CREATED,
-            "model": plan["model"],
-            "choices": [],
-            "usage": plan["usage"],
-        }
-        await emit(b"data: " + json.dumps(usage_event).encode() + b"\n\n")
+            await emit(delta(bodies[i]) + (finish_tail if i == n - 1 else tail))
+        if plan["include_usage"]:
+            usage_event = {
+                "id": plan["id"],
+                "object": "chat.completion.chunk",
+                "created": CREATED,
+                "model": plan["model"],
+                "choices": [],
+                "usage": plan["usage"],
+            }
+            await emit(b"data: " + json.dumps(usage_event).encode() + b"\n\n")
         await emit(b"data: [DONE]\n\n")
         await flush()
         await resp.write_eof()
@@ -789,11 +951,162 @@ def _apply_stop(text: str, stop: Any) -> str:
     return text[:cut] if cut >= 0 else text
 
 
+def _tool_call_deltas(calls: list[dict[str, Any]]) -> list[bytes]:
+    """Streamed delta bodies for tool calls: id, type and name first, then argument pieces."""
+    out: list[bytes] = []
+    for call in calls:
+        head = {"index": call["index"], "id": call["id"], "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""}}
+        out.append(b'"content":null,"tool_calls":' + json.dumps([head]).encode())
+        for piece in _pieces(call["function"]["arguments"]):
+            frag = {"index": call["index"], "function": {"arguments": piece}}
+            out.append(b'"tool_calls":' + json.dumps([frag]).encode())
+    return out
+
+
+def _check_messages(messages: Any) -> list[dict[str, Any]]:
+    """Messages must be a non-empty list with known roles (``developer`` is refused)."""
+    if not isinstance(messages, list) or not messages:
+        raise _Reject(400, "'messages' must be a non-empty list.", param="messages")
+    for i, m in enumerate(messages):
+        role = m.get("role") if isinstance(m, dict) else None
+        if role == "developer":
+            raise _Reject(400, f"messages[{i}]: role 'developer' is not supported; use 'system'.",
+                          param=f"messages[{i}].role")
+        if role not in _ROLES:
+            raise _Reject(
+                400,
+                f"messages[{i}]: invalid role {role!r}; use one of {', '.join(_ROLES)}.",
+                param=f"messages[{i}].role",
+            )
+    return messages
+
+
+def _check_stream_options(options: Any) -> bool:
+    """Whether a streaming request asked for usage (``stream_options.include_usage``)."""
+    if options is None:
+        return False
+    if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
+        raise _Reject(400, "'stream_options' must be an object like {\"include_usage\": true}.",
+                      param="stream_options")
+    return bool(options.get("include_usage"))
+
+
+def _check_effort(model: str, effort: Any) -> str | None:
+    """The request's reasoning_effort, refused (400) when the model does not take it."""
+    if effort is None:
+        return None
+    if not isinstance(effort, str):
+        raise _Reject(400, "'reasoning_effort' must be a string.", param="reasoning_effort")
+    try:
+        model_table.check_effort(model, effort)
+    except model_table.ReasoningEffortError as exc:
+        raise _Reject(400, str(exc), param="reasoning_effort") from None
+    if effort not in model_table.ALL_EFFORTS:  # models whose values are unknown: the known set
+        raise _Reject(400, f"Invalid reasoning_effort {effort!r}; use one of "
+                      f"{', '.join(model_table.ALL_EFFORTS)}.", param="reasoning_effort")
+    return effort
+
+
+def _reasons(model: str, effort: str | None) -> bool:
+    """Whether the model reasons with this effort (unknown controls: for low..max only)."""
+    on = model_table.reasons(model, effort)
+    if on is None:
+        return effort is not None and effort not in ("none", "minimal")
+    return on
+
+
+def _check_response_format(rf: Any, messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The JSON response_format asked for (None for plain text); 400 when malformed."""
+    if rf is None:
+        return None
+    kind = rf.get("type") if isinstance(rf, dict) else None
+    if kind == "text":
+        return None
+    if kind not in ("json_object", "json_schema"):
+        raise _Reject(400, "'response_format.type' must be 'text', 'json_object' or 'json_schema'.",
+                      param="response_format")
+    assert isinstance(rf, dict)
+    if kind == "json_schema":
+        js = rf.get("json_schema")
+        if not (isinstance(js, dict) and isinstance(js.get("name"), str) and js["name"]
+                and isinstance(js.get("schema"), dict)):
+            raise _Reject(400, "'response_format.json_schema' must be an object with a 'name' and a "
+                          "'schema' (a JSON Schema object).", param="response_format.json_schema")
+    else:
+        words = " ".join(_text_of(m.get("content")) for m in messages)
+        if "json" not in words.lower():
+            raise _Reject(
+                400,
+                "'messages' must contain the word 'json' in some form, to use 'response_format' "
+                "of type 'json_object'.",
+                param="messages",
+            )
+    return rf
+
+
+def _check_tools(tools: Any, tool_choice: Any) -> list[dict[str, Any]]:
+    """The request's function tools (400 for a malformed list, ``strict`` or a bad tool_choice)."""
+    if tools is None:
+        if tool_choice not in (None, "none"):
+            raise _Reject(400, "'tool_choice' is only allowed when 'tools' are given.", param="tool_choice")
+        return []
+    if not isinstance(tools, list):
+        raise _Reject(400, "'tools' must be a list.", param="tools")
+    for i, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not (isinstance(tool, dict) and tool.get("type") == "function" and isinstance(fn, dict)
+                and isinstance(fn.get("name"), str) and fn["name"]):
+            raise _Reject(400, f"tools[{i}] must be {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}.",
+                          param=f"tools[{i}]")
+        if "strict" in fn:
+            raise _Reject(400, f"Unsupported parameter: 'tools[{i}].function.strict' is not supported by "
+                          "this API; remove it.", code="unsupported_parameter", param=f"tools[{i}].function.strict")
+    if tool_choice in (None, "none", "auto", "required"):
+        return tools
+    forced = tool_choice.get("function") if isinstance(tool_choice, dict) else None
+    name = forced.get("name") if isinstance(forced, dict) else None
+    if not isinstance(name, str):
+        raise _Reject(400, "'tool_choice' must be 'none', 'auto', 'required' or "
+                      "{\"type\": \"function\", \"function\": {\"name\": ...}}.", param="tool_choice")
+    if name not in [t["function"]["name"] for t in tools]:
+        raise _Reject(400, f"'tool_choice' names the function {name!r}, which is not in 'tools'.",
+                      param="tool_choice")
+    return tools
+
+
+def _tool_calls(tools: list[dict[str, Any]], tool_choice: Any, reply: str, plan_id: str) -> list[dict[str, Any]]:
+    """The tool calls to answer with ([] for a text answer)."""
+    if not tools or tool_choice == "none":
+        return []
+    if isinstance(tool_choice, dict):
+        name = tool_choice["function"]["name"]
+        chosen = [next(t for t in tools if t["function"]["name"] == name)]
+    elif reply == "tool_calls":
+        chosen = tools
+    elif reply == "tool_call" or tool_choice == "required":
+        chosen = tools[:1]
+    else:
+        return []
+    suffix = plan_id.rsplit("-", 1)[-1]
+    return [_tool_call(i, f"call_emu{suffix}_{i}", t) for i, t in enumerate(chosen)]
+
+
+def _pieces(text: str) -> list[str]:
+    """Tool-call arguments split into streamed fragments."""
+    return [text[i:i + _ARGUMENT_PIECE] for i in range(0, len(text), _ARGUMENT_PIECE)]
+
+
 def _status_fault(fault: dict[str, Any]) -> web.Response:
     status = int(fault.get("status", 500))
-    headers = {}
-    if fault.get("retry_after") is not None:
-        headers["Retry-After"] = str(fault["retry_after"])
+    retry_after = fault.get("retry_after")
+    headers: dict[str, str] = {}
+    if status == 429:
+        reset = retry_after if retry_after is not None else 1
+        headers = rate_limit_headers(limit=int(fault.get("limit", 100)), remaining=0,
+                                     reset_seconds=reset, retry_after=retry_after)
+    elif retry_after is not None:
+        headers["Retry-After"] = _num(retry_after)
     if fault.get("body") is not None:
         return web.Response(status=status, text=str(fault["body"]), headers=headers, content_type="text/html")
     message, type_, code = _STATUS_DEFAULTS.get(
@@ -817,8 +1130,18 @@ def _check_config(cfg: dict[str, Any]) -> dict[str, Any]:
     tps = out.get("tokens_per_second")
     if tps is not None and (not isinstance(tps, (int, float)) or isinstance(tps, bool) or tps <= 0):
         raise ValueError("'tokens_per_second' must be a positive number or null")
-    if "reasoning" in out:
+    if out.get("reasoning") is not None:
         out["reasoning"] = bool(out["reasoning"])
+    n = out.get("reasoning_tokens")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
+        raise ValueError("'reasoning_tokens' must be a non-negative integer or null")
+    if "reasoning_field" in out and out["reasoning_field"] not in _REASONING_FIELDS:
+        raise ValueError(f"'reasoning_field' must be one of {', '.join(_REASONING_FIELDS)}")
+    if "reject_fields" in out:
+        fields = out["reject_fields"]
+        if not isinstance(fields, (list, tuple)) or not all(isinstance(f, str) for f in fields):
+            raise ValueError("'reject_fields' must be a list of request field names")
+        out["reject_fields"] = list(fields)
     return out
 
 
@@ -909,6 +1232,8 @@ async def _serve(args: argparse.Namespace) -> None:
         reply=args.reply,
         answer_tokens=args.answer_tokens,
         reasoning=args.reasoning,
+        reasoning_tokens=args.reasoning_tokens,
+        reasoning_field=args.reasoning_field,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -940,9 +1265,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8765, help="port (0 = any free port; default 8765)")
     parser.add_argument("--api-key", default=None, help="accept only this key (default: any Bearer key)")
     parser.add_argument("--tokens-per-second", type=float, default=None, help="pace the stream (default: full speed)")
-    parser.add_argument("--reply", default="markdown", help="markdown, echo, hostile, code, or literal text")
+    parser.add_argument("--reply", default="markdown", help="markdown, echo, hostile, code, tool_call, tool_calls, or literal text")
     parser.add_argument("--answer-tokens", type=int, default=None, help="answer with N filler tokens")
-    parser.add_argument("--reasoning", action="store_true", help="send reasoning events first")
+    parser.add_argument("--reasoning", action="store_const", const=True, default=None,
+                        help="always reason first (default: by model and reasoning_effort, like the API)")
+    parser.add_argument("--no-reasoning", dest="reasoning", action="store_const", const=False,
+                        help="never reason")
+    parser.add_argument("--reasoning-tokens", type=int, default=None, help="reason with exactly N tokens")
+    parser.add_argument("--reasoning-field", default="reasoning", choices=_REASONING_FIELDS,
+                        help="send reasoning as delta.reasoning (default), reasoning_content or <think> in content")
     args = parser.parse_args(argv)
     try:
         asyncio.run(_serve(args))

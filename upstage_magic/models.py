@@ -109,7 +109,7 @@ def model_info(name: object) -> ModelInfo | None:
     """The known model an alias or dated id names; ``None`` for unknown names (pass them through)."""
     if not isinstance(name, str):
         return None
-    return _BY_NAME.get(name.strip())
+    return _BY_NAME.get(name)
 
 
 def dated_id(name: str) -> str:
