@@ -48,7 +48,9 @@ import asyncio
 import json
 import random
 import re
+import sys
 import time
+import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -407,7 +409,8 @@ class Batch:
         else:
             self.cache = None
         self._provider = provider
-        self.stats = BatchStats(total=len(self.elements), caching=self.cache is not None)
+        self.stats = BatchStats(total=len(self.elements), caching=self.cache is not None,
+                                concurrency=self.concurrency)
         self.results: list[Any] = [None] * len(self.elements)
         self.errors: list[BatchError] = []
 
@@ -696,3 +699,18 @@ def batch(
     if view is not None:
         view.finish(job.stats)
     return job.shaped(items)
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as :func:`batch`.
+
+    ``from upstage_magic import batch`` must give something to call, but once this
+    submodule is imported Python sets the package's ``batch`` attribute to the module
+    itself; calling the module calls the function, so both spellings work.
+    """
+
+    def __call__(self, template: str, items: Any, **kwargs: Any) -> Any:
+        return batch(template, items, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
