@@ -407,3 +407,54 @@ def test_batch_notebook_executes(tmp_path, monkeypatch):
     assert "6 from cache" in blob  # the second run sent nothing
     assert KEY not in nb_path.read_text()
     assert (tmp_path / "home" / "cache.sqlite3").exists()
+
+
+# --------------------------------------------------------------------------- emulator rate-limit mode
+
+
+async def _post(session: Any, url: str, content: str = "hi", **body: Any) -> Any:
+    payload = {"model": "solar-mini", "messages": [{"role": "user", "content": content}], **body}
+    async with session.post(url + "/chat/completions", json=payload,
+                            headers={"Authorization": f"Bearer {KEY}"}) as resp:
+        return resp.status, dict(resp.headers), await resp.json()
+
+
+async def test_emulator_rate_limit_answers_429_with_headers(emu):
+    import aiohttp
+
+    emu.configure(rate_limit={"rps": 2, "rpm": 100})
+    async with aiohttp.ClientSession() as s:
+        first = [await _post(s, emu.base_url) for _ in range(3)]
+    assert [st for st, _, _ in first] == [200, 200, 429]
+    status, headers, body = first[2]
+    assert body["error"]["code"] == "rate_limit_exceeded"
+    assert 1 <= int(headers["Retry-After"]) and 0 < int(headers["retry-after-ms"]) <= 1000
+    assert headers["x-ratelimit-limit-requests"] == "2"
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert headers["x-ratelimit-reset-requests"].endswith("s")
+    assert emu.rate_limited == 1 and len(emu.requests) == 2  # refused requests are not recorded
+
+
+async def test_emulator_tokens_per_minute_and_control_endpoint(emu):
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s:
+        base = emu.base_url.rsplit("/v1", 1)[0]
+        async with s.post(base + "/_emulator/config", json={"rate_limit": {"tpm": 30}}) as resp:
+            assert resp.status == 200 and (await resp.json())["rate_limit"] == {"tpm": 30}
+        async with s.post(base + "/_emulator/config", json={"rate_limit": {"rps": -1}}) as resp:
+            assert resp.status == 400 and "positive" in (await resp.json())["error"]["message"]
+        ok = await _post(s, emu.base_url, "one two three", max_tokens=20)  # 23 tokens
+        over = await _post(s, emu.base_url, "four five six", max_tokens=20)  # 23 more > 30
+        async with s.get(base + "/_emulator/stats") as resp:
+            stats = await resp.json()
+        async with s.post(base + "/_emulator/config", json={"rate_limit": None}) as resp:
+            assert resp.status == 200
+        after = await _post(s, emu.base_url, "seven", max_tokens=20)
+    assert ok[0] == 200 and over[0] == 429 and after[0] == 200
+    assert over[1]["x-ratelimit-limit-tokens"] == "30"
+    assert over[1]["x-ratelimit-remaining-tokens"] == "7"
+    assert 59 <= int(over[1]["Retry-After"]) <= 60
+    assert stats["rate_limited"] == 1
+    emu.reset()
+    assert emu.rate_limit is None and emu.rate_limited == 0
