@@ -426,7 +426,7 @@ async def test_emulator_rate_limit_answers_429_with_headers(emu):
     async with aiohttp.ClientSession() as s:
         first = [await _post(s, emu.base_url) for _ in range(3)]
     assert [st for st, _, _ in first] == [200, 200, 429]
-    status, headers, body = first[2]
+    _status, headers, body = first[2]
     assert body["error"]["code"] == "rate_limit_exceeded"
     assert 1 <= int(headers["Retry-After"]) and 0 < int(headers["retry-after-ms"]) <= 1000
     assert headers["x-ratelimit-limit-requests"] == "2"
@@ -458,3 +458,30 @@ async def test_emulator_tokens_per_minute_and_control_endpoint(emu):
     assert stats["rate_limited"] == 1
     emu.reset()
     assert emu.rate_limit is None and emu.rate_limited == 0
+
+
+def test_map_cell_resolves_names_and_stores_the_result(tmp_path):
+    pd = pytest.importorskip("pandas")
+    from upstage_magic.batch import map_cell
+
+    ns: dict[str, Any] = {
+        "df": pd.DataFrame({"text": ["a", "b"]}, index=["x", "y"]),
+        "S": {"type": "object", "properties": {"n": {"type": "integer"}}},
+    }
+    got = map_cell("{item}", "df.text", ns, out="answers", cache=False, progress=False, provider=_Echo)
+    assert ns["answers"] is got and got.to_dict() == {"x": "a", "y": "b"}
+
+    class JSONEcho:
+        @staticmethod
+        async def create_async_generator(model, messages, **kw):
+            assert kw["response_format"]["type"] == "json_schema"
+            yield json.dumps({"n": len(messages[-1]["content"])})
+
+    table = map_cell("{item.text}!", "df", ns, schema="S", cache=False, progress=False, provider=JSONEcho)
+    assert table["n"].tolist() == [2, 2]
+    with pytest.raises(ValueError, match="no variable 'nope'"):
+        map_cell("{item}", "nope", ns, cache=False, progress=False)
+    with pytest.raises(ValueError, match="variable name"):
+        map_cell("{item}", "df()", ns, cache=False, progress=False)
+    with pytest.raises(ValueError, match="-o"):
+        map_cell("{item}", "df", ns, out="a b", cache=False, progress=False)

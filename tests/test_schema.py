@@ -7,7 +7,13 @@ import sys
 
 import pytest
 
-from upstage_magic.schema import Schema, SchemaValidationError, parse_json, response_format, validate
+from upstage_magic.schema import (
+    Schema,
+    SchemaValidationError,
+    parse_json,
+    response_format,
+    validate,
+)
 
 LABEL = {
     "title": "Review label",

@@ -81,6 +81,7 @@ __all__ = [
     "abatch",
     "batch",
     "fill_template",
+    "map_cell",
 ]
 
 DEFAULT_CONCURRENCY = 8
@@ -699,6 +700,56 @@ def batch(
     if view is not None:
         view.finish(job.stats)
     return job.shaped(items)
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def _from_namespace(name: str, namespace: dict[str, Any], what: str) -> Any:
+    """``name`` or ``name.attr`` looked up in the user's namespace (no calls, no eval)."""
+    name = name.strip()
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"{what} {name!r}: give a variable name such as reviews or df.text")
+    head, *rest = name.split(".")
+    if head not in namespace:
+        raise ValueError(f"{what} {name!r}: no variable {head!r} in the notebook; define it first")
+    value = namespace[head]
+    for attr in rest:
+        try:
+            value = _lookup(value, attr, False, f"{what} {name!r}")
+        except KeyError as exc:
+            raise ValueError(str(exc.args[0])) from None
+    return value
+
+
+def map_cell(
+    template: str,
+    items: str,
+    namespace: dict[str, Any],
+    *,
+    out: str | None = None,
+    schema: str | None = None,
+    **kwargs: Any,
+) -> Any:
+    """What ``%%upstage --map NAME [-o OUT] [--schema S] [...]`` calls.
+
+    ``template`` is the cell body, ``items`` the name after ``--map`` (``df`` or
+    ``df.text``), ``schema`` the name of a schema dict / Pydantic class, both looked up in
+    ``namespace`` (the user's). Other keyword arguments go to :func:`batch` (``model``,
+    ``system``, ``format``, ``cache``, ``fail_fast``, ``concurrency``, request options).
+    The result is stored as ``namespace[out]`` when ``out`` is given, and returned.
+    Raises ``ValueError``/``TypeError`` for bad names or arguments (show them as usage
+    errors), :class:`BatchInterrupted` on interrupt (re-raise it: queued cells stop) and
+    ``UpstageError`` for a bad key or model.
+    """
+    if out is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", out):
+        raise ValueError(f"-o {out!r}: give a variable name to store the answers in")
+    data = _from_namespace(items, namespace, "--map")
+    schema_value = _from_namespace(schema, namespace, "--schema") if schema else None
+    result = batch(template, data, schema=schema_value, **kwargs)
+    if out is not None:
+        namespace[out] = result
+    return result
 
 
 class _CallableModule(types.ModuleType):
