@@ -9,6 +9,7 @@ import collections
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -485,3 +486,40 @@ def test_map_cell_resolves_names_and_stores_the_result(tmp_path):
         map_cell("{item}", "df()", ns, cache=False, progress=False)
     with pytest.raises(ValueError, match="-o"):
         map_cell("{item}", "df", ns, out="a b", cache=False, progress=False)
+
+
+@pytest.mark.kernel
+def test_kernel_progress_updates_then_interrupt_then_resume(tmp_path):
+    """In a real kernel: the widget updates live, the kernel's interrupt stops the batch with
+    a one-line count, and the next run sends only the missing items."""
+    from harness import KernelSession
+
+    with serve_in_thread(reply="echo") as emu:
+        emu.configure(rate_limit={"rps": 5})
+        k = KernelSession({"UPSTAGE_BASE_URL": emu.base_url, "UPSTAGE_API_KEY": KEY,
+                           "UPSTAGE_MAGIC_HOME": str(tmp_path)})
+        try:
+            k.run("from upstage_magic import batch\nitems = [f'k{i}' for i in range(40)]")
+            msg_id = k.submit("out = batch('{item}', items, model='solar-mini', concurrency=2)")
+
+            def progressed(m: dict[str, Any]) -> bool:
+                state = m["content"].get("data", {}).get("state", {}) if m["msg_type"] == "comm_msg" else {}
+                return isinstance(state.get("value"), int) and state["value"] >= 6
+
+            first = k.collect(msg_id, timeout=60, until=progressed)
+            assert any(m["msg_type"] == "display_data" for m in first)  # the widget was shown
+            k.interrupt()
+            rest = k.collect(msg_id, timeout=60)
+            error = next(m["content"] for m in rest if m["msg_type"] == "error")
+            assert error["ename"] == "BatchInterrupted"
+            done = int(re.search(r"(\d+) of 40 answers done and cached", error["evalue"]).group(1))
+            assert 6 <= done < 40
+            assert "'out'" not in k.run("print(sorted(globals()))")  # nothing half-written
+            emu.configure(rate_limit=None)
+            before = len(emu.requests)
+            r = k.execute("out = batch('{item}', items, model='solar-mini', progress=False)\n"
+                          "print(out == items, out.stats.cached)")
+            assert r.error is None and r.stdout.split() == ["True", str(done)]
+            assert len(emu.requests) - before == 40 - done
+        finally:
+            k.close()
