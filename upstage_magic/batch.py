@@ -353,7 +353,8 @@ class Batch:
 
     ``stats`` is live while it runs; ``results`` (input order) after. Keyword arguments as
     for :func:`batch`; ``on_progress(stats)`` is called on the loop every ``progress_interval``
-    seconds and once at the end.
+    seconds and once at the end. ``provider`` replaces the Upstage provider (anything with
+    ``create_async_generator(model, messages, **options)``; tests use it).
     """
 
     def __init__(
@@ -630,6 +631,7 @@ async def abatch(template: str, items: Any, **kwargs: Any) -> Any:
     Same arguments as :func:`batch` except ``progress``; ``on_progress(stats)`` gets live
     :class:`BatchStats`. A cancellation stops every request and propagates.
     """
+    kwargs.pop("progress", None)  # the sync API's display switch; use on_progress here
     job = Batch(template, items, **kwargs)
     await job.run()
     return job.shaped(items)
