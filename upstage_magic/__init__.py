@@ -8,12 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Upstage", "ChatSession", "ChatWidget", "load_ipython_extension", "unload_ipython_extension"]
+__all__ = ["Upstage", "ChatSession", "ChatWidget", "batch", "load_ipython_extension", "unload_ipython_extension"]
 
 _LAZY = {
     "Upstage": ("upstage_magic.providers", "Upstage"),
     "ChatSession": ("upstage_magic.session", "ChatSession"),
     "ChatWidget": ("upstage_magic.widget", "ChatWidget"),
+    "batch": ("upstage_magic.batch", "batch"),
 }
 
 

@@ -67,6 +67,13 @@ request in an ``"emulator": {...}`` object of the body, which may also carry a `
 Tokens are the pieces of ``tokenize(text)``: one content event per token. ``max_tokens``
 cuts the answer (finish_reason "length"); ``stop`` cuts it before the first stop string.
 
+Rate-limit mode (``configure(rate_limit={"rps": 100, "rpm": 3000, "tpm": 100000})``, any
+subset; ``None`` turns it off): like the real API, a chat request over a limit gets a 429
+with ``Retry-After`` (whole seconds), ``retry-after-ms`` and ``x-ratelimit-limit-requests``
+/ ``-remaining-requests`` / ``-reset-requests`` (and ``-tokens`` equivalents). Windows
+slide (1 s for rps, 60 s for rpm/tpm); a request's tokens are its prompt's words plus its
+``max_tokens``. Refused requests are not recorded in ``requests``; ``rate_limited`` counts them.
+
 Faults (``set_fault``, ``POST /_emulator/fault`` or per request), each with ``"times"``
 (default 1, ``null`` = forever); ``after`` counts content events:
 
@@ -97,6 +104,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
 import re
 import signal
 import sys
@@ -203,7 +211,7 @@ _FILLER = (
 _TOKEN_RE = re.compile(r"\S+\s*|\s+")
 _CONFIG_KEYS = (
     "reply", "answer_tokens", "reasoning", "reasoning_tokens", "reasoning_field", "reject_fields",
-    "tokens_per_second",
+    "tokens_per_second", "rate_limit",
 )
 _REASONING_FIELDS = ("reasoning", "reasoning_content", "think")
 _TOOL_REPLIES = ("tool_call", "tool_calls")
@@ -407,13 +415,19 @@ class Emulator:
     ``async with Emulator(**cfg) as base_url`` starts it and yields e.g.
     ``"http://127.0.0.1:PORT/v1"``; ``await start()`` / ``await stop()`` do the same by hand.
 
-    ``requests`` holds every chat request body received (plus ``"has_auth"``, never the key);
+    ``requests`` holds every chat request body received (plus ``"has_auth"``, never the key;
+    not those refused by rate-limit mode, which ``rate_limited`` counts);
     ``connections`` counts the distinct client connections that reached the API routes;
     ``open_connections`` how many of them are open now, ``peak_connections`` the most that
     were open at once; ``sleeps`` every pause the emulator took (pacing, stalls, slow first
     byte), so tests can check pacing without a clock. Settings (``reply``, ``reasoning``,
     ...) are described in the module docstring; ``configure()`` changes them.
     """
+
+    # Rate-limit mode (see the module docstring); class defaults keep __init__ untouched.
+    rate_limit: dict[str, float] | None = None
+    rate_limited = 0
+    _rate: _RateWindow | None = None
 
     def __init__(
         self,
@@ -486,6 +500,7 @@ class Emulator:
         self.fault = None
         self._peers.clear()
         self.peak_connections = len(self._open)
+        self.rate_limit, self.rate_limited, self._rate = None, 0, None
         for key, value in self._initial.items():
             setattr(self, key, list(value) if isinstance(value, list) else value)
 
@@ -596,6 +611,8 @@ class Emulator:
         return web.json_response({"object": "list", "data": data})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        if self.rate_limit and (limited := await self._check_rate_limit(request)) is not None:
+            return limited
         try:
             body = await request.json(loads=json.loads)
         except (ValueError, UnicodeDecodeError):
@@ -902,6 +919,17 @@ class Emulator:
 
     # ----------------------------------------------------------------- control endpoints
 
+    async def _check_rate_limit(self, request: web.Request) -> web.Response | None:
+        """Rate-limit mode: None when the request may go on, else its 429 reply."""
+        limits = self.rate_limit or {}
+        tokens = await _rate_limit_tokens(request) if "tpm" in limits else 0
+        if self._rate is None:
+            self._rate = _RateWindow()
+        refused = self._rate.check(asyncio.get_running_loop().time(), limits, tokens)
+        if refused is not None:
+            self.rate_limited += 1
+        return refused
+
     async def _ctl_json(self, request: web.Request) -> Any:
         raw = await request.read()
         return json.loads(raw) if raw.strip() else None
@@ -936,6 +964,7 @@ class Emulator:
             "open_connections": self.open_connections,
             "peak_connections": self.peak_connections,
             "requests": len(self.requests),
+            "rate_limited": self.rate_limited,
         })
 
 
@@ -1142,6 +1171,8 @@ def _check_config(cfg: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(fields, (list, tuple)) or not all(isinstance(f, str) for f in fields):
             raise ValueError("'reject_fields' must be a list of request field names")
         out["reject_fields"] = list(fields)
+    if out.get("rate_limit") is not None:
+        out["rate_limit"] = _check_rate_limit(out["rate_limit"])
     return out
 
 
@@ -1162,6 +1193,82 @@ def _check_fault(fault: Any) -> dict[str, Any]:
     if kind == "status" and not 400 <= int(fault.get("status", 500)) <= 599:
         raise ValueError("'status' must be 400..599")
     return dict(fault)
+
+
+# --------------------------------------------------------------------------- rate limits
+
+
+def _check_rate_limit(cfg: Any) -> dict[str, float]:
+    """Validate a ``rate_limit`` config: {"rps"|"rpm"|"tpm": positive number} (raises ValueError)."""
+    if not isinstance(cfg, dict) or not cfg or set(cfg) - {"rps", "rpm", "tpm"}:
+        raise ValueError("'rate_limit' is an object with some of 'rps', 'rpm', 'tpm' (or null)")
+    for key, value in cfg.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+            raise ValueError(f"'rate_limit.{key}' must be a positive number")
+    return dict(cfg)
+
+
+class _RateWindow:
+    """Sliding-window counters for rate-limit mode (times from the event loop's clock)."""
+
+    def __init__(self) -> None:
+        from collections import deque
+
+        self.second: deque[float] = deque()
+        self.minute: deque[float] = deque()
+        self.tokens: deque[tuple[float, int]] = deque()
+        self.token_sum = 0
+
+    def check(self, now: float, limits: dict[str, float], tokens: int) -> web.Response | None:
+        """Count the request and return None, or a 429 response when it is over a limit."""
+        sec, minute, toks = self.second, self.minute, self.tokens
+        while sec and sec[0] <= now - 1.0:
+            sec.popleft()
+        while minute and minute[0] <= now - 60.0:
+            minute.popleft()
+        while toks and toks[0][0] <= now - 60.0:
+            self.token_sum -= toks.popleft()[1]
+        over: list[tuple[str, float, float, float]] = []  # (what, limit, wait, used)
+        for span, window, limit in ((1.0, sec, limits.get("rps")), (60.0, minute, limits.get("rpm"))):
+            if limit is not None and len(window) >= limit:
+                oldest = window[max(0, len(window) - int(limit))]
+                over.append(("requests", limit, oldest + span - now, len(window)))
+        tpm = limits.get("tpm")
+        if tpm is not None and toks and self.token_sum + tokens > tpm:
+            need, wait = self.token_sum + tokens - tpm, 60.0
+            for t, n in toks:
+                need -= n
+                if need <= 0:
+                    wait = t + 60.0 - now
+                    break
+            over.append(("tokens", tpm, wait, self.token_sum))
+        if not over:
+            sec.append(now)
+            minute.append(now)
+            toks.append((now, tokens))
+            self.token_sum += tokens
+            return None
+        wait = max(0.001, max(o[2] for o in over))
+        headers = {"Retry-After": str(max(1, math.ceil(wait))), "retry-after-ms": str(math.ceil(wait * 1000))}
+        for what, limit, w, used in over:
+            headers[f"x-ratelimit-limit-{what}"] = str(int(limit))
+            headers[f"x-ratelimit-remaining-{what}"] = str(max(0, int(limit - used)))
+            headers[f"x-ratelimit-reset-{what}"] = f"{max(0.001, w):.3f}s"
+        kinds = " and ".join(sorted({o[0] for o in over}))
+        body = _error_body(f"Rate limit reached for {kinds}. Please retry after {wait:.3f} s.",
+                           "requests" if "requests" in kinds else "tokens", "rate_limit_exceeded")
+        return web.json_response(body, status=429, headers=headers)
+
+
+async def _rate_limit_tokens(request: web.Request) -> int:
+    """A request's tokens for tpm: its prompt's words plus max_tokens (0 if unreadable)."""
+    try:
+        body = await request.json(loads=json.loads)
+        words = sum(len(_text_of(m.get("content")).split()) for m in body["messages"] if isinstance(m, dict))
+        max_tokens = body.get("max_tokens")
+        return words + (max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else 0)
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        return 0
 
 
 # --------------------------------------------------------------------------- running

@@ -1,0 +1,175 @@
+"""An on-disk answer cache (SQLite), so a re-run batch sends nothing it already has.
+
+Pure module (sqlite3 and hashlib only). Each entry is keyed by the SHA-256 of the model,
+the messages and the request options, and stores the answer text and its token counts.
+What never goes into the key or the file: the API key, ``api_key``/``proxy``/timeouts/
+retry settings, and any user:password or query string of the base URL (the bare base URL
+is part of the key, so emulator answers never mix with real ones).
+
+Location: ``cache.sqlite3`` in ``$UPSTAGE_MAGIC_HOME`` if set, else
+``$XDG_DATA_HOME/upstage-magic`` (``~/.local/share/upstage-magic``; on Windows
+``%LOCALAPPDATA%\\upstage-magic``). The directory is created 0700, the file 0600. Writes are
+one short transaction per answer in WAL mode, so an interrupted run keeps every answer
+that had arrived. ``clear_cache()`` empties it (``%upstage cache clear``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = ["AnswerCache", "CachedAnswer", "cache_key", "clear_cache", "default_cache_path"]
+
+FILE_NAME = "cache.sqlite3"
+# Options that never change the answer (or are secrets): left out of the key.
+_NOT_IN_KEY = frozenset({
+    "api_key", "proxy", "timeout", "max_retries", "stream", "stream_options", "base_url",
+})
+
+
+def default_cache_path() -> Path:
+    """Where the cache lives unless told otherwise (see the module docstring)."""
+    home = os.environ.get("UPSTAGE_MAGIC_HOME", "").strip()
+    if home:
+        return Path(home).expanduser() / FILE_NAME
+    if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "upstage-magic" / FILE_NAME
+    data = os.environ.get("XDG_DATA_HOME", "").strip() or str(Path.home() / ".local" / "share")
+    return Path(data).expanduser() / "upstage-magic" / FILE_NAME
+
+
+def _bare_url(url: Any) -> str:
+    """``url`` without user:password, query string or fragment, no trailing slash."""
+    if not url:
+        return ""
+    parts = urlsplit(str(url).strip())
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def cache_key(model: str, messages: list[dict[str, Any]], options: dict[str, Any] | None = None,
+              *, base_url: str | None = None) -> str:
+    """SHA-256 hex of (base URL without credentials, model, messages, answer-relevant options)."""
+    opts = {k: v for k, v in (options or {}).items() if k not in _NOT_IN_KEY and v is not None}
+    payload = json.dumps(
+        {"base_url": _bare_url(base_url), "model": model, "messages": messages, "options": opts},
+        sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=repr,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class CachedAnswer(NamedTuple):
+    """A stored answer and its token counts."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class AnswerCache:
+    """The SQLite answer store. Thread-safe (one connection behind a lock).
+
+    ``get(key)`` / ``get_many(keys)`` / ``put(key, text, ...)`` / ``clear()`` /
+    ``close()``; ``len(cache)`` counts entries. ``path=None`` uses ``default_cache_path()``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path is not None else default_cache_path()
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+
+    def _conn(self) -> sqlite3.Connection:
+        """Open (creating dir 0700 and file 0600) on first use."""
+        if self._db is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                os.close(fd)
+                db = sqlite3.connect(self.path, timeout=10, check_same_thread=False, isolation_level=None)
+            except (OSError, sqlite3.Error) as exc:
+                raise OSError(
+                    f"Cannot open the answer cache at {self.path}: {exc}. Set UPSTAGE_MAGIC_HOME to a "
+                    "writable directory, or pass cache=False."
+                ) from None
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, text TEXT NOT NULL, "
+                "prompt_tokens INTEGER NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0, "
+                "model TEXT, created REAL NOT NULL)"
+            )
+            self._db = db
+        return self._db
+
+    def get(self, key: str) -> CachedAnswer | None:
+        """The stored answer for ``key``, or None."""
+        return self.get_many([key]).get(key)
+
+    def get_many(self, keys: list[str]) -> dict[str, CachedAnswer]:
+        """The stored answers among ``keys`` (key -> answer)."""
+        found: dict[str, CachedAnswer] = {}
+        with self._lock:
+            db = self._conn()
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                for key, text, pt, ct in db.execute(
+                    f"SELECT key, text, prompt_tokens, completion_tokens FROM answers WHERE key IN ({marks})",
+                    chunk,
+                ):
+                    found[key] = CachedAnswer(text, pt, ct)
+        return found
+
+    def put(self, key: str, text: str, *, prompt_tokens: int = 0, completion_tokens: int = 0,
+            model: str | None = None) -> None:
+        """Store one answer now (its own short transaction)."""
+        with self._lock:
+            self._conn().execute(
+                "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?)",
+                (key, text, int(prompt_tokens), int(completion_tokens), model, time.time()),
+            )
+
+    def clear(self) -> int:
+        """Delete every entry; returns how many there were."""
+        with self._lock:
+            db = self._conn()
+            n = db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+            db.execute("DELETE FROM answers")
+            db.execute("VACUUM")
+        return int(n)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._conn().execute("SELECT COUNT(*) FROM answers").fetchone()[0])
+
+    def close(self) -> None:
+        """Close the connection (it reopens on next use)."""
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __repr__(self) -> str:
+        return f"AnswerCache({str(self.path)!r})"
+
+
+def clear_cache(path: str | os.PathLike[str] | None = None) -> int:
+    """Empty the answer cache (default location unless ``path``); returns entries removed.
+
+    What ``%upstage cache clear`` calls. A cache file that does not exist yet counts as empty.
+    """
+    target = Path(path) if path is not None else default_cache_path()
+    if not target.exists():
+        return 0
+    cache = AnswerCache(target)
+    try:
+        return cache.clear()
+    finally:
+        cache.close()
