@@ -31,13 +31,13 @@ from . import settings
 from .errors import mask_secrets
 
 __all__ = [
-    "ContextBlock",
-    "ContextError",
-    "summarize",
-    "parse_names",
-    "estimate_tokens",
     "DEFAULT_BUDGET_TOKENS",
     "MIN_BUDGET_TOKENS",
+    "ContextBlock",
+    "ContextError",
+    "estimate_tokens",
+    "parse_names",
+    "summarize",
 ]
 
 DEFAULT_BUDGET_TOKENS = 2000

@@ -29,17 +29,17 @@ from . import settings
 from .errors import mask_secrets
 
 __all__ = [
-    "Frame",
-    "ErrorRecord",
-    "ErrorLog",
-    "install_error_recorder",
-    "uninstall_error_recorder",
-    "record_exception",
-    "is_user_frame",
-    "format_traceback",
-    "build_fix_prompt",
     "FIX_INSTRUCTION",
     "MAX_TRACEBACK_CHARS",
+    "ErrorLog",
+    "ErrorRecord",
+    "Frame",
+    "build_fix_prompt",
+    "format_traceback",
+    "install_error_recorder",
+    "is_user_frame",
+    "record_exception",
+    "uninstall_error_recorder",
 ]
 
 #: Longest traceback (characters) sent in a fix prompt; longer ones are cut in the middle.
@@ -255,8 +255,8 @@ def install_error_recorder(shell: Any, *, maxlen: int = 50, ignore: tuple[type[B
         try:
             log.add(record_exception(exc, execution_count=getattr(result, "execution_count", None),
                                      source=source, shell=shell_ref()))
-        except Exception:  # noqa: BLE001 - recording must never break the user's cell
-            import logging  # noqa: PLC0415
+        except Exception:
+            import logging
 
             logging.getLogger(__name__).debug("could not record an error", exc_info=True)
 

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Filled", "fill", "code_spans"]
+__all__ = ["Filled", "code_spans", "fill"]
 
 _NAME = r"[A-Za-z_]\w*"
 _FIELD = rf"{_NAME}(?:\.{_NAME}|\[[^\[\]{{}}\s]+\])*"
