@@ -215,6 +215,7 @@ WRITER = textwrap.dedent("""
         time.sleep(0.005)
     for i in range(200):
         log.append(cid, {"prompt": f"{tag} {i}", "answer": "a" * 200, "usage": {"total_tokens": 1}})
+        time.sleep(0.001)  # spread the writes so the two processes overlap
 """)
 
 

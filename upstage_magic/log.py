@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -224,13 +225,15 @@ class ConversationSummary:
 class ConversationLog:
     """The SQLite conversation log at ``path`` (created on the first write).
 
-    Every method opens a connection, does one short transaction and closes it, so several
-    kernels can share the file. Reads of a file that does not exist yet return nothing.
+    One connection per log object, kept open (closing the last connection checkpoints the
+    WAL, ~10 ms); every method is one short transaction, so several kernels can share the
+    file. Reads of a file that does not exist yet return nothing. Thread-safe.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path).expanduser()
-        self._ready = False
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
 
     def __repr__(self) -> str:
         return f"<ConversationLog {str(self.path)!r}>"
@@ -247,34 +250,57 @@ class ConversationLog:
                            "Set UpstageMagics.log_path to a writable file, or to '' to turn "
                            "the log off.") from None
 
-    @contextmanager
-    def _connect(self, *, write: bool) -> Iterator[sqlite3.Connection | None]:
-        """A connection inside one transaction (``BEGIN IMMEDIATE`` for writes)."""
-        if not write and not self.path.exists():
-            yield None
-            return
-        if not self._ready:
-            self._create_file()
+    def _open(self) -> sqlite3.Connection:
+        """The process's connection to the file (opened, set up once; kept open)."""
+        if self._conn is not None:
+            return self._conn
+        self._create_file()
         try:
-            conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None,
+                                   check_same_thread=False)
         except sqlite3.Error as exc:
             raise LogError(f"Cannot open the conversation log {str(self.path)!r}: {exc}.") from None
         try:
             conn.row_factory = sqlite3.Row
-            if not self._ready:
-                self._setup(conn)
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            # WAL + NORMAL: every commit is atomic and the file never corrupts; no fsync per
+            # turn (a power cut may lose the last turns, not the log)
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._setup(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    @contextmanager
+    def _connect(self, *, write: bool) -> Iterator[sqlite3.Connection | None]:
+        """The connection inside one short transaction (``BEGIN IMMEDIATE`` for writes).
+
+        Reads of a file that does not exist yield None (nothing is created).
+        """
+        with self._lock:
+            if self._conn is None and not write and not self.path.exists():
+                yield None
+                return
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            raise LogError(f"The conversation log {str(self.path)!r} cannot be used: {exc}. "
-                           "Move the file away (a new one is created) or set "
-                           "UpstageMagics.log_path to '' to turn the log off.") from None
-        finally:
+                conn = self._open()
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                self.close()
+                raise LogError(f"The conversation log {str(self.path)!r} cannot be used: {exc}. "
+                               "Move the file away (a new one is created) or set "
+                               "UpstageMagics.log_path to '' to turn the log off.") from None
+
+    def close(self) -> None:
+        """Close the connection (the next call opens it again)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
             conn.close()
 
     def _setup(self, conn: sqlite3.Connection) -> None:
@@ -283,13 +309,11 @@ class ConversationLog:
         if str(mode).lower() != "wal":
             raise LogError(f"The conversation log {str(self.path)!r} could not use WAL mode "
                            f"(got {mode!r}); put it on a local disk.")
-        conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("BEGIN IMMEDIATE")
         for stmt in filter(str.strip, _SCHEMA.split(";")):
             conn.execute(stmt)
         conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
         conn.execute("COMMIT")
-        self._ready = True
 
     # -- writing ---------------------------------------------------------------------
     def new_conversation(self, notebook: str | None = None, *, title: str | None = None) -> int:
