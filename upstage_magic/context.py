@@ -23,7 +23,7 @@ import math
 import reprlib
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +45,7 @@ MIN_BUDGET_TOKENS = 100
 _HEAD_ROWS = 5
 _MAX_TABLE_COLUMNS = 20
 _MAX_LISTED_COLUMNS = 200
-_MAX_NULL_COUNT_COLUMNS = 50
+_NULL_COUNT_SECONDS = 0.1  # null counting stops after this (object columns are slow)
 _MAX_NULL_COUNT_CELLS = 50_000_000
 _MAX_MINMAX_ELEMENTS = 10_000_000
 _CELL_CHARS = 40
@@ -161,7 +161,10 @@ def _kind(obj: Any) -> tuple[str, str]:
 def _cell(value: Any) -> str:
     """A value as a Markdown table cell: one line, ``|`` escaped, at most 40 characters."""
     try:
-        s = str(value)
+        if isinstance(value, float) or getattr(getattr(value, "dtype", None), "kind", "") == "f":
+            s = f"{value:.6g}"  # 0.141247, not 0.1412465569010316: more rows fit
+        else:
+            s = str(value)
     except Exception:  # noqa: BLE001
         s = "<unprintable>"
     s = s.replace("\r", " ").replace("\n", " ").replace("|", "\\|")
@@ -191,46 +194,70 @@ def _fmt_int(n: int) -> str:
     return f"{n:,}"
 
 
+def _column_lines(w: _Writer, ncols: int, entries: Iterable[tuple[str, Any, Any]]) -> int:
+    """List ``(name, dtype, null count or callable)`` lines within part of the budget.
+
+    On frames wider than the table the list takes at most half of what is left, so the
+    first rows still fit. Null counts are computed only for listed columns, and stop after
+    ``_NULL_COUNT_SECONDS``. Returns how many columns were listed.
+    """
+    w.add("columns (dtype, nulls):")
+    tail = 70  # room kept for the "more columns" and "nulls not counted" notes
+    limit = w.used + (w.left // 2 if ncols > _MAX_TABLE_COLUMNS else w.left) - tail
+    deadline = time.perf_counter() + _NULL_COUNT_SECONDS
+    shown = 0
+    uncounted = 0
+    for name, dtype, nulls in entries:
+        line = f"- {_cell(name)}: {dtype}, "
+        if w.used + _units(line) + 24 > limit:
+            break
+        if callable(nulls):
+            if time.perf_counter() < deadline:
+                nulls = nulls()
+            else:
+                nulls = None
+        if nulls is None:
+            uncounted += 1
+            line += "nulls not counted"
+        else:
+            line += f"{_fmt_int(int(nulls))} nulls"
+        w.add(line)
+        shown += 1
+    if shown < ncols:
+        w.add(f"… {_fmt_int(ncols - shown)} more columns not listed", cut_to_fit=True)
+        w.cut = True
+    if uncounted:
+        w.add(f"(nulls not counted for {uncounted} columns: frame too large)", cut_to_fit=True)
+    return shown
+
+
 def _pandas_frame(obj: Any, w: _Writer) -> str:
     rows, ncols = obj.shape
-    brief = f"DataFrame {_fmt_int(rows)}×{_fmt_int(ncols)}"
     w.add(f"shape: {_fmt_int(rows)} rows × {_fmt_int(ncols)} columns")
     if type(obj.index).__name__ != "RangeIndex":
         w.add(f"index: {type(obj.index).__name__} {obj.index.dtype}"
               + (f" named {obj.index.name!r}" if obj.index.name is not None else ""), cut_to_fit=True)
     listed = min(ncols, _MAX_LISTED_COLUMNS)
     part = obj.iloc[:, :listed]
-    dtypes = list(part.dtypes)
-    count_nulls = min(listed, _MAX_NULL_COUNT_COLUMNS)
-    if rows * count_nulls > _MAX_NULL_COUNT_CELLS:
-        count_nulls = max(0, _MAX_NULL_COUNT_CELLS // max(rows, 1))
-    w.add("columns (dtype, nulls):")
-    shown_cols = 0
-    for i in range(listed):
-        dtype = dtypes[i]
-        if i < count_nulls:
-            if getattr(dtype, "kind", "") in "iub" and type(dtype).__module__.startswith("numpy"):
-                nulls = "0 nulls"  # numpy ints/bools cannot hold a null: no scan needed
+    countable = min(listed, _MAX_NULL_COUNT_CELLS // max(rows, 1))
+
+    def entries() -> Iterator[tuple[str, Any, Any]]:
+        for i, (name, dtype) in enumerate(zip(part.columns, part.dtypes)):
+            if i >= countable:
+                yield name, dtype, None
+            elif getattr(dtype, "kind", "") in "iub" and type(dtype).__module__.startswith("numpy"):
+                yield name, dtype, 0  # numpy ints and bools cannot hold a null: no scan
             else:
-                nulls = f"{_fmt_int(int(part.iloc[:, i].isna().sum()))} nulls"
-        else:
-            nulls = "nulls not counted"
-        if not w.add(f"- {_cell(part.columns[i])}: {dtype}, {nulls}"):
-            break
-        shown_cols += 1
-    if shown_cols < ncols:
-        w.add(f"… {_fmt_int(ncols - shown_cols)} more columns not listed", cut_to_fit=True)
-        w.cut = True
-    if count_nulls < min(listed, shown_cols):
-        w.add("(null counts only for the first "
-              f"{count_nulls} columns: frame too large)", cut_to_fit=True)
+                yield name, dtype, lambda i=i: part.iloc[:, i].isna().sum()
+
+    _column_lines(w, ncols, entries())
     k = min(ncols, _MAX_TABLE_COLUMNS)
     if rows and k and w.add(f"first {min(rows, _HEAD_ROWS)} rows"
                             + (f" (first {k} of {_fmt_int(ncols)} columns)" if k < ncols else "") + ":"):
         head = obj.iloc[:_HEAD_ROWS, :k]
         _table(w, [str(c) for c in head.columns], head.itertuples(index=True, name=None), rows,
                str(obj.index.name or ""))
-    return brief
+    return f"DataFrame {_fmt_int(rows)}×{_fmt_int(ncols)}"
 
 
 def _pandas_series(obj: Any, w: _Writer) -> str:
@@ -250,18 +277,10 @@ def _polars_frame(obj: Any, w: _Writer) -> str:
     w.add(f"shape: {_fmt_int(rows)} rows × {_fmt_int(ncols)} columns")
     listed = min(ncols, _MAX_LISTED_COLUMNS)
     names = obj.columns[:listed]
-    dtypes = obj.dtypes[:listed]
-    nulls_row = obj.select(names[:_MAX_NULL_COUNT_COLUMNS]).null_count().row(0) if listed else ()
-    w.add("columns (dtype, nulls):")
-    shown_cols = 0
-    for i, (name, dtype) in enumerate(zip(names, dtypes)):
-        nulls = f"{_fmt_int(int(nulls_row[i]))} nulls" if i < len(nulls_row) else "nulls not counted"
-        if not w.add(f"- {_cell(name)}: {dtype}, {nulls}"):
-            break
-        shown_cols += 1
-    if shown_cols < ncols:
-        w.add(f"… {_fmt_int(ncols - shown_cols)} more columns not listed", cut_to_fit=True)
-        w.cut = True
+    countable = names[: max(0, min(listed, _MAX_NULL_COUNT_CELLS // max(rows, 1)))]
+    nulls = obj.select(countable).null_count().row(0) if countable else ()
+    _column_lines(w, ncols, ((n, d, nulls[i] if i < len(nulls) else None)
+                             for i, (n, d) in enumerate(zip(names, obj.dtypes[:listed]))))
     k = min(ncols, _MAX_TABLE_COLUMNS)
     if rows and k and w.add(f"first {min(rows, _HEAD_ROWS)} rows"
                             + (f" (first {k} of {_fmt_int(ncols)} columns)" if k < ncols else "") + ":"):
