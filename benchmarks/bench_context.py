@@ -25,10 +25,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
 
-from upstage_magic.context import summarize  # noqa: E402
+from upstage_magic.context import summarize
 
 GOAL_MS = 200.0
 
@@ -78,7 +78,7 @@ def main() -> int:
     measure("ndarray 1000×1000 + list of 1M ints",
             {"arr": rng.random((1000, 1000)), "big": list(range(rows))}, args.repeat)
     try:
-        import polars as pl  # noqa: PLC0415
+        import polars as pl
     except ImportError:
         print("polars not installed: skipped")
     else:

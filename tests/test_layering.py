@@ -34,7 +34,8 @@ PURE = ["upstage_magic", "upstage_magic.sse", "upstage_magic.errors", "upstage_m
         "upstage_magic.placeholders",
         "upstage_magic.context",
         "upstage_magic.fix",
-        "upstage_magic.log"]
+        "upstage_magic.log",
+        "upstage_magic.dryrun"]
 
 
 @pytest.mark.parametrize("module", PURE)

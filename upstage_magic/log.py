@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from . import settings
+from .dryrun import public_options
 from .errors import mask_secrets
 
 __all__ = [
@@ -79,10 +80,6 @@ CREATE INDEX IF NOT EXISTS conversations_by_notebook ON conversations(notebook, 
 """
 _BUSY_TIMEOUT_S = 30.0
 _TITLE_CHARS = 200
-_SECRET_OPTION_WORDS = ("key", "secret", "password", "authorization", "token_value", "headers", "cookie")
-_TURN_FIELDS = ("prompt", "answer", "reasoning", "system", "model", "status", "error",
-                "options", "usage", "timings", "created")
-
 
 class LogError(RuntimeError):
     """The log file cannot be used (message names the file and what to do)."""
@@ -148,19 +145,6 @@ def _mask(text: Any) -> str | None:
 def _register_env_key() -> None:
     """Make sure a key given only in UPSTAGE_API_KEY is known to mask_secrets."""
     settings.get_api_key()
-
-
-def _clean_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Options without key-like entries (``api_key``, ``headers``...), JSON-able."""
-    out: dict[str, Any] = {}
-    for k, v in (options or {}).items():
-        low = str(k).lower()
-        if any(word in low for word in _SECRET_OPTION_WORDS) and low not in ("max_tokens",):
-            continue
-        if v is None:
-            continue
-        out[str(k)] = v
-    return out
 
 
 def _json(value: Any) -> str | None:
@@ -376,7 +360,7 @@ class ConversationLog:
             t.get("model"),
             str(t.get("status") or "done"),
             _mask(t.get("error")),
-            _json(_clean_options(t.get("options"))),
+            _json(public_options(t.get("options"))),
             _json(usage),
             _json(timings or None),
             int(u.get("prompt_tokens", 0)),
