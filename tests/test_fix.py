@@ -132,6 +132,18 @@ def test_chained_exceptions_are_named():
     assert text.index("KeyError: 'k'") < text.index("direct cause") < text.index("RuntimeError: lookup failed")
 
 
+def test_a_cause_identical_to_the_error_is_not_repeated():
+    try:
+        try:
+            {}["k"]
+        except KeyError as inner:
+            raise KeyError("k") from inner
+    except KeyError as exc:
+        record = record_exception(exc)
+    assert record.chain == ()
+    assert format_traceback(record).count("KeyError: 'k'") == 1
+
+
 def test_the_api_key_never_reaches_the_fix_prompt(monkeypatch):
     key = "up_" + "Zq7" * 10  # built at run time: no key-shaped literal in the repository
     monkeypatch.setenv("UPSTAGE_API_KEY", key)

@@ -149,6 +149,7 @@ def record_exception(
         Frame(f.filename, f.lineno, f.name, f.line or "", _frame_label(shell, f.filename))
         for f in list(te.stack)[-_MAX_FRAMES:]
     )
+    summary = "".join(te.format_exception_only()).strip()
     chain: list[str] = []
     seen = te
     for _ in range(5):
@@ -158,9 +159,10 @@ def record_exception(
             nxt, link = seen.__context__, "During handling of the above exception, another exception occurred:"
         else:
             break
-        chain.append("".join(nxt.format_exception_only()).strip() + "\n\n" + link)
+        text = "".join(nxt.format_exception_only()).strip()
+        if text != summary:  # pandas re-raises KeyError(key) from KeyError(key): say it once
+            chain.append(text + "\n\n" + link)
         seen = nxt
-    summary = "".join(te.format_exception_only()).strip()
     cls = type(exc)
     name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     try:
