@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from upstage_magic.fix import ErrorLog, record_exception
@@ -195,3 +195,44 @@ def test_never_raises_and_code_is_preserved(text):
     for start, end in code_spans(text):
         # every code span of the input appears unchanged in the output
         assert text[start:end] in got.text
+
+
+def _naive_inline_spans(text: str) -> list[tuple[int, int]]:
+    """The CommonMark rule written plainly (quadratic): the reference for the fast scan."""
+    spans = []
+    i = 0
+    while i < len(text):
+        if text[i] != "`":
+            i += 1
+            continue
+        j = i
+        while j < len(text) and text[j] == "`":
+            j += 1
+        n = j - i
+        k = j
+        close = None
+        while k < len(text):
+            if text[k] == "\n" and text[k + 1:].lstrip(" \t").startswith("\n") | (text[k + 1:].strip(" \t") == ""):
+                break  # a blank line ends the paragraph
+            if text[k] == "`":
+                e = k
+                while e < len(text) and text[e] == "`":
+                    e += 1
+                if e - k == n:
+                    close = e
+                    break
+                k = e
+            else:
+                k += 1
+        if close is None:
+            i = j
+        else:
+            spans.append((i, close))
+            i = close
+    return spans
+
+
+@given(st.text(alphabet=st.sampled_from(list("`a \n\t")), max_size=80))
+def test_inline_spans_match_the_plain_rule(text):
+    assume(not any(line.lstrip(" \t").startswith("```") for line in text.split("\n")))  # no fences
+    assert code_spans(text) == _naive_inline_spans(text)

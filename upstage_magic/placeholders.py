@@ -26,6 +26,7 @@ Pure module (no IPython). The rules:
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,7 @@ _PART_RE = re.compile(rf"\.(?P<attr>{_NAME})|\[(?P<index>[^\]]+)\]")
 _NAME_RE = re.compile(_NAME)
 _FENCE_OPEN_RE = re.compile(r"[ \t]*(?P<fence>`{3,}|~{3,})(?P<info>[^\r\n]*)")
 _BLANK_LINE_RE = re.compile(r"\n[ \t]*(?:\r?\n|$)")
+_BACKTICKS_RE = re.compile(r"`+")
 _MISSING = object()
 
 
@@ -151,38 +153,33 @@ def _fenced_blocks(text: str) -> list[tuple[int, int]]:
 
 
 def _inline_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
-    """(start, end) offsets of inline code spans in ``text[start:end]`` (CommonMark)."""
+    """(start, end) offsets of inline code spans in ``text[start:end]`` (CommonMark).
+
+    A run of n backticks opens a span closed by the next run of exactly n backticks in
+    the same paragraph (a blank line ends it); a run with no such partner is plain text.
+    Runs are indexed by length, so this is O(runs log runs) on any input.
+    """
+    runs = [(m.start(), m.end()) for m in _BACKTICKS_RE.finditer(text, start, end)]
+    if len(runs) < 2:
+        return []
+    breaks = [m.start() for m in _BLANK_LINE_RE.finditer(text, start, end)]
+    by_length: dict[int, list[int]] = {}
+    for i, (a, b) in enumerate(runs):
+        by_length.setdefault(b - a, []).append(i)
     spans: list[tuple[int, int]] = []
-    i = start
-    while True:
-        i = text.find("`", i, end)
-        if i < 0:
-            return spans
-        j = i
-        while j < end and text[j] == "`":
-            j += 1
-        run = j - i
-        # the paragraph ends at a blank line; a span cannot cross it
-        para = _BLANK_LINE_RE.search(text, j, end)
-        limit = para.start() if para else end
-        k = j
-        close = -1
-        while True:
-            k = text.find("`", k, limit)
-            if k < 0:
-                break
-            e = k
-            while e < limit and text[e] == "`":
-                e += 1
-            if e - k == run:
-                close = e
-                break
-            k = e
-        if close < 0:
-            i = j  # no closing run: these backticks are literal text
-            continue
-        spans.append((i, close))
-        i = close
+    i = 0
+    while i < len(runs):
+        a, b = runs[i]
+        same = by_length[b - a]
+        k = bisect_right(same, i)
+        p = bisect_left(breaks, b)
+        limit = breaks[p] if p < len(breaks) else end
+        if k < len(same) and runs[same[k]][0] < limit:
+            spans.append((a, runs[same[k]][1]))
+            i = same[k] + 1
+        else:
+            i += 1  # no partner: these backticks are literal text
+    return spans
 
 
 def code_spans(text: str) -> list[tuple[int, int]]:
