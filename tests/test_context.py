@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -62,6 +63,25 @@ def test_series_and_numpy_array():
     assert "shape: (3, 4), dtype: float64, size: 12" in t
     assert "min: 1.0, max: 11.0, NaN: 1" in t
     assert "[[nan  1.  2.  3.]" in t
+
+
+def test_subclasses_are_summarised_like_their_library_class():
+    class MyFrame(pd.DataFrame):
+        pass
+
+    t = summarize(["m"], {"m": MyFrame({"a": [1, 2]})}).text
+    assert "MyFrame)" in t and "shape: 2 rows × 1 columns" in t
+    masked = np.ma.masked_array([1.0, 2.0, 3.0], mask=[0, 1, 0])
+    t = summarize(["ma"], {"ma": masked}).text
+    assert "### ma (numpy.ma.MaskedArray)" in t and "shape: (3,), dtype: float64" in t
+    assert "masked: 1" in t and "[1.0 -- 3.0]" in t and "min: 1.0, max: 3.0" in t
+
+
+def test_all_nan_array_warns_nothing():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = summarize(["a"], {"a": np.full(3, np.nan)}).text
+    assert "min: nan, max: nan, NaN: 3" in t
 
 
 def test_other_objects_show_type_length_and_a_repr():

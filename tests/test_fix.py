@@ -17,6 +17,7 @@ from upstage_magic.fix import (
     install_error_recorder,
     is_user_frame,
     record_exception,
+    record_last_exception,
     uninstall_error_recorder,
 )
 
@@ -218,6 +219,18 @@ def test_recorder_is_bounded_idempotent_and_skips_interrupts_and_own_cells(shell
     except RuntimeError as exc:
         own.add(record_exception(exc, execution_count=1, source="%%upstage fix\n"))
     assert own.last() is None and own.last(skip_magic=False) is not None
+
+
+def test_an_error_from_before_the_recorder_is_found_through_sys(monkeypatch):
+    ip = InteractiveShell.instance()
+    uninstall_error_recorder(ip)
+    monkeypatch.delattr("sys.last_exc", raising=False)
+    monkeypatch.delattr("sys.last_value", raising=False)
+    assert record_last_exception(ip) is None
+    ip.run_cell("def h():\n    raise LookupError('earlier')\nh()", store_history=True)
+    record = record_last_exception(ip)
+    assert record is not None and record.summary == "LookupError: earlier"
+    assert "in h\n    raise LookupError('earlier')" in format_traceback(record)
 
 
 def test_uninstall_stops_recording():

@@ -21,6 +21,7 @@ from upstage_magic.log import (
     default_log_path,
     format_conversations,
     resolve_log_path,
+    session_turns,
     turn_record,
 )
 from upstage_magic.session import ChatSession
@@ -158,6 +159,21 @@ def test_import_of_an_export(log, tmp_path):
         ("q1", "a1", "solar-mini", "Be brief."), ("q2", "a2", "solar-mini", "Be brief.")]
     assert got[0]["usage"]["total_tokens"] == 5
     assert log.recent()[0].title == "q1"
+
+
+def test_resume_into_a_session_sends_the_earlier_turns(log):
+    cid = log.new_conversation("nb.ipynb")
+    log.append(cid, turn("q1", "a1", model="solar-pro3", usage={"prompt_tokens": 1, "completion_tokens": 2,
+                                                                 "total_tokens": 3}))
+    log.append(cid, turn("q2", "partial", status="stopped"))
+    log.append(cid, turn("q3", "", status="error", error="HTTP 500"))
+    session = ChatSession()
+    session.turns = session_turns(log.load(log.latest("nb.ipynb")))
+    assert [t.prompt for t in session.turns] == ["q1", "q2", "q3"]
+    assert session.turns[0].usage.total_tokens == 3 and session.turns[2].error == "HTTP 500"
+    assert session.turns[1].created > 1.7e9
+    sent = session.build_messages("q4")
+    assert [m["content"] for m in sent] == ["q1", "a1", "q2", "partial", "q4"]  # error turns are not sent
 
 
 @pytest.mark.parametrize(("content", "match"), [

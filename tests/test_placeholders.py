@@ -131,6 +131,15 @@ def test_summary_lists_each_placeholder_once_in_order():
     assert got.summary() == "filled: {name}, {i} · left as written: {x!r}"
 
 
+def test_merge_gives_one_summary_for_prompt_and_system():
+    prompt = fill("{name} {x}", NS)
+    system = fill("{i} {x} {y}", NS)
+    both = prompt.merge(system)
+    assert both.text == prompt.text
+    assert both.summary() == "filled: {name}, {i} · left as written: {x}, {y}"
+    assert prompt.filled == ["{name}"]  # merge does not change its inputs
+
+
 def test_summary_is_none_when_nothing_looked_like_a_placeholder():
     assert fill("```\n{name}\n```\n{{name}} {}", NS).summary() is None
     assert Filled("x").summary() is None

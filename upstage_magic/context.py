@@ -23,6 +23,7 @@ import math
 import reprlib
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -149,13 +150,16 @@ class _Writer:
         return self.units - self.used
 
 
-def _kind(obj: Any) -> tuple[str, str]:
-    """(library, class name) of ``obj`` for pandas/polars/numpy objects, else ("", "")."""
+def _summariser_key(obj: Any) -> tuple[str, str] | None:
+    """("pandas", "DataFrame") etc. for ``obj`` or a subclass; None for anything else.
+
+    Reads class names and modules only: nothing is imported.
+    """
     for cls in type(obj).__mro__:
-        root = cls.__module__.split(".")[0]
-        if root in ("pandas", "polars", "numpy"):
-            return root, cls.__name__
-    return "", ""
+        key = (cls.__module__.split(".")[0], cls.__name__)
+        if key in _SUMMARISERS:
+            return key
+    return None
 
 
 def _cell(value: Any) -> str:
@@ -301,24 +305,29 @@ def _polars_series(obj: Any, w: _Writer) -> str:
 
 def _numpy_array(obj: Any, w: _Writer) -> str:
     np = sys.modules["numpy"]
+    ma = sys.modules.get("numpy.ma")
+    masked = ma is not None and isinstance(obj, ma.MaskedArray)
     shape = "×".join(_fmt_int(d) for d in obj.shape) or "scalar"
-    w.add(f"shape: ({', '.join(str(d) for d in obj.shape)}), dtype: {obj.dtype}, size: {_fmt_int(obj.size)}",
-          cut_to_fit=True)
+    w.add(f"shape: {tuple(obj.shape)}, dtype: {obj.dtype}, size: {_fmt_int(obj.size)}", cut_to_fit=True)
+    if masked:
+        w.add(f"masked: {_fmt_int(int(ma.count_masked(obj)))}")
     if obj.size and obj.dtype.kind in "iufbmM":
         flat = obj if obj.size <= _MAX_MINMAX_ELEMENTS else np.asarray(obj.flat[:_MAX_MINMAX_ELEMENTS])
         try:
-            if obj.dtype.kind == "f":
-                lo, hi = np.nanmin(flat), np.nanmax(flat)
-                nans = int(np.isnan(flat).sum())
-                extra = f", NaN: {_fmt_int(nans)}"
-            else:
-                lo, hi, extra = flat.min(), flat.max(), ""
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # all-NaN slices, NaT comparisons
+                if obj.dtype.kind == "f":
+                    lo, hi = np.nanmin(flat), np.nanmax(flat)
+                    extra = f", NaN: {_fmt_int(int(np.isnan(flat).sum()))}"
+                else:
+                    lo, hi, extra = flat.min(), flat.max(), ""
             scope = "" if flat is obj else f" (of the first {_fmt_int(_MAX_MINMAX_ELEMENTS)} values)"
             w.add(f"min: {lo}, max: {hi}{extra}{scope}", cut_to_fit=True)
-        except (ValueError, TypeError):  # all-NaN, odd dtypes
+        except (ValueError, TypeError):  # empty after masking, odd dtypes
             pass
     if obj.size:
-        sample = np.array2string(obj, threshold=20, edgeitems=3, max_line_width=100)
+        with np.printoptions(threshold=20, edgeitems=3, linewidth=100):
+            sample = str(obj) if masked else np.array2string(obj)
         w.add("values:")
         lines = sample.splitlines()
         for line in lines[:20]:
@@ -371,10 +380,11 @@ _SUMMARISERS = {
 
 
 def _type_name(obj: Any) -> str:
+    """``pandas.DataFrame`` for the libraries' own classes, else ``module.QualName``."""
     t = type(obj)
-    lib, cls = _kind(obj)
-    if lib and (lib, cls) in _SUMMARISERS:
-        return f"{lib}.{cls}"
+    key = _summariser_key(obj)
+    if key is not None and t.__name__ == key[1] and t.__module__.split(".")[0] == key[0]:
+        return f"{key[0]}.{key[1]}"
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
 
@@ -458,7 +468,8 @@ def summarize(
         if w.units < 40:
             omitted.append(name)
             continue
-        summariser = _SUMMARISERS.get(_kind(obj), _other)
+        key = _summariser_key(obj)
+        summariser = _SUMMARISERS[key] if key is not None else _other
         try:
             brief = summariser(obj, w)
         except Exception as exc:  # noqa: BLE001 - a strange object must not sink the prompt

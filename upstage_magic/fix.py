@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import sysconfig
 import time
 import traceback
@@ -39,6 +40,7 @@ __all__ = [
     "install_error_recorder",
     "is_user_frame",
     "record_exception",
+    "record_last_exception",
     "uninstall_error_recorder",
 ]
 
@@ -176,8 +178,18 @@ def record_exception(
         summary=_mask(summary)[:MAX_MESSAGE_CHARS],
         frames=frames,
         chain=tuple(_mask(c)[:MAX_MESSAGE_CHARS] for c in reversed(chain)),
-        source=source,
+        source=_mask(source),
     )
+
+
+def record_last_exception(shell: Any = None) -> ErrorRecord | None:
+    """The error IPython showed last (``sys.last_value``), for errors from before the
+    recorder was installed; its cell number and source are unknown (the frames name the
+    cells). None if there was none."""
+    exc = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+    if not isinstance(exc, BaseException) or isinstance(exc, KeyboardInterrupt):
+        return None
+    return record_exception(exc, shell=shell)
 
 
 class ErrorLog(Mapping[int, ErrorRecord]):

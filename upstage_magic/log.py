@@ -45,6 +45,7 @@ __all__ = [
     "default_log_path",
     "format_conversations",
     "resolve_log_path",
+    "session_turns",
     "turn_record",
 ]
 
@@ -456,6 +457,30 @@ class ConversationLog:
                 return None
             row = conn.execute(sql, params).fetchone()
         return None if row is None else int(row[0])
+
+
+def session_turns(rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """``session.Turn`` objects from :meth:`ConversationLog.load` rows (for ``%upstage resume``)."""
+    from .events import Usage  # imported here: the log itself does not need the session
+    from .session import Turn
+
+    turns = []
+    for r in rows:
+        created = r.get("created")
+        when = time.time()
+        try:
+            if isinstance(created, str):
+                when = datetime.fromisoformat(created).timestamp()
+            elif isinstance(created, (int, float)):
+                when = float(created)
+        except ValueError:
+            pass
+        turns.append(Turn(
+            prompt=r["prompt"], answer=r["answer"], status=r.get("status") or "done",
+            model=r.get("model"), usage=Usage.from_dict(r["usage"]) if r.get("usage") else None,
+            error=r.get("error"), system=r.get("system"), created=when,
+        ))
+    return turns
 
 
 def format_conversations(rows: list[ConversationSummary], *, width: int = 60) -> str:

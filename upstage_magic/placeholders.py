@@ -59,6 +59,15 @@ class Filled:
     left: list[str] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)
 
+    def merge(self, other: Filled) -> Filled:
+        """This text with ``other``'s filled/left added (one summary for prompt and ``-s``)."""
+        out = Filled(self.text, list(self.filled), list(self.left), dict(self.reasons))
+        out.filled += [p for p in other.filled if p not in out.filled]
+        out.left += [p for p in other.left if p not in out.left]
+        for p, why in other.reasons.items():
+            out.reasons.setdefault(p, why)
+        return out
+
     def summary(self) -> str | None:
         """One quiet line, ``filled: {a}, {b} · left as written: {x!r}``; None if nothing."""
         parts = []
