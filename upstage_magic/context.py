@@ -309,7 +309,7 @@ def _numpy_array(obj: Any, w: _Writer) -> str:
     masked = ma is not None and isinstance(obj, ma.MaskedArray)
     shape = "×".join(_fmt_int(d) for d in obj.shape) or "scalar"
     w.add(f"shape: {tuple(obj.shape)}, dtype: {obj.dtype}, size: {_fmt_int(obj.size)}", cut_to_fit=True)
-    if masked:
+    if masked and ma is not None:
         w.add(f"masked: {_fmt_int(int(ma.count_masked(obj)))}")
     if obj.size and obj.dtype.kind in "iufbmM":
         flat = obj if obj.size <= _MAX_MINMAX_ELEMENTS else np.asarray(obj.flat[:_MAX_MINMAX_ELEMENTS])
