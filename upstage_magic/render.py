@@ -159,7 +159,10 @@ def is_unsafe_url(url: str) -> bool:
 
 
 _LANG_CHARS = re.compile(r"[^\w+#.\-]")
-_HIGHLIGHT_LIMIT = 64 * 1024  # larger code blocks are escaped without highlighting
+# Some Pygments lexers are quadratic in a line's length (measured: 60 KB of ``'\\`` in one
+# js or perl line took 40+ s), so larger blocks and longer lines are shown unhighlighted.
+_HIGHLIGHT_LIMIT = 20_000
+_HIGHLIGHT_LINE_LIMIT = 1000
 
 
 def clean_language(info: str) -> str:
@@ -198,7 +201,7 @@ def _token_class() -> Any:
 
 def highlight_code(code: str, lang: str) -> str:
     """Escaped code, with Pygments ``<span class="k">`` token classes when ``lang`` is known."""
-    lexer_class = _lexer_class(lang) if lang and len(code) <= _HIGHLIGHT_LIMIT else None
+    lexer_class = _lexer_class(lang) if lang and _highlightable(code) else None
     if lexer_class is None:
         return html.escape(code, quote=False)
     try:
@@ -221,6 +224,11 @@ def highlight_code(code: str, lang: str) -> str:
     if run:
         out.append(_span(run_class, "".join(run)))
     return "".join(out)
+
+
+def _highlightable(code: str) -> bool:
+    """Small enough for Pygments to stay fast: bounded size and line length."""
+    return len(code) <= _HIGHLIGHT_LIMIT and max(map(len, code.split("\n"))) <= _HIGHLIGHT_LINE_LIMIT
 
 
 def _span(cls: str, text: str) -> str:
