@@ -823,7 +823,6 @@ CSS = """
 }
 .um-answer a { color: var(--jp-content-link-color, #1a73e8); text-decoration: underline; }
 .um-answer .um-image-link { font-style: italic; }
-.um-answer a.um-image-link::before, .um-answer span.um-image-link::before { content: "\\1F5BC\\FE0E  "; }
 .um-answer .um-math-source { font-family: var(--jp-code-font-family, monospace); }
 .um-answer math[display="block"] { display: block; margin: 0.5em 0; overflow-x: auto; }
 .um-answer .k, .um-answer .kc, .um-answer .kd, .um-answer .kn, .um-answer .kp, .um-answer .kr,
