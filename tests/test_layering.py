@@ -55,10 +55,11 @@ def test_loading_the_magics_module_loads_no_http_widgets_or_markdown():
 def test_render_loads_markdown_it_only_when_used():
     code = (
         "import sys\n"
-        "from upstage_magic.render import safe_markdown\n"
-        "assert 'markdown_it' not in sys.modules\n"
-        "safe_markdown('```\\n<b>\\n```')\n"
-        "assert 'markdown_it' in sys.modules\n"
+        "from upstage_magic.render import render_html\n"
+        "lazy = ['markdown_it', 'nh3', 'pygments', 'latex2mathml']\n"
+        "assert not [m for m in lazy if m in sys.modules], [m for m in lazy if m in sys.modules]\n"
+        "render_html('```python\\n<b>\\n```\\n$x$')\n"
+        "assert all(m in sys.modules for m in lazy)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
