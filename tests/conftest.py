@@ -1,9 +1,15 @@
 """Shared pytest fixtures."""
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import AsyncIterator
 
 import pytest
+
+# The conversation log and the answer cache live under UPSTAGE_MAGIC_HOME: keep the tests'
+# (and their kernels') files out of the user's data directory.
+os.environ["UPSTAGE_MAGIC_HOME"] = tempfile.mkdtemp(prefix="upstage-magic-tests-")
 
 from upstage_magic.emulator import Emulator
 

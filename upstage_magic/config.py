@@ -52,6 +52,10 @@ class SettingsTraits(HasTraits):
     footer = Bool(True, help="Show the one-line footer (model, tokens, speed) under answers.").tag(config=True)
     load_images = Bool(False, help="Show remote images in answers (off: they show as links, so an "
                                    "answer cannot make the browser fetch a URL).").tag(config=True)
+    log_path = Unicode(None, allow_none=True,
+                       help="The conversation log (SQLite): None = the default file under the user's data "
+                            "directory ($UPSTAGE_MAGIC_HOME, else ~/.local/share/upstage-magic/logs.db); "
+                            "'' turns the log off.").tag(config=True)
     display_mode = Enum(["auto", "rich", "plain"], default_value="auto",
                         help="rich = notebook outputs updated in place; plain = text to stdout; "
                              "auto = rich in a Jupyter kernel, plain otherwise.").tag(config=True)

@@ -173,11 +173,11 @@ def footer_text(exchange: Any, status: str) -> str:
     return " · ".join(parts)
 
 
-def thinking_html(reasoning: str, *, done: bool, summary: str = "Thinking…") -> str:
+def thinking_html(reasoning: str, *, done: bool, summary: str = "Thinking…", renderer: Any = None) -> str:
     """The reasoning as a separate, dimmed block: open while streaming, collapsed after."""
     from .render import render_html  # noqa: PLC0415
 
-    body = render_html(reasoning)
+    body = renderer.render(reasoning) if renderer is not None else render_html(reasoning)
     return (f'<details class="um-thinking"{"" if done else " open"}><summary>{html.escape(summary)}</summary>'
             f'<div class="um-thinking-body">{body}</div></details>')
 
@@ -221,7 +221,10 @@ class RichView:
         self.coalescer = Coalescer(self._render_stream, interval=interval)
         from . import render  # noqa: PLC0415
 
-        render.render_html("warm `up`\n```python\nx = 1\n```\n")  # import/build before the request
+        # One renderer per answer: it re-parses only the end of a growing answer.
+        self.renderer = render.AnswerRenderer(load_images=load_images)
+        self._thinking = render.AnswerRenderer()
+        render.render_html("warm `up`\n```python\nx = 1\n```\n$x$")  # imports before the request, not mid-stream
 
     # streaming -------------------------------------------------------------------------
     def changed(self) -> None:
@@ -236,12 +239,14 @@ class RichView:
         ex = self.exchange
         text = ex.text
         if final and not ex.reasoning and not ex.tool_calls:
-            return formats.final_for(self.fmt, text, load_images=self.load_images).bundle
-        bundle = formats.stream_bundle(self.fmt, text, load_images=self.load_images, final=final)
+            return formats.final_for(self.fmt, text, load_images=self.load_images, renderer=self.renderer).bundle
+        bundle = formats.stream_bundle(self.fmt, text, load_images=self.load_images, final=final,
+                                       renderer=self.renderer)
         extra_html, extra_plain = "", ""
         if ex.reasoning:
             reasoning = formats.mask_stream(ex.reasoning)
-            extra_html = thinking_html(reasoning, done=bool(text) or final, summary=self._thinking_summary(final))
+            extra_html = thinking_html(reasoning, done=bool(text) or final, summary=self._thinking_summary(final),
+                                       renderer=self._thinking)
             extra_plain = ""
         if ex.tool_calls:
             calls = formats.mask_stream(tool_calls_text(ex.tool_calls))

@@ -94,11 +94,27 @@ def mask_stream(text: str) -> str:
     return text[: len(text) - k] + "***" if k >= 4 else text[: len(text) - k]
 
 
+# Our own wrappers around rendered answers (thinking, context, tool calls, footer, notes).
+WRAPPER_CSS = """
+.um-answer details.um-thinking, .um-answer details.um-context {
+  margin: 0.25em 0 0.5em; padding: 0.25em 0.6em; border-left: 3px solid var(--jp-border-color1, #ccc);
+  color: var(--jp-content-font-color2, #555);
+}
+.um-answer details > summary { cursor: pointer; font-size: 0.9em; color: var(--jp-content-font-color2, #555); }
+.um-answer .um-thinking-body, .um-answer .um-context-body { font-size: 0.9em; }
+.um-answer .um-tool-calls pre { border-left: 3px solid var(--jp-brand-color1, #1976d2); padding-left: 0.6em; }
+.um-answer .um-footer, .um-answer .um-note {
+  font-size: 0.85em; font-style: italic; color: var(--jp-content-font-color2, #555); margin-top: 0.2em;
+}
+""".strip()
+
+
 def html_bundle(answer_html: str, plain: str) -> dict[str, Any]:
     """A MIME bundle of our sanitised HTML (with the answer stylesheet) and plain text."""
     from .render import CSS  # noqa: PLC0415
 
-    return {"text/html": f'<style>{CSS}</style><div class="um-answer">{answer_html}</div>', "text/plain": plain}
+    return {"text/html": f'<style>{CSS}\n{WRAPPER_CSS}</style><div class="um-answer">{answer_html}</div>',
+            "text/plain": plain}
 
 
 def text_bundle(text: str) -> dict[str, Any]:
@@ -108,26 +124,32 @@ def text_bundle(text: str) -> dict[str, Any]:
     return html_bundle(render_text_html(text), text)
 
 
-def _markdown_bundle(markdown: str, plain: str, *, load_images: bool) -> dict[str, Any]:
+def _markdown_bundle(markdown: str, plain: str, *, load_images: bool, renderer: Any = None) -> dict[str, Any]:
+    if renderer is not None:
+        return html_bundle(renderer.render(markdown), plain)
     from .render import render_html  # noqa: PLC0415
 
     return html_bundle(render_html(markdown, load_images=load_images), plain)
 
 
-def stream_bundle(fmt: str, text: str, *, load_images: bool = False, final: bool = False) -> dict[str, Any]:
+def stream_bundle(fmt: str, text: str, *, load_images: bool = False, final: bool = False,
+                  renderer: Any = None) -> dict[str, Any]:
     """The display of a (partial) answer: rendered Markdown, plain text, or JSON as code.
 
     ``final`` says the text is complete; otherwise a key cut off at the end is masked too.
+    ``renderer`` (a :class:`~upstage_magic.render.AnswerRenderer`, one per answer) reuses
+    the finished blocks of earlier renders of the same answer; the output is identical.
     """
     text = errors.mask_secrets(text) if final else mask_stream(text)
     if fmt == "text":
         return text_bundle(text)
     if fmt == "json":
         return _markdown_bundle(fence(text, "json"), text, load_images=False)
-    return _markdown_bundle(text, text, load_images=load_images)
+    return _markdown_bundle(text, text, load_images=load_images, renderer=renderer)
 
 
-def final_for(fmt: str, text: str, *, load_images: bool = False, schema: Any = None) -> Final:
+def final_for(fmt: str, text: str, *, load_images: bool = False, schema: Any = None,
+              renderer: Any = None) -> Final:
     """The final display and ``-o`` value of a complete answer (secrets masked)."""
     text = errors.mask_secrets(text)
     if fmt == "code":
@@ -150,15 +172,15 @@ def final_for(fmt: str, text: str, *, load_images: bool = False, schema: Any = N
                 return Final(stream_bundle(fmt, text, final=True), None, str(exc))
         pretty = json.dumps(obj, indent=2, ensure_ascii=False)
         return Final(_markdown_bundle(fence(pretty, "json"), pretty, load_images=False), value)
-    return Final(stream_bundle(fmt, text, load_images=load_images, final=True), text)
+    return Final(stream_bundle(fmt, text, load_images=load_images, final=True, renderer=renderer), text)
 
 
 def footer_bundle(line: str, *, notes: list[str] | None = None) -> dict[str, Any]:
     """The one-line footer (and quiet notes under it) as escaped HTML and plain text."""
-    parts = [f'<div class="um-footer">{html.escape(line)}</div>']
+    parts = [f'<div class="um-footer">{html.escape(line)}</div>'] if line else []
     parts += [f'<div class="um-note">{html.escape(n)}</div>' for n in notes or ()]
-    plain = "\n".join([f"[{line}]", *(notes or ())])
-    return {"text/html": "".join(parts), "text/plain": plain}
+    plain = "\n".join(([f"[{line}]"] if line else []) + list(notes or ()))
+    return html_bundle("".join(parts), plain)
 
 
 # ---------------------------------------------------------------------------- Markdown helpers

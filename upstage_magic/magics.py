@@ -20,94 +20,14 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Any as AnyTrait
 from traitlets import link, observe
 
-from . import formats, models, settings
+from . import formats, models, placeholders, settings
 from .config import FORMATS, REASONING_EFFORTS, Settings, SettingsTraits, default_settings
 from .display import PlainView, RichView, footer_text
 from .errors import UpstageError, redact
 from .errors import _display_url as _display_url
 from .session import ChatSession, Exchange, SessionBusyError, default_session, plural
 
-__all__ = ["UpstageMagics", "interpolate", "load_ipython_extension", "unload_ipython_extension"]
-
-
-# ---------------------------------------------------------------------------------------
-# {placeholder} interpolation
-# ---------------------------------------------------------------------------------------
-# Braces are special only around a placeholder: ``{name}``, ``{name.attr}``,
-# ``{name[0]}``, ``{name[key]}`` (chains of these), optionally with ``!r``/``!s``/``!a``
-# and a ``:spec`` without spaces. ``{{placeholder}}`` gives the literal ``{placeholder}``.
-# Every other brace is kept as written, so code and JSON in prompts (``{}``,
-# ``{"a": {"b": 1}}``, ``{x: 1}``, ``{ x }``) pass through unchanged.
-_NAME = r"[A-Za-z_]\w*"
-_FIELD = rf"{_NAME}(?:\.{_NAME}|\[[^\[\]{{}}\s]+\])*"
-_PLACEHOLDER = rf"(?P<field>{_FIELD})(?:!(?P<conv>[rsa]))?(?::(?P<spec>[^{{}}\s]*))?"
-_ESCAPED = rf"(?P<esc>{_FIELD}(?:![rsa])?(?::[^{{}}\s]*)?)"
-_TOKEN_RE = re.compile(rf"\{{\{{{_ESCAPED}\}}\}}|\{{{_PLACEHOLDER}\}}")
-_PART_RE = re.compile(rf"\.(?P<attr>{_NAME})|\[(?P<index>[^\]]+)\]")
-_MISSING = object()
-
-
-def _resolve(field: str, namespace: dict[str, Any], placeholder: str) -> Any:
-    """Value of ``name(.attr|[index])*`` from ``namespace``; no calls, no private names."""
-    m = re.match(_NAME, field)
-    assert m is not None
-    name = m.group(0)
-    value = namespace.get(name, _MISSING)
-    if value is _MISSING:
-        raise UsageError(
-            f"{placeholder} in the prompt: no variable named {name!r} in the notebook. "
-            f"Define it first, write {{{placeholder}}} for literal braces, or use --raw."
-        )
-    if name.startswith("_"):
-        raise UsageError(f"{placeholder}: names starting with '_' are not filled in.")
-    rest = field[m.end():]
-    for part in _PART_RE.finditer(rest):
-        attr, index = part.group("attr"), part.group("index")
-        if attr is not None:
-            if attr.startswith("_"):
-                raise UsageError(f"{placeholder}: attributes starting with '_' are not filled in.")
-            try:
-                value = getattr(value, attr)
-            except AttributeError:
-                raise UsageError(f"{placeholder}: {type(value).__name__} object has no attribute {attr!r}.") from None
-        else:
-            key: Any = int(index) if re.fullmatch(r"-?\d+", index) else index
-            try:
-                value = value[key]
-            except (KeyError, IndexError, TypeError) as exc:
-                msg = f"{placeholder}: cannot look up [{index}] ({type(exc).__name__}: {exc})."
-                if len(index) >= 2 and index[0] == index[-1] and index[0] in "'\"":
-                    msg += (f" Write the key without quotes, as in str.format: "
-                            f"{{{field[:part.start() + m.end()]}[{index[1:-1]}]}}.")
-                raise UsageError(msg) from None
-    return value
-
-
-def interpolate(text: str, namespace: dict[str, Any]) -> str:
-    """Fill ``{placeholders}`` in ``text`` from ``namespace`` (rules above).
-
-    Raises ``UsageError`` for an unknown name, a private name, a failed lookup or a bad
-    format spec.
-    """
-
-    def sub(m: re.Match[str]) -> str:
-        if m.group("esc") is not None:
-            return "{" + m.group("esc") + "}"
-        placeholder = m.group(0)
-        value = _resolve(m.group("field"), namespace, placeholder)
-        conv = m.group("conv")
-        if conv == "r":
-            value = repr(value)
-        elif conv == "s":
-            value = str(value)
-        elif conv == "a":
-            value = ascii(value)
-        try:
-            return format(value, m.group("spec") or "")
-        except (ValueError, TypeError) as exc:
-            raise UsageError(f"{placeholder}: {exc}") from None
-
-    return _TOKEN_RE.sub(sub, text)
+__all__ = ["UpstageMagics", "load_ipython_extension", "unload_ipython_extension"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -138,6 +58,12 @@ class UpstageMagics(Magics, SettingsTraits):
         self._link_settings()
         self._sync_session()
         self.last_exchange: Exchange | None = None
+        #: Errors of the user's cells, for {Err[N]} and %upstage fix (installed on load).
+        self.error_log: Any = None
+        self._log: Any = None  # the ConversationLog, opened on the first answer
+        self._log_failed = False
+        self._conv: int | None = None  # this kernel's conversation id in the log
+        self.session.on_end(self._log_turn)
 
     # -- settings ----------------------------------------------------------------------
     def _link_settings(self) -> None:
@@ -160,7 +86,49 @@ class UpstageMagics(Magics, SettingsTraits):
 
     @observe("max_history", "system_prompt", "session")
     def _on_session_settings(self, change: Any) -> None:
+        if change["name"] == "session":
+            if isinstance(change["old"], ChatSession):
+                change["old"].remove_end_callback(self._log_turn)
+            if isinstance(change["new"], ChatSession):
+                change["new"].on_end(self._log_turn)
+            self._conv = None
         self._sync_session()
+
+    # -- the conversation log ------------------------------------------------------------
+    def _conversation_log(self) -> Any:
+        """The ConversationLog (None when turned off); opened once per kernel."""
+        from . import log  # noqa: PLC0415
+
+        path = log.resolve_log_path(self.log_path)
+        if path is None:
+            return None
+        if self._log is None or getattr(self._log, "path", None) != path:
+            self._log = log.ConversationLog(path)
+        return self._log
+
+    def _log_turn(self, exchange: Exchange) -> None:
+        """Append a finished answer to the conversation log (recorded turns only)."""
+        if not exchange.record or self._log_failed:
+            return
+        from . import log  # noqa: PLC0415
+
+        try:
+            clog = self._conversation_log()
+            if clog is None:
+                return
+            if self._conv is None:
+                self._conv = clog.new_conversation(log.current_notebook(self.shell.user_ns if self.shell else None))
+            options = {k: v for k, v in exchange.options.items() if k not in ("api_key", "base_url", "proxy")}
+            clog.append(self._conv, log.turn_record(exchange, options=options))
+        except (log.LogError, OSError) as exc:
+            self._log_failed = True
+            print(f"Note: the conversation log is off for this kernel ({redact(exc)}). "
+                  "Set UpstageMagics.log_path to a writable file, or '' to turn it off.", file=sys.stderr)
+
+    def _new_conversation(self) -> None:
+        """Forget the conversation; the next answer starts a new one in the log."""
+        self.session.reset()
+        self._conv = None
 
     def _sync_session(self) -> None:
         """Copy max_history and system_prompt into the session ("" clears the prompt)."""
@@ -216,6 +184,19 @@ class UpstageMagics(Magics, SettingsTraits):
     @argument("--no-stream", action="store_true", help="Wait for the whole answer, then show it.")
     @argument("--raw", action="store_true", help="Send the cell as written (no {placeholder} filling).")
     @argument("--base-url", default=None, help="API base URL for this cell.")
+    @argument("--context", default=None, metavar="NAME[,NAME...]",
+              help="Send bounded summaries of these notebook variables (DataFrames: shape, columns, "
+                   "a few rows, nulls; arrays: shape, dtype, range; others: a cut repr).")
+    @argument("--context-budget", type=int, default=2000, metavar="TOKENS",
+              help="Most tokens the --context block may take (default 2000); what is cut is said.")
+    @argument("--dry-run", action="store_true",
+              help="Show exactly what would be sent (messages, options, estimated tokens) and send nothing.")
+    @argument("--map", default=None, metavar="NAME",
+              help="Batch: run the cell as a template once per item of NAME (a list, dict, Series or "
+                   "DataFrame; {item}, {item.col}, {index}); -o gets the answers in order.")
+    @argument("--no-cache", action="store_true", help="With --map: do not use or fill the answer cache.")
+    @argument("--fail-fast", action="store_true", help="With --map: stop at the first failed item.")
+    @argument("--concurrency", type=int, default=None, help="With --map: requests in flight at most.")
     @cell_magic
     def upstage(self, line: str, cell: str) -> None:
         """Ask an Upstage Solar model; the cell body is the prompt.
@@ -224,11 +205,20 @@ class UpstageMagics(Magics, SettingsTraits):
         cell (``--new`` starts afresh, ``--no-history`` asks a one-off question).
 
         Placeholders: ``{name}``, ``{obj.attr}``, ``{seq[0]}``, ``{d[key]}``, with optional
-        ``!r`` and ``:spec`` (no spaces), are filled from the notebook's variables. No
-        calls and no names starting with ``_``. Braces are special only around such a
-        placeholder: ``{{name}}`` gives a literal ``{name}``; anything else in braces (code,
-        JSON, ``{}``) is sent as written. An unknown name is an error; ``--raw`` turns
-        filling off.
+        ``!r`` and ``:spec`` (no spaces), are filled from the notebook's variables, only
+        outside fenced code blocks and inline code (pasted code is sent as written). No
+        calls and no names starting with ``_``; an unknown name is left as written. A quiet
+        line under the answer says what was filled and what was left. ``{{name}}`` gives a
+        literal ``{name}``; ``{In[3]}``, ``{Out[3]}`` and ``{Err[3]}`` (the error of cell 3)
+        work too; ``--raw`` turns filling off.
+
+        Notebook context: ``--context df,arr`` sends bounded summaries of variables (shown
+        collapsed above the answer); ``%upstage fix`` explains the last error and proposes
+        a corrected cell; ``--dry-run`` shows the request and sends nothing.
+
+        Batch: ``%%upstage --map items -o answers`` runs the cell once per item (``{item}``,
+        ``{item.col}``, ``{index}``) at the API's rate limit, with a progress bar, a cache
+        (a re-run sends only what is missing) and ``-f json --schema S`` for typed columns.
 
         Formats: markdown renders the answer (raw HTML in it is shown as text, unsafe
         links dropped, remote images shown as links); text shows it plain; code shows the
@@ -247,8 +237,8 @@ class UpstageMagics(Magics, SettingsTraits):
             %%upstage -f json -o data
             List three planets with their diameters in km.
 
-        Line magic: ``%upstage models | config | history | reset | export PATH | key | chat``
-        (``%upstage help`` says more).
+        Line magic: ``%upstage models | config | history | reset | export PATH | key | chat |
+        fix [N] | log | resume [ID] | import FILE | cache clear`` (``%upstage help`` says more).
         """
         __tracebackhide__ = True
         args = parse_argstring(self.upstage, line)
@@ -265,14 +255,27 @@ class UpstageMagics(Magics, SettingsTraits):
         if args.schema is not None and fmt != "json":
             raise UsageError("--schema works with -f json.")
         ns = self.shell.user_ns if self.shell is not None else {}
+        if args.map is not None:
+            return self._map(cell, args, fmt)
+        if args.no_cache or args.fail_fast or args.concurrency is not None:
+            raise UsageError("--no-cache, --fail-fast and --concurrency work with --map.")
+        filled = placeholders.fill(prompt, ns, raw=args.raw, errors=self.error_log)
         system = args.system
-        if not args.raw:
-            prompt = interpolate(prompt, ns)
-            if system is not None:
-                system = interpolate(system, ns)
-        if args.new:
-            self.session.reset()
-        self.ask(prompt, args=args, fmt=fmt, system=system)
+        if system is not None:
+            filled_system = placeholders.fill(system, ns, raw=args.raw, errors=self.error_log)
+            system = filled_system.text
+            filled = filled.merge(filled_system)
+        block = None
+        if args.context:
+            from . import context  # noqa: PLC0415
+
+            try:
+                block = context.summarize(args.context, ns, budget_tokens=args.context_budget)
+            except (ValueError, TypeError) as exc:
+                raise UsageError(f"--context: {exc}") from None
+        if args.new and not args.dry_run:
+            self._new_conversation()
+        self.ask(filled.text, args=args, fmt=fmt, system=system, context=block, note=filled.summary())
 
     def _schema(self, args: Any) -> Any:
         """The --schema NAME object from the notebook, as a Schema (None without --schema)."""
@@ -321,8 +324,14 @@ class UpstageMagics(Magics, SettingsTraits):
             options["stream"] = False
         return options
 
-    def ask(self, prompt: str, *, args: Any, fmt: str, system: str | None) -> None:
-        """Run one exchange through the session's stream path; show it; raise UsageError on failure."""
+    def ask(self, prompt: str, *, args: Any, fmt: str, system: str | None, context: Any = None,
+            note: str | None = None) -> None:
+        """Run one exchange through the session's stream path; show it; raise on failure.
+
+        ``context`` (a :class:`~upstage_magic.context.ContextBlock`) goes before the prompt in
+        this request only (the recorded question stays the user's text); ``note`` is a
+        quiet line shown under the answer (what the placeholders filled).
+        """
         __tracebackhide__ = True
         provider = self._provider()
         model = self._model(args.model)
@@ -333,11 +342,20 @@ class UpstageMagics(Magics, SettingsTraits):
         if history:
             sent += [str(m.get("content", "")) for m in session.history_messages()]
         sent_text = " ".join(sent)
+        instructions = formats.instruction_for(fmt, sent_text)
+        if args.dry_run:
+            return self._dry_run(prompt, model=model, system=system, history=history, options=options,
+                                 instructions=instructions, context=context, note=note)
+        if context is not None:
+            self._show_context(context)
         try:
             exchange = session.start(prompt, model=model, system=system, history=history, record=history,
-                                     instructions=formats.instruction_for(fmt, sent_text))
+                                     instructions=instructions)
         except SessionBusyError as exc:
             raise UsageError(str(exc)) from None
+        if context is not None:
+            last = exchange.messages[-1]
+            exchange.messages[-1] = {**last, "content": f"{context.text}\n\n{last['content']}"}
         notice = models.retired_notice(model)
         if notice:
             print(f"Note: {notice} Sending it anyway; the server decides.", file=sys.stderr)
@@ -380,6 +398,7 @@ class UpstageMagics(Magics, SettingsTraits):
         show = final if exchange.text else None
         view.finish(show.bundle if show is not None and not exchange.reasoning and not exchange.tool_calls else None,
                     footer_text(exchange, turn.status) if self.footer else None,
+                    notes=[note] if note else None,
                     metadata={"upstage": _output_metadata(exchange)})
         if not exchange.text and not exchange.tool_calls:
             print("(The model returned an empty answer.)", file=sys.stderr)
@@ -392,6 +411,69 @@ class UpstageMagics(Magics, SettingsTraits):
             self.shell.set_next_input(value.rstrip("\n"), replace=False)
         if args.out:
             self.shell.user_ns[args.out] = value
+
+    def _map(self, cell: str, args: Any, fmt: str) -> Any:
+        """``%%upstage --map NAME``: one answer per item, with a progress display."""
+        from . import batch  # noqa: PLC0415
+
+        if args.dry_run or args.context or args.next_cell or args.new:
+            raise UsageError("--map does not combine with --dry-run, --context, -n or --new.")
+        if fmt not in ("text", "markdown", "json"):
+            raise UsageError("--map gives text answers (-f text/markdown) or parsed ones (-f json).")
+        model = self._model(args.model)
+        options = self._request_options(args, "text", model)  # -f json is batch's own business
+        options.pop("stream", None)
+        try:
+            return batch.map_cell(
+                cell.strip("\n"), args.map, self.shell.user_ns, out=args.out, schema=args.schema,
+                model=model, system=args.system or self.session.system_prompt,
+                format="json" if fmt == "json" else "text", cache=not args.no_cache,
+                fail_fast=args.fail_fast, concurrency=args.concurrency, **options)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"--map: {exc}") from None
+        except UpstageError as exc:
+            raise _short(exc) from None
+
+    def _dry_run(self, prompt: str, *, model: str, system: str | None, history: bool, options: dict[str, Any],
+                 instructions: str | None, context: Any, note: str | None) -> None:
+        """Show the request that would be sent; send nothing, record nothing."""
+        from .dryrun import describe_request  # noqa: PLC0415
+        from .session import _add_system  # noqa: PLC0415
+
+        messages = self.session.build_messages(prompt, system=system, history=history)
+        if instructions:
+            _add_system(messages, instructions)
+        if context is not None:
+            messages[-1] = {**messages[-1], "content": f"{context.text}\n\n{messages[-1]['content']}"}
+        report = describe_request(messages, options, model=model)
+        if note:
+            report += "\n" + note
+        self._print(report)
+
+    def _print(self, text: str) -> None:
+        """Plain text to the cell: as escaped preformatted HTML in a notebook, else stdout."""
+        if self._rich():
+            from IPython.display import display  # noqa: PLC0415
+
+            display(formats.text_bundle(text), raw=True)
+        else:
+            print(text)
+
+    def _show_context(self, block: Any) -> None:
+        """The context sent with a question, as a collapsed block above the answer."""
+        if not self._rich():
+            print(f"[context: {block.label}]")
+            return
+        import html as html_mod  # noqa: PLC0415
+
+        from IPython.display import display  # noqa: PLC0415
+
+        from .render import render_html  # noqa: PLC0415
+
+        body = render_html(formats.errors.mask_secrets(block.text))
+        page = (f'<details class="um-context"><summary>Context: {html_mod.escape(block.label)}</summary>'
+                f'<div class="um-context-body">{body}</div></details>')
+        display(formats.html_bundle(page, f"[context: {block.label}]"), raw=True)
 
     # -- %upstage ------------------------------------------------------------------------
     @line_magic("upstage")
@@ -408,6 +490,12 @@ class UpstageMagics(Magics, SettingsTraits):
             %upstage key           enter the API key (kept in memory only)
             %upstage key clear     forget the key entered with %upstage key
             %upstage chat          open the chat widget
+            %upstage fix [N] [-n]  explain the last error (or cell N's) and propose a fix;
+                                   -n puts the corrected code into a new cell
+            %upstage log [--search TEXT]   recent conversations in the log (it outlives the kernel)
+            %upstage resume [ID]   continue a logged conversation (default: this notebook's latest)
+            %upstage import FILE   read a .json export back into the log and resume it
+            %upstage cache clear   empty the batch answer cache (%%upstage --map)
         """
         __tracebackhide__ = True
         import shlex  # noqa: PLC0415
@@ -424,7 +512,7 @@ class UpstageMagics(Magics, SettingsTraits):
         handler: Callable[[list[str]], Any] | None = getattr(self, f"_cmd_{cmd}", None)
         if handler is None:
             raise UsageError(f"%upstage {cmd}: unknown command; try one of models, config, history, "
-                             "reset, export PATH, key, chat.")
+                             "reset, export PATH, key, chat, fix, log, resume, import, cache clear.")
         return handler(rest)
 
     def _cmd_models(self, rest: list[str]) -> None:
@@ -495,7 +583,7 @@ class UpstageMagics(Magics, SettingsTraits):
 
     def _cmd_reset(self, rest: list[str]) -> None:
         n = len(self.session.turns)
-        self.session.reset()
+        self._new_conversation()
         print(f"Conversation cleared ({plural(n, 'turn')} forgotten).")
 
     def _cmd_export(self, rest: list[str]) -> None:
@@ -525,6 +613,87 @@ class UpstageMagics(Magics, SettingsTraits):
             return
         settings.set_api_key(key.strip())
         print("Key set for this session (in memory only; not saved).")
+
+    def _cmd_fix(self, rest: list[str]) -> None:
+        """Explain an error and propose a corrected cell (streams like %%upstage)."""
+        from . import fix  # noqa: PLC0415
+
+        next_cell = "-n" in rest
+        words = [w for w in rest if w != "-n"]
+        if len(words) > 1 or (words and not words[0].isdigit()):
+            raise UsageError("Usage: %upstage fix [N] [-n]   (N: the cell's number; default: the last error)")
+        errors_seen = self.error_log or {}
+        if words:
+            try:
+                record = errors_seen[int(words[0])]
+            except KeyError:
+                raise UsageError(f"%upstage fix {words[0]}: cell {words[0]} raised no error that was recorded "
+                                 f"(the last {len(errors_seen)} errors are kept).") from None
+        else:
+            record = (self.error_log.last() if self.error_log is not None else None) \
+                or fix.record_last_exception(self.shell)
+            if record is None:
+                raise UsageError("%upstage fix: no error yet. Run the failing cell first.")
+        args = parse_argstring(self.upstage, "--no-history" + (" -f code -n" if next_cell else ""))
+        self.ask(fix.build_fix_prompt(record), args=args, fmt="code" if next_cell else "markdown", system=None)
+
+    def _cmd_log(self, rest: list[str]) -> None:
+        from . import log  # noqa: PLC0415
+
+        search = None
+        if rest[:1] == ["--search"] and len(rest) >= 2:
+            search = " ".join(rest[1:])
+        elif rest:
+            raise UsageError("Usage: %upstage log [--search TEXT]")
+        clog = self._conversation_log()
+        if clog is None:
+            print("The conversation log is off (UpstageMagics.log_path is '').")
+            return
+        print(log.format_conversations(clog.recent(20, search=search)))
+        print(f"(log: {clog.path}; %upstage resume ID continues one)")
+
+    def _cmd_resume(self, rest: list[str]) -> None:
+        from . import log  # noqa: PLC0415
+
+        if len(rest) > 1 or (rest and not rest[0].isdigit()):
+            raise UsageError("Usage: %upstage resume [ID]   (ID from %upstage log)")
+        clog = self._conversation_log()
+        if clog is None:
+            raise UsageError("%upstage resume: the conversation log is off (UpstageMagics.log_path is '').")
+        notebook = log.current_notebook(self.shell.user_ns if self.shell else None)
+        cid = int(rest[0]) if rest else (clog.latest(notebook) or clog.latest())
+        rows = clog.load(cid) if cid is not None else []
+        if not rows:
+            raise UsageError("%upstage resume: " + (f"no conversation {cid} in the log." if rest
+                                                     else "the log has no conversation yet."))
+        if self.session.active is not None:
+            raise UsageError("%upstage resume: an answer is streaming; wait for it or stop it first.")
+        self.session.load_turns(log.session_turns(rows))
+        self._conv = cid
+        print(f"Resumed conversation {cid}: {plural(len(rows), 'turn')}. "
+              "The next %%upstage cell (and the chat widget) continues it.")
+
+    def _cmd_import(self, rest: list[str]) -> None:
+        if len(rest) != 1:
+            raise UsageError("Usage: %upstage import FILE.json   (a file %upstage export wrote)")
+        from . import log  # noqa: PLC0415
+
+        clog = self._conversation_log()
+        if clog is None:
+            raise UsageError("%upstage import: the conversation log is off (UpstageMagics.log_path is '').")
+        try:
+            cid = clog.import_json(rest[0], notebook=log.current_notebook(self.shell.user_ns if self.shell else None))
+        except (OSError, ValueError, log.LogError) as exc:
+            raise UsageError(f"%upstage import: {exc}") from None
+        print(f"Imported as conversation {cid}.")
+        self._cmd_resume([str(cid)])
+
+    def _cmd_cache(self, rest: list[str]) -> None:
+        if rest != ["clear"]:
+            raise UsageError("Usage: %upstage cache clear   (empties the batch answer cache)")
+        from .cache import clear_cache  # noqa: PLC0415
+
+        print(f"Answer cache cleared ({plural(clear_cache(), 'answer')} removed).")
 
     def _cmd_chat(self, rest: list[str]) -> None:
         try:
@@ -602,6 +771,9 @@ def load_ipython_extension(ipython: Any) -> None:
         unload_ipython_extension(ipython)
     magics = UpstageMagics(shell=ipython)  # Magics.__init__ adds it to shell.configurables
     ipython.register_magics(magics)
+    from .fix import install_error_recorder  # noqa: PLC0415
+
+    magics.error_log = install_error_recorder(ipython)
     _LOADED[id(ipython)] = magics
 
 
@@ -611,6 +783,10 @@ def unload_ipython_extension(ipython: Any) -> None:
     if magics is None:
         return
     magics._unlink_settings()
+    magics.session.remove_end_callback(magics._log_turn)
+    from .fix import uninstall_error_recorder  # noqa: PLC0415
+
+    uninstall_error_recorder(ipython)
     mm = ipython.magics_manager
     for kind, name in (("cell", "upstage"), ("line", "upstage")):
         table = mm.magics.get(kind, {})

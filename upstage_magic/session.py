@@ -145,6 +145,7 @@ class Exchange:
         self.error: BaseException | None = None
         self.turn: Turn | None = None
         self.tool_calls: list[Any] = []
+        self.options: dict[str, Any] = {}
         self.chunks = 0
         self.reasoning_chunks = 0
         self.streamed = True
@@ -227,6 +228,7 @@ class Exchange:
         re-raised after the turn is recorded.
         """
         options = options or {}
+        self.options = dict(options)
         self.streamed = options.get("stream", True) is not False
         agen: Any = provider.create_async_generator(self.model, self.messages, **options)
         if inspect.isawaitable(agen) and not hasattr(agen, "__anext__"):
@@ -361,6 +363,7 @@ class ChatSession:
         #: The recorded answer streaming now, if any (one at a time).
         self.active: Exchange | None = None
         self._callbacks: list[Callable[[ChatSession], Any]] = []
+        self._end_callbacks: list[Callable[[Exchange], Any]] = []
         self._lock = threading.RLock()
 
     # -- messages --------------------------------------------------------------------
@@ -444,6 +447,34 @@ class ChatSession:
             self.estimated_tokens += turn.estimated_tokens
         if exchange.record:
             self._notify()
+        for cb in list(self._end_callbacks):
+            try:
+                cb(exchange)
+            except Exception:  # a broken listener (e.g. a full disk for the log) must not break the answer
+                import logging
+
+                logging.getLogger(__name__).exception("ChatSession end callback failed")
+
+    def on_end(self, callback: Callable[[Exchange], Any]) -> None:
+        """Call ``callback(exchange)`` after every answer ends (recorded or one-off)."""
+        self._end_callbacks.append(callback)
+
+    def remove_end_callback(self, callback: Callable[[Exchange], Any]) -> None:
+        """Stop calling ``callback`` after answers."""
+        if callback in self._end_callbacks:
+            self._end_callbacks.remove(callback)
+
+    def load_turns(self, turns: list[Turn]) -> None:
+        """Replace the conversation with ``turns`` (a resumed one): totals rebuilt, listeners told."""
+        with self._lock:
+            self.turns = list(turns)
+            total = Usage()
+            for t in self.turns:
+                if t.usage is not None:
+                    total = total + t.usage
+            self.usage = total
+            self.estimated_tokens = sum(t.estimated_tokens for t in self.turns)
+        self._notify()
 
     def reset(self) -> None:
         """Forget all turns and usage totals (keeps system prompt and settings)."""
