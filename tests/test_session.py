@@ -206,3 +206,16 @@ def test_extend_matches_add_item_by_item():
     assert many.first_token_at is not None
     assert many.finish().status == "length"
     assert ChatSession().start("q", model="m").extend(["", FinishReason("stop")]) == ""
+
+
+def test_markdown_export_shows_raw_html_as_text():
+    from markdown_it import MarkdownIt
+
+    s = ChatSession()
+    ex = s.start("<img src=x onerror=alert(1)>", model="m")
+    ex.add('Hi <script>alert(1)</script> [x](javascript:alert(1))\n\n```~~~\n<b>code</b>\n```\n')
+    ex.finish()
+    md = s.export_markdown()
+    page = MarkdownIt("commonmark", {"html": True}).render(md)  # a viewer that allows raw HTML
+    assert "<script" not in page and "<img" not in page and "href=\"javascript" not in page
+    assert "&lt;b&gt;code&lt;/b&gt;" in page  # the code block is still code

@@ -512,18 +512,24 @@ class ChatSession:
 
     # -- export ----------------------------------------------------------------------
     def export_markdown(self) -> str:
-        """The conversation as Markdown (every turn; registered secrets masked)."""
+        """The conversation as Markdown (every turn; registered secrets masked).
+
+        Raw HTML in prompts and answers is escaped and unsafe links are dropped
+        (``render.export_markdown_text``), so any Markdown viewer shows it as text.
+        """
+        from .render import export_markdown_text as md  # noqa: PLC0415
+
         lines = ["# Upstage chat", ""]
         if self.system_prompt:
-            lines += ["**System:** " + self.system_prompt, ""]
+            lines += ["**System:** " + md(self.system_prompt), ""]
         for i, t in enumerate(self.turns, 1):
-            lines += [f"## {i}. You", "", t.prompt, ""]
-            label = t.model or "assistant"
-            lines += [f"### {label}", "", t.answer or "_(no answer)_", ""]
+            lines += [f"## {i}. You", "", md(t.prompt), ""]
+            label = md(t.model or "assistant")
+            lines += [f"### {label}", "", md(t.answer) if t.answer else "_(no answer)_", ""]
             if t.status != "done":
                 note = {"stopped": "stopped by the user (partial answer)",
                         "length": "cut at max_tokens",
-                        "error": f"error: {t.error}"}.get(t.status, t.status)
+                        "error": f"error: {md(t.error or '')}"}.get(t.status, t.status)
                 lines += [f"_({note})_", ""]
         lines.append(f"_Total: {self.totals_text()}._")
         return mask_secrets("\n".join(lines) + "\n")
