@@ -538,3 +538,24 @@ def test_models_listing_is_grouped_and_cached(shell, magics, fake, capsys):
     assert len(calls) == 1  # the live list is cached per provider and base URL
     line(shell, "models --refresh")
     assert len(calls) == 2
+
+
+def test_each_answer_is_logged_once_and_resume_restores_it(shell, magics, fake, capsys, tmp_path):
+    magics.log_path = str(tmp_path / "logs.db")
+    try:
+        magics._new_conversation()
+        cell(shell, "", "first question")
+        cell(shell, "", "second question")
+        cell(shell, "--no-history", "a one-off")  # not part of the conversation: not logged
+        line(shell, "reset")
+        assert magics.session.turns == []
+        line(shell, "resume")
+        assert [t.prompt for t in magics.session.turns] == ["first question", "second question"]
+        cell(shell, "", "third")
+        assert [m["content"] for m in fake.calls[-1]["messages"] if m["role"] == "user"] == [
+            "first question", "second question", "third"]
+        line(shell, "log")
+        out = capsys.readouterr().out
+        assert "first question" in out and "logs.db" in out
+    finally:
+        magics.log_path = None

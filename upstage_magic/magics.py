@@ -462,7 +462,7 @@ class UpstageMagics(Magics, SettingsTraits):
     def _show_context(self, block: Any) -> None:
         """The context sent with a question, as a collapsed block above the answer."""
         if not self._rich():
-            print(f"[context: {block.label}]")
+            print(f"[{block.label}]")
             return
         import html as html_mod  # noqa: PLC0415
 
@@ -471,9 +471,9 @@ class UpstageMagics(Magics, SettingsTraits):
         from .render import render_html  # noqa: PLC0415
 
         body = render_html(formats.errors.mask_secrets(block.text))
-        page = (f'<details class="um-context"><summary>Context: {html_mod.escape(block.label)}</summary>'
+        page = (f'<details class="um-context"><summary>{html_mod.escape(block.label)}</summary>'
                 f'<div class="um-context-body">{body}</div></details>')
-        display(formats.html_bundle(page, f"[context: {block.label}]"), raw=True)
+        display(formats.html_bundle(page, f"[{block.label}]"), raw=True)
 
     # -- %upstage ------------------------------------------------------------------------
     @line_magic("upstage")

@@ -456,8 +456,9 @@ class ChatSession:
                 logging.getLogger(__name__).exception("ChatSession end callback failed")
 
     def on_end(self, callback: Callable[[Exchange], Any]) -> None:
-        """Call ``callback(exchange)`` after every answer ends (recorded or one-off)."""
-        self._end_callbacks.append(callback)
+        """Call ``callback(exchange)`` after every answer ends (recorded or one-off); once each."""
+        if callback not in self._end_callbacks:
+            self._end_callbacks.append(callback)
 
     def remove_end_callback(self, callback: Callable[[Exchange], Any]) -> None:
         """Stop calling ``callback`` after answers."""
