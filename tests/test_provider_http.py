@@ -201,7 +201,8 @@ async def test_default_url_headers_and_real_role_messages(m):
     assert headers["Authorization"] == f"Bearer {KEY}"
     assert headers["Accept"] == "text/event-stream"
     assert headers["Content-Type"] == "application/json"
-    assert sent_body(m) == {"model": "solar-pro3", "messages": MESSAGES, "stream": True}
+    assert sent_body(m) == {"model": "solar-pro3", "messages": MESSAGES, "stream": True,
+                            "stream_options": {"include_usage": True}}
 
 
 async def test_base_url_argument(m):
@@ -233,7 +234,7 @@ async def test_options_present_and_none_omitted(m):
     assert body["temperature"] == 0.2 and body["top_p"] == 0.9 and body["max_tokens"] == 50
     assert body["stop"] == ["\n\n"] and body["reasoning_effort"] == "high" and body["response_format"] == fmt
     await collect(temperature=None, top_p=None, max_tokens=None, stop=None, reasoning_effort=None)
-    assert set(sent_body(m, index=1)) == {"model", "messages", "stream"}
+    assert set(sent_body(m, index=1)) == {"model", "messages", "stream", "stream_options"}
 
 
 async def test_unknown_kwargs_pass_through(m):
@@ -250,11 +251,15 @@ async def test_unknown_kwargs_pass_through(m):
 @pytest.mark.parametrize(
     ("given", "sent"),
     [
-        ("solar", "solar-pro3"),
-        ("solar-1-mini-chat", "solar-mini"),
-        ("solar-1-mini-chat-ja", "solar-mini"),
-        ("", "solar-pro3"),
-        (None, "solar-pro3"),
+        ("solar", "solar-pro4"),
+        ("solar-pro", "solar-pro4"),
+        ("solar-mini", "solar-mini4"),
+        ("solar-1-mini-chat", "solar-mini4"),
+        ("solar-1-mini-chat-ja", "solar-mini4"),
+        ("", "solar-pro4"),
+        (None, "solar-pro4"),
+        ("solar-pro3", "solar-pro3"),
+        ("solar-pro2", "solar-pro2"),
         ("solar-pro4", "solar-pro4"),
         ("solar-pro4-260806", "solar-pro4-260806"),
         ("my-own-model", "my-own-model"),
@@ -271,10 +276,10 @@ async def test_env_default_model_read_at_call_time(m, monkeypatch):
     ok(m)
     monkeypatch.setenv("UPSTAGE_MODEL", "solar-mini")
     await collect(model=None)
-    monkeypatch.setenv("UPSTAGE_MODEL", "solar-pro4")
+    monkeypatch.setenv("UPSTAGE_MODEL", "solar-pro3")
     await collect(model="")
-    assert [json.loads(c.kwargs["data"])["model"] for c in calls(m)] == ["solar-mini", "solar-pro4"]
-    assert Upstage.default_model == "solar-pro3"
+    assert [json.loads(c.kwargs["data"])["model"] for c in calls(m)] == ["solar-mini4", "solar-pro3"]
+    assert Upstage.default_model == "solar-pro4"
 
 
 async def test_proxy_and_timeouts_per_request(m):

@@ -97,11 +97,12 @@ async def test_request_carries_roles_options_and_auth(emulator_env: Emulator) ->
         {"role": "assistant", "content": "ok"},
         {"role": "user", "content": "second"},
     ]
-    items = await collect("solar-mini", msgs, temperature=0.2, top_p=0.9, stop=["\n\n\n"], seed=7)
+    items = await collect("solar-pro3", msgs, temperature=0.2, top_p=0.9, stop=["\n\n\n"], seed=7)
     assert "You asked: second" in text_of(items) and "Turn 2" in text_of(items)
     (req,) = emulator_env.requests
     assert req["messages"] == msgs
-    assert req["model"] == "solar-mini" and req["stream"] is True
+    assert req["model"] == "solar-pro3" and req["stream"] is True
+    assert req["stream_options"] == {"include_usage": True}
     assert (req["temperature"], req["top_p"], req["stop"], req["seed"]) == (0.2, 0.9, ["\n\n\n"], 7)
     assert req["has_auth"] is True
     assert TEST_KEY not in json.dumps(emulator_env.requests)
