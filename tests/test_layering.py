@@ -30,7 +30,7 @@ def test_helper_sees_heavy_imports():
 
 PURE = ["upstage_magic", "upstage_magic.sse", "upstage_magic.errors", "upstage_magic.events",
         "upstage_magic.render", "upstage_magic.session", "upstage_magic.settings",
-        "upstage_magic.display", "upstage_magic.providers.base"]
+        "upstage_magic.display", "upstage_magic.providers.base", "upstage_magic.providers.wire"]
 
 
 @pytest.mark.parametrize("module", PURE)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
     "UpstageError",
@@ -333,19 +332,19 @@ def display_url(url: str | None) -> str | None:
     """``url`` as it may be shown: no query string, fragment or user:password part.
 
     Every URL that reaches a message, a repr or printed output goes through this
-    (None if ``url`` is empty).
+    (None if ``url`` is empty). Conservative on odd input: everything up to the last ``@``
+    is dropped, so a password holding ``/``, ``?`` or ``#`` is never shown in part.
     """
     if not url:
         return None
-    try:
-        parts = urlsplit(str(url))
-        netloc = parts.netloc.rpartition("@")[2]
-        return urlunsplit((parts.scheme, netloc, parts.path, "", "")) or None
-    except ValueError:
-        text = str(url).split("?", 1)[0].split("#", 1)[0]
-        scheme, sep, rest = text.rpartition("://")
-        host, slash, path = rest.partition("/")
-        return (scheme + sep + host.rpartition("@")[2] + slash + path) or None
+    text = str(url)
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "", text
+    rest = rest.rpartition("@")[2]
+    for mark in ("?", "#"):
+        rest = rest.split(mark, 1)[0]
+    return (scheme + sep + rest) or None
 
 
 _display_url = display_url  # the old private name

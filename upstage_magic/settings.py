@@ -7,7 +7,6 @@ so changing ``os.environ`` in a running kernel takes effect at once.
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit
 
 from .errors import InvalidAPIKeyError, UpstageError, display_url, register_secret
 
@@ -53,7 +52,7 @@ def check_api_key(key: str, *, source: str = "The API key") -> Secret:
     copying, two keys pasted together) raises ``InvalidAPIKeyError``, whose message
     never shows the key. ``source`` names where the key came from, for that message.
     """
-    key = key.strip()
+    key = Secret(key.strip())  # masked in this frame's locals (verbose tracebacks)
     register_secret(key)
     bad = next((i for i, ch in enumerate(key) if ch.isspace() or not ch.isprintable()), None)
     if bad is not None:
@@ -63,7 +62,7 @@ def check_api_key(key: str, *, source: str = "The API key") -> Secret:
             f"{source} contains {what} (character {bad + 1} of {len(key)}), so it cannot be "
             "a valid key; it was not used."
         )
-    return Secret(key)
+    return key
 
 
 def set_api_key(key: str | None) -> None:
@@ -73,6 +72,7 @@ def set_api_key(key: str | None) -> None:
     characters inside.
     """
     global _api_key
+    key = Secret(key) if key else None  # masked in this frame's locals
     _api_key = check_api_key(key, source="The key given") if key and key.strip() else None
 
 
@@ -84,8 +84,8 @@ def get_api_key() -> Secret | None:
     """
     if _api_key:
         return _api_key
-    env = os.environ.get("UPSTAGE_API_KEY", "").strip()
-    if env:
+    env = Secret(os.environ.get("UPSTAGE_API_KEY", ""))  # masked in this frame's locals
+    if env.strip():
         return check_api_key(env, source="UPSTAGE_API_KEY")
     return None
 
@@ -136,17 +136,12 @@ class SecretURL(str):
 
 
 def _has_credentials(url: str) -> bool:
-    """Whether ``url`` has a user:password part (its password is registered as a secret)."""
-    authority = url.split("://", 1)[-1].split("/", 1)[0]
-    if "@" not in authority:
+    """Whether ``url`` has a user:password part (any ``@``); if so its parts become secrets."""
+    if "@" not in url:
         return False
-    userinfo = authority.rpartition("@")[0]
+    userinfo = url.partition("://")[2].rpartition("@")[0] or url.rpartition("@")[0]
     register_secret(userinfo)
     register_secret(userinfo.partition(":")[2])
-    try:
-        register_secret(urlsplit(url).password)
-    except ValueError:
-        pass
     return True
 
 

@@ -176,6 +176,7 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
         breaks off raises after the text that already arrived has been yielded.
         """
         __tracebackhide__ = True  # noqa: F841 - IPython/pytest: this frame holds the key
+        api_key = Secret(api_key) if api_key else None  # masked in this frame's locals
         key = _api_key(api_key)
         api_key = None  # only the masked copy stays in this frame
         base_url = SecretURL(base_url) if base_url else None  # its repr hides credentials
@@ -274,6 +275,7 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
     ) -> list[str]:
         """The model ids the key can use (``GET {base_url}/models``)."""
         __tracebackhide__ = True  # noqa: F841 - this frame holds the key
+        api_key = Secret(api_key) if api_key else None  # masked in this frame's locals
         key = _api_key(api_key)
         api_key = None
         base_url = SecretURL(base_url) if base_url else None
