@@ -6,7 +6,11 @@ from typing import Any
 
 import pytest
 
-from upstage_magic.errors import IncompleteStreamError, MalformedEventError, StreamErrorEvent
+from upstage_magic.errors import (
+    IncompleteStreamError,
+    MalformedEventError,
+    StreamErrorEvent,
+)
 from upstage_magic.events import FinishReason, Reasoning, ToolCall, Usage
 from upstage_magic.providers.wire import StreamParser, parse_completion
 from upstage_magic.sse import ServerSentEvent

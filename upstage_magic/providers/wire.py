@@ -206,25 +206,26 @@ class StreamParser:
             return
         loads = json.loads
         think = self._think
+        plain = think.state == _ANSWER  # content needs no <think> check any more
         if not self.seen_event:
             events = list(events)
             self.seen_event = bool(events)
         for data in events:
-            if data.__class__ is str:
-                try:
-                    obj = loads(data)  # type: ignore[arg-type]
-                except ValueError as exc:
-                    if data == "[DONE]":
-                        self.done = True
-                        return
-                    raise malformed(data, exc) from None  # type: ignore[arg-type]
-            elif isinstance(data, ServerSentEvent):
-                obj = self._typed(data)
-                if obj is None:
+            try:
+                obj = loads(data)  # type: ignore[arg-type]
+            except ValueError as exc:
+                if data == "[DONE]":
                     self.done = True
                     return
-            else:
-                obj = data
+                raise malformed(data, exc) from None  # type: ignore[arg-type]
+            except TypeError:  # not text: an SSE event with a type/id, or a parsed object
+                if isinstance(data, ServerSentEvent):
+                    obj = self._typed(data)
+                    if obj is None:
+                        self.done = True
+                        return
+                else:
+                    obj = data
             if obj.__class__ is not dict:
                 raise malformed(_text_of(data), shape=True)
             choices = obj.get("choices")
@@ -235,10 +236,11 @@ class StreamParser:
                 delta = choice.get("delta")
                 if delta:
                     content = delta.get("content") if delta.__class__ is dict else None
-                    if content and content.__class__ is str and len(delta) == 1 and think.state == _ANSWER:
+                    if plain and content and content.__class__ is str and len(delta) == 1:
                         yield content  # the hot path: a text-only delta
                     else:
                         yield from self._delta(delta, data)
+                        plain = think.state == _ANSWER
                 reason = choice.get("finish_reason")
                 if reason:
                     if not isinstance(reason, str):
