@@ -1,7 +1,8 @@
 """The one exception tree of upstage-magic.
 
 Pure module: no aiohttp, no IPython. Third-party errors are mapped onto this tree in
-exactly one place (``providers/upstage.py``) with ``raise ... from exc``.
+exactly one place (``providers/upstage.py``: ``TRANSPORT_ERRORS`` and
+``map_transport_error``), with the third-party tracebacks dropped.
 
 ::
 

@@ -168,8 +168,10 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
         """Stream a chat completion.
 
         Yields ``str`` text deltas, ``Reasoning`` pieces, ``ToolCall``s (complete, when the
-        answer finishes), ``FinishReason`` and, last, ``Usage``, in stream order. ``messages`` are sent as real role messages (a plain
-        string is taken as one user message). Options that are ``None`` are left out of
+        answer finishes), ``FinishReason`` and, last, ``Usage``, in stream order.
+        ``messages`` are sent as real role messages (a plain string is taken as one user
+        message). When streaming, ``stream_options: {"include_usage": true}`` is sent
+        (see the module docstring for servers that refuse it). Options that are ``None`` are left out of
         the request; unknown keyword arguments are passed into the request body as given.
         ``stream=False`` yields the whole answer once. ``timeout`` is the idle time allowed
         between reads, in seconds. Raises a subclass of ``UpstageError``; a stream that
