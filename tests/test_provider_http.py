@@ -808,3 +808,11 @@ async def test_tool_call_answer_is_not_empty(m):
     ok(m, body=body)
     items = await collect()
     assert items == [ToolCall("lookup", '{"q": "solar"}', "call_9", 0), FinishReason("tool_calls")]
+
+
+async def test_invalid_url_is_shown_through_display_url(m):
+    exc = aiohttp.InvalidURL("http://host:99999999/v1?token=abc#frag")
+    m.post(CHAT, exception=exc)
+    with pytest.raises(errors.APIConnectionError) as info:
+        await collect(max_retries=0)
+    assert "http://host:99999999/v1" in str(info.value) and "token" not in str(info.value)

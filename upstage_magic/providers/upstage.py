@@ -65,6 +65,7 @@ from ..errors import (
     MalformedEventError,
     MissingAPIKeyError,
     UpstageError,
+    display_url,
     register_secret,
     status_error,
 )
@@ -561,8 +562,9 @@ def _transport_error(exc: BaseException, *, started: bool) -> tuple[UpstageError
     if isinstance(exc, aiohttp.ClientConnectorError):
         return APIConnectionError(f"Could not connect to the Upstage API ({detail})."), True
     if isinstance(exc, (aiohttp.InvalidURL, getattr(aiohttp, "NonHttpUrlClientError", aiohttp.InvalidURL))):
+        shown = display_url(str(getattr(exc, "url", "") or "")) or "?"
         return APIConnectionError(
-            f"Invalid API URL ({detail}).",
+            f"Invalid API URL ({type(exc).__name__}: {shown}).",
             hint="Check UPSTAGE_BASE_URL / base_url: it should look like https://api.upstage.ai/v1.",
         ), False
     if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionError)):
