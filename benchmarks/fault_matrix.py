@@ -643,7 +643,7 @@ class WidgetRunner(_KernelRunner):
         if state["task_exc"]:
             obs.problems.append(f"the send task raised {state['task_exc']}")
         self.ctl.reset()
-        k.run("_fm_w.max_tokens.value = 0\n_fm_w.model_dropdown.value = 'solar-mini'")
+        k.run("_fm_w.max_tokens.value = 0\n_fm_w.model_dropdown.value = 'solar-pro3'")
         nxt = k.json(f"_fm_task = _fm_w.send({NEXT_PROMPT!r})\n"
                      "await _fm_asyncio.wait({_fm_task}, timeout=100)\n"
                      "_fm_t = _fm_session().turns\n"

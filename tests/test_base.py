@@ -63,18 +63,19 @@ def test_upstage_get_model(monkeypatch):
     from upstage_magic.providers import Upstage
 
     monkeypatch.delenv("UPSTAGE_MODEL", raising=False)
-    assert Upstage.get_model("") == Upstage.default_model == "solar-pro3"
-    assert Upstage.get_model("solar") == "solar-pro3"
-    assert Upstage.get_model("solar-1-mini-chat") == "solar-mini"
+    assert Upstage.get_model("") == Upstage.default_model == "solar-pro4"
+    assert Upstage.get_model("solar") == "solar-pro4"
+    assert Upstage.get_model("solar-1-mini-chat") == "solar-mini4"
+    assert Upstage.get_model("solar-mini") == "solar-mini4"
     assert Upstage.get_model("solar-pro4") == "solar-pro4"
     assert Upstage.get_model("Solar-Typo") == "Solar-Typo"
     monkeypatch.setenv("UPSTAGE_MODEL", "solar-pro2")
     assert Upstage.get_model(None) == "solar-pro2"
     monkeypatch.setenv("UPSTAGE_MODEL", "solar-1-mini-chat")
-    assert Upstage.get_model(None) == "solar-mini"
-    for name in ("solar-pro4", "solar-pro3", "solar-pro2", "solar-mini", "solar-pro",
-                 "solar-1-mini-chat", "solar-1-mini-chat-ja"):
-        assert name in Upstage.models
+    assert Upstage.get_model(None) == "solar-mini4"
+    assert Upstage.models == ["solar-pro4", "solar-mini4", "syn-pro", "solar-pro3"]
+    for name in ("solar", "solar-pro", "solar-mini", "solar-1-mini-chat", "solar-1-mini-chat-ja"):
+        assert Upstage.model_aliases[name] in Upstage.models  # legacy names reach current models
     assert Upstage.working is True
     assert Upstage.api_endpoint == "https://api.upstage.ai/v1/chat/completions"
 
@@ -85,17 +86,20 @@ def test_settings(monkeypatch):
     monkeypatch.setattr(settings, "_api_key", None)
     monkeypatch.delenv("UPSTAGE_API_KEY", raising=False)
     monkeypatch.delenv("UPSTAGE_BASE_URL", raising=False)
+    monkeypatch.delenv("UPSTAGE_API_BASE", raising=False)
     monkeypatch.delenv("UPSTAGE_MODEL", raising=False)
     assert settings.get_api_key() is None
     assert settings.get_base_url() == "https://api.upstage.ai/v1"
-    assert settings.get_default_model() == "solar-pro3"
+    assert settings.get_default_model() == "solar-pro4"
     monkeypatch.setenv("UPSTAGE_API_KEY", "test-key-ENV")
     assert settings.get_api_key() == "test-key-ENV"
     settings.set_api_key("test-key-MEM")
     assert settings.get_api_key() == "test-key-MEM"
     settings.set_api_key(None)
     assert settings.get_api_key() == "test-key-ENV"
-    monkeypatch.setenv("UPSTAGE_BASE_URL", "http://127.0.0.1:8000/v1/")
+    monkeypatch.setenv("UPSTAGE_API_BASE", "https://api.upstage.ai/v1/solar")  # langchain's name
+    assert settings.get_base_url() == "https://api.upstage.ai/v1/solar"
+    monkeypatch.setenv("UPSTAGE_BASE_URL", "http://127.0.0.1:8000/v1/")  # ours wins
     assert settings.get_base_url() == "http://127.0.0.1:8000/v1"
     monkeypatch.setenv("UPSTAGE_MODEL", "solar-mini")
     assert settings.get_default_model() == "solar-mini"

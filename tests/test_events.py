@@ -21,3 +21,19 @@ def test_usage_reads_details_and_adds_up():
 
 def test_finish_reason_length_means_truncated():
     assert FinishReason("length").truncated and not FinishReason("stop").truncated
+
+
+def test_tool_call_is_a_value_with_its_arguments():
+    from upstage_magic.events import StreamEvent, ToolCall
+
+    call = ToolCall(name="get_weather", arguments='{"city": "Seoul"}', id="call_1")
+    assert call == ToolCall("get_weather", '{"city": "Seoul"}', "call_1", 0, "function")
+    assert str(call) == 'get_weather({"city": "Seoul"})'
+    assert call.parsed_arguments() == {"city": "Seoul"}
+    assert ToolCall("now").parsed_arguments() == {}
+    with pytest.raises(ValueError):
+        ToolCall("f", "{not json").parsed_arguments()
+    assert not isinstance(call, str)
+    assert ToolCall in StreamEvent.__args__  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError):
+        call.name = "other"  # type: ignore[misc]

@@ -30,9 +30,9 @@ def test_helper_sees_heavy_imports():
 
 PURE = ["upstage_magic", "upstage_magic.sse", "upstage_magic.errors", "upstage_magic.events",
         "upstage_magic.render", "upstage_magic.session", "upstage_magic.settings",
-        "upstage_magic.display", "upstage_magic.providers.base", "upstage_magic.models",
-        "upstage_magic.schema", "upstage_magic.cache", "upstage_magic.batch", "upstage_magic.progress",
-        "upstage_magic.config", "upstage_magic.formats", "upstage_magic.placeholders",
+        "upstage_magic.display", "upstage_magic.providers.base", "upstage_magic.providers.wire",
+        "upstage_magic.models", "upstage_magic.schema", "upstage_magic.cache", "upstage_magic.batch",
+        "upstage_magic.progress", "upstage_magic.config", "upstage_magic.formats", "upstage_magic.placeholders",
         "upstage_magic.context", "upstage_magic.fix", "upstage_magic.log", "upstage_magic.dryrun"]
 
 

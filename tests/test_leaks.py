@@ -271,6 +271,7 @@ def _all_errors() -> list[BaseException]:
     out: list[BaseException] = [
         e.UpstageError(msg, hint=f"hint {KEY}"),
         e.MissingAPIKeyError(msg),
+        e.InvalidAPIKeyError(msg),
         e.APIConnectionError(msg),
         e.APITimeoutError(msg),
         e.StreamError(msg),

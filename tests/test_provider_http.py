@@ -22,7 +22,7 @@ from aioresponses import core as aioresponses_core
 from yarl import URL
 
 from upstage_magic import errors, settings
-from upstage_magic.events import FinishReason, Reasoning, Usage
+from upstage_magic.events import FinishReason, Reasoning, ToolCall, Usage
 from upstage_magic.providers import Upstage
 from upstage_magic.providers import upstage as upstage_mod
 
@@ -201,7 +201,8 @@ async def test_default_url_headers_and_real_role_messages(m):
     assert headers["Authorization"] == f"Bearer {KEY}"
     assert headers["Accept"] == "text/event-stream"
     assert headers["Content-Type"] == "application/json"
-    assert sent_body(m) == {"model": "solar-pro3", "messages": MESSAGES, "stream": True}
+    assert sent_body(m) == {"model": "solar-pro3", "messages": MESSAGES, "stream": True,
+                            "stream_options": {"include_usage": True}}
 
 
 async def test_base_url_argument(m):
@@ -233,7 +234,7 @@ async def test_options_present_and_none_omitted(m):
     assert body["temperature"] == 0.2 and body["top_p"] == 0.9 and body["max_tokens"] == 50
     assert body["stop"] == ["\n\n"] and body["reasoning_effort"] == "high" and body["response_format"] == fmt
     await collect(temperature=None, top_p=None, max_tokens=None, stop=None, reasoning_effort=None)
-    assert set(sent_body(m, index=1)) == {"model", "messages", "stream"}
+    assert set(sent_body(m, index=1)) == {"model", "messages", "stream", "stream_options"}
 
 
 async def test_unknown_kwargs_pass_through(m):
@@ -250,11 +251,15 @@ async def test_unknown_kwargs_pass_through(m):
 @pytest.mark.parametrize(
     ("given", "sent"),
     [
-        ("solar", "solar-pro3"),
-        ("solar-1-mini-chat", "solar-mini"),
-        ("solar-1-mini-chat-ja", "solar-mini"),
-        ("", "solar-pro3"),
-        (None, "solar-pro3"),
+        ("solar", "solar-pro4"),
+        ("solar-pro", "solar-pro4"),
+        ("solar-mini", "solar-mini4"),
+        ("solar-1-mini-chat", "solar-mini4"),
+        ("solar-1-mini-chat-ja", "solar-mini4"),
+        ("", "solar-pro4"),
+        (None, "solar-pro4"),
+        ("solar-pro3", "solar-pro3"),
+        ("solar-pro2", "solar-pro2"),
         ("solar-pro4", "solar-pro4"),
         ("solar-pro4-260806", "solar-pro4-260806"),
         ("my-own-model", "my-own-model"),
@@ -271,10 +276,10 @@ async def test_env_default_model_read_at_call_time(m, monkeypatch):
     ok(m)
     monkeypatch.setenv("UPSTAGE_MODEL", "solar-mini")
     await collect(model=None)
-    monkeypatch.setenv("UPSTAGE_MODEL", "solar-pro4")
+    monkeypatch.setenv("UPSTAGE_MODEL", "solar-pro3")
     await collect(model="")
-    assert [json.loads(c.kwargs["data"])["model"] for c in calls(m)] == ["solar-mini", "solar-pro4"]
-    assert Upstage.default_model == "solar-pro3"
+    assert [json.loads(c.kwargs["data"])["model"] for c in calls(m)] == ["solar-mini4", "solar-pro3"]
+    assert Upstage.default_model == "solar-pro4"
 
 
 async def test_proxy_and_timeouts_per_request(m):
@@ -720,3 +725,94 @@ def test_key_and_headers_reprs_are_masked():
     assert KEY not in repr(key) and KEY not in repr(headers) and KEY not in repr({"k": key, "h": headers})
     import pydoc
     assert KEY not in pydoc.text.repr(key) and KEY not in pydoc.text.repr(headers)  # IPython's verbose repr
+
+
+# ------------------------------------------------------- stream_options (exact usage)
+
+
+@pytest.fixture
+def no_memory(monkeypatch: pytest.MonkeyPatch) -> dict:
+    memory: dict = {}
+    monkeypatch.setattr(upstage_mod, "_NO_STREAM_OPTIONS", memory)
+    return memory
+
+
+async def test_stream_options_refused_is_asked_once_more_without_and_remembered(m, sleeps, no_memory):
+    base = "http://127.0.0.1:9/compat/v1"
+    url = base + "/chat/completions"
+    m.post(url, status=400, payload=envelope("Unrecognized request argument supplied: stream_options"))
+    ok(m, url)
+    ok(m, url)
+    assert "".join(x for x in await collect(base_url=base) if isinstance(x, str)) == "Hello"
+    assert "".join(x for x in await collect(base_url=base + "/") if isinstance(x, str)) == "Hello"
+    bodies = [json.loads(c.kwargs["data"]) for c in calls(m, url=url)]
+    assert len(bodies) == 3 and sleeps == []
+    assert bodies[0]["stream_options"] == {"include_usage": True}
+    assert "stream_options" not in bodies[1] and "stream_options" not in bodies[2]  # remembered
+    assert no_memory == {base: True}
+    ok(m)  # another server still gets it
+    await collect()
+    assert sent_body(m)["stream_options"] == {"include_usage": True}
+
+
+async def test_stream_options_param_in_error_body_counts_too(m, no_memory):
+    m.post(CHAT, status=400, payload={"error": {"message": "Extra inputs are not permitted",
+                                                "param": "stream_options", "code": None}})
+    ok(m)
+    await collect()
+    assert len(calls(m)) == 2 and "stream_options" not in sent_body(m)
+
+
+async def test_other_400s_are_not_retried_and_a_second_refusal_is_raised(m, no_memory):
+    m.post(CHAT, status=400, payload=envelope("temperature must be at most 2"))
+    with pytest.raises(errors.BadRequestError, match="temperature"):
+        await collect(temperature=5)
+    assert len(calls(m)) == 1 and no_memory == {}
+    m.post(CHAT, status=400, payload=envelope("stream_options is not supported"))
+    m.post(CHAT, status=400, payload=envelope("stream_options is still not supported"))
+    with pytest.raises(errors.BadRequestError, match="still"):
+        await collect()
+    assert len(calls(m)) == 3  # one more, not a loop
+
+
+async def test_no_stream_options_without_streaming_or_when_given(m, no_memory):
+    m.post(CHAT, status=200, payload={"choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}]})
+    await collect(stream=False)
+    assert "stream_options" not in sent_body(m)
+    ok(m)
+    await collect(stream_options={"include_usage": False})
+    assert sent_body(m)["stream_options"] == {"include_usage": False}
+
+
+async def test_a_refusal_after_the_answer_started_is_never_retried(m, sleeps, no_memory):
+    """An error event naming stream_options mid-answer is the answer's error: no second request."""
+    body = sse(chunk("Hel"), {"error": {"message": "stream_options broke"}}, done=False)
+    m.post(CHAT, status=200, body=body, content_type="text/event-stream")
+    ok(m)
+    items, err = await collect_until_error()
+    assert items == ["Hel"] and isinstance(err, errors.StreamErrorEvent)
+    assert len(calls(m)) == 1 and no_memory == {}
+
+
+async def test_legacy_solar_base_url_works(m):
+    ok(m, "https://api.upstage.ai/v1/solar/chat/completions")
+    await collect(base_url="https://api.upstage.ai/v1/solar")
+    assert len(calls(m, url="https://api.upstage.ai/v1/solar/chat/completions")) == 1
+
+
+async def test_tool_call_answer_is_not_empty(m):
+    frags = [{"index": 0, "id": "call_9", "type": "function", "function": {"name": "lookup", "arguments": ""}},
+             {"index": 0, "function": {"arguments": '{"q": "solar"}'}}]
+    body = sse(*({"choices": [{"index": 0, "delta": {"tool_calls": [f]}, "finish_reason": None}]} for f in frags),
+               chunk(None, finish="tool_calls"))
+    ok(m, body=body)
+    items = await collect()
+    assert items == [ToolCall("lookup", '{"q": "solar"}', "call_9", 0), FinishReason("tool_calls")]
+
+
+async def test_invalid_url_is_shown_through_display_url(m):
+    exc = aiohttp.InvalidURL("http://host:99999999/v1?token=abc#frag")
+    m.post(CHAT, exception=exc)
+    with pytest.raises(errors.APIConnectionError) as info:
+        await collect(max_retries=0)
+    assert "http://host:99999999/v1" in str(info.value) and "token" not in str(info.value)

@@ -10,11 +10,21 @@ from hypothesis import strategies as st
 from upstage_magic import sse
 from upstage_magic.errors import StreamError, UpstageError
 from upstage_magic.sse import ServerSentEvent as E
-from upstage_magic.sse import SSEDecoder
+from upstage_magic.sse import SSEDecoder, as_event
+
+
+class Decoder(SSEDecoder):
+    """The decoder with every item shown as a ServerSentEvent, to compare whole events."""
+
+    def feed(self, chunk: bytes) -> list[E]:  # type: ignore[override]
+        return [as_event(i) for i in super().feed(chunk)]
+
+    def flush(self) -> list[E]:  # type: ignore[override]
+        return [as_event(i) for i in super().flush()]
 
 
 def decode(chunks: list[bytes], *, flush: bool = True) -> list[E]:
-    d = SSEDecoder()
+    d = Decoder()
     out: list[E] = []
     for c in chunks:
         out += d.feed(c)
@@ -41,7 +51,7 @@ def test_single_event():
 
 
 def test_nothing_until_blank_line():
-    d = SSEDecoder()
+    d = Decoder()
     assert d.feed(b"data: hello\n") == []
     assert d.feed(b"\n") == [E("hello")]
 
@@ -66,7 +76,7 @@ def test_cr_cr_is_two_line_ends():
 
 
 def test_lone_cr_at_chunk_end_dispatches_without_waiting():
-    d = SSEDecoder()
+    d = Decoder()
     assert d.feed(b"data: a\r\r") == [E("a")]
 
 
@@ -146,22 +156,22 @@ def test_bom_stripped_only_at_start():
 
 
 def test_flush_emits_event_without_blank_line():
-    d = SSEDecoder()
+    d = Decoder()
     assert d.feed(b"data: a\n\ndata: b\n") == [E("a")]
     assert d.flush() == [E("b")]
 
 
 def test_flush_finishes_unterminated_line():
-    d = SSEDecoder()
+    d = Decoder()
     assert d.feed(b"event: e\ndata: partial") == []
     assert d.flush() == [E("partial", event="e")]
 
 
 def test_flush_nothing_pending():
-    d = SSEDecoder()
+    d = Decoder()
     assert d.feed(b"data: a\n\n") == [E("a")]
     assert d.flush() == []
-    assert SSEDecoder().flush() == []
+    assert Decoder().flush() == []
 
 
 def test_flush_after_cr():
@@ -169,7 +179,7 @@ def test_flush_after_cr():
 
 
 def test_decoder_reusable_after_flush():
-    d = SSEDecoder()
+    d = Decoder()
     d.feed(b"id: 1\ndata: a")
     assert d.flush() == [E("a", id="1")]
     assert d.feed(b"data: b\n\n") == [E("b")]
@@ -242,7 +252,7 @@ def test_recorded_stream_split_at_every_byte(nl):
 
 def test_recorded_stream_events_arrive_as_soon_as_complete():
     stream, datas = upstage_stream(5)
-    d = SSEDecoder()
+    d = Decoder()
     seen: list[str] = []
     for i in range(len(stream)):
         seen += [e.data for e in d.feed(stream[i : i + 1])]
@@ -256,7 +266,7 @@ def test_recorded_stream_events_arrive_as_soon_as_complete():
 
 def test_large_line_in_small_chunks_is_buffered_as_pieces():
     line = b"data: " + b"x" * (5 * 1024 * 1024)
-    d = SSEDecoder()
+    d = Decoder()
     for i in range(0, len(line), 1024):
         assert d.feed(line[i : i + 1024]) == []
     # the partial line is a list of the chunks, not one ever-growing bytes object
@@ -268,7 +278,7 @@ def test_large_line_in_small_chunks_is_buffered_as_pieces():
 
 def test_partial_line_pieces_are_not_copied():
     """Each feed without a line end appends its chunk object itself (no join/copy yet)."""
-    d = SSEDecoder()
+    d = Decoder()
     chunks = [b"data: "] + [bytes([65 + i % 26]) * 100 for i in range(500)]
     for c in chunks:
         assert d.feed(c) == []
@@ -279,7 +289,7 @@ def test_partial_line_pieces_are_not_copied():
 
 def test_line_over_limit_raises_stream_error(monkeypatch):
     monkeypatch.setattr(sse, "MAX_LINE_BYTES", 1000)
-    d = SSEDecoder()
+    d = Decoder()
     d.feed(b"data: " + b"a" * 500)
     with pytest.raises(StreamError, match="too large"):
         d.feed(b"a" * 600)
@@ -371,11 +381,11 @@ def test_fuzz_small_limit_raises_only_stream_error(data, cuts):
 
 
 def test_pending_fields_apply_to_first_event_of_next_chunk():
-    d = SSEDecoder()
+    d = Decoder()
     assert d.feed(b"id: 5\nevent: first\nretry: 9\n") == []
     assert d.feed(b"data: a\n\ndata: b\n\ndata: c\n\n") == [
         E("a", event="first", id="5", retry=9), E("b", id="5"), E("c", id="5")]
-    d = SSEDecoder()
+    d = Decoder()
     assert d.feed(b"data: x\n") == []
     assert d.feed(b"data: a\n\ndata: b\n\n") == [E("x\na"), E("b")]
 
@@ -386,6 +396,29 @@ def test_many_events_one_chunk_with_odd_ones_between():
 
 
 def test_last_id_carried_into_a_run_of_data_events():
-    d = SSEDecoder()
+    d = Decoder()
     assert d.feed(b"id: 7\n\n") == []
     assert d.feed(b"data: a\n\ndata: b\n\n") == [E("a", id="7"), E("b", id="7")]
+
+
+# ---------------------------------------------------------------- the result's two shapes
+
+
+def test_plain_events_come_as_their_data_str():
+    d = SSEDecoder()
+    assert d.feed(b'data: {"a": 1}\n\ndata: [DONE]\n\n') == ['{"a": 1}', "[DONE]"]
+    assert d.feed(b"event: message\ndata: m\n\n") == ["m"]  # the default type is plain
+    assert d.feed(b"data: two\ndata: lines\n\n") == ["two\nlines"]
+
+
+def test_events_with_a_type_id_or_retry_keep_them():
+    d = SSEDecoder()
+    assert d.feed(b"event: error\ndata: x\n\nretry: 5\ndata: y\n\ndata: z\n\n") == [
+        E("x", event="error"), E("y", retry=5), "z"]
+    # once an id was seen, every later event carries it (the WHATWG last event id)
+    assert d.feed(b"id: 3\ndata: a\n\ndata: b\n\n") == [E("a", id="3"), E("b", id="3")]
+
+
+def test_as_event():
+    assert as_event("x") == E("x")
+    assert as_event(E("x", event="e")) == E("x", event="e")

@@ -24,7 +24,9 @@ from upstage_magic.errors import (
     APITimeoutError,
     AuthenticationError,
     IncompleteStreamError,
+    InvalidAPIKeyError,
     MalformedEventError,
+    MissingAPIKeyError,
     ModelNotFoundError,
     RateLimitError,
     ServerError,
@@ -97,11 +99,12 @@ async def test_request_carries_roles_options_and_auth(emulator_env: Emulator) ->
         {"role": "assistant", "content": "ok"},
         {"role": "user", "content": "second"},
     ]
-    items = await collect("solar-mini", msgs, temperature=0.2, top_p=0.9, stop=["\n\n\n"], seed=7)
+    items = await collect("solar-pro3", msgs, temperature=0.2, top_p=0.9, stop=["\n\n\n"], seed=7)
     assert "You asked: second" in text_of(items) and "Turn 2" in text_of(items)
     (req,) = emulator_env.requests
     assert req["messages"] == msgs
-    assert req["model"] == "solar-mini" and req["stream"] is True
+    assert req["model"] == "solar-pro3" and req["stream"] is True
+    assert req["stream_options"] == {"include_usage": True}
     assert (req["temperature"], req["top_p"], req["stop"], req["seed"]) == (0.2, 0.9, ["\n\n\n"], 7)
     assert req["has_auth"] is True
     assert TEST_KEY not in json.dumps(emulator_env.requests)
@@ -391,3 +394,178 @@ async def test_unknown_model_404_keeps_the_model_hint(emulator_env):
     with pytest.raises(ModelNotFoundError) as info:
         await collect(model="solar-nonexistent")
     assert "solar-nonexistent" in str(info.value) and "model" in info.value.hint.lower()
+
+
+# ------------------------------------------------ secrets: every error path, verbose tracebacks
+
+
+def _canary() -> str:
+    """A key-shaped canary built at run time (no key-shaped literal in the repository)."""
+    return "up_" + "".join(chr(ord("A") + (i * 7) % 26) for i in range(28))
+
+
+PASSWORD = "pw-" + "Zq9" * 4  # a URL password canary
+
+
+def _verbose_dump(err: BaseException) -> str:
+    """Everything a traceback can show, as %xmode Verbose would: the formatted exception
+    chain plus the repr of every local of every frame of every exception in the chain."""
+    parts = ["".join(__import__("traceback").format_exception(err))]
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [err]
+    while stack:
+        exc = stack.pop()
+        if exc is None or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        parts += [str(exc), repr(exc), repr(exc.args)]
+        tb = exc.__traceback__
+        if exc is err and tb is not None:
+            tb = tb.tb_next  # the test's own frame, which holds what it passed in
+        while tb is not None:
+            frame = tb.tb_frame
+            parts.append(frame.f_code.co_filename)
+            parts += [f"{name}={value!r}" for name, value in frame.f_locals.items()]
+            tb = tb.tb_next
+        stack += [exc.__cause__, exc.__context__]
+    return "\n".join(parts)
+
+
+def _assert_clean(err: BaseException, *secrets: str) -> None:
+    dump = _verbose_dump(err)
+    for secret in secrets:
+        assert secret not in dump
+        for piece in (secret[:12], secret[-12:]):  # no part of it either
+            assert piece not in dump
+    assert "/aiohttp/" not in dump, "aiohttp's frames (their locals hold the headers) were kept"
+    assert isinstance(err, UpstageError)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _error_of(**kw: Any) -> BaseException:
+    try:
+        async for _ in Upstage.create_async_generator("solar-pro3", MSGS, **kw):
+            pass
+    except Exception as exc:  # noqa: BLE001 - the test inspects whatever comes out
+        return exc
+    raise AssertionError("no error")
+
+
+@pytest.mark.parametrize("bad", ["\n", "\r\n", " ", "\t", "\x00", "\u2028", "\x7f"])
+async def test_key_with_whitespace_or_control_character_is_refused_everywhere(
+        emulator_env: Emulator, monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
+    from upstage_magic import settings
+
+    key = _canary()
+    broken = key[:14] + bad + key[14:]
+    # api_key= argument
+    err = await _error_of(api_key=broken, max_retries=0)
+    assert isinstance(err, InvalidAPIKeyError) and isinstance(err, MissingAPIKeyError)
+    assert "line break" in str(err) or "space" in str(err) or "control character" in str(err)
+    _assert_clean(err, key)
+    # environment (which cannot hold NUL)
+    if "\x00" not in broken:
+        monkeypatch.setenv("UPSTAGE_API_KEY", broken)
+        err = await _error_of(max_retries=0)
+        assert isinstance(err, InvalidAPIKeyError) and "UPSTAGE_API_KEY" in str(err)
+        _assert_clean(err, key)
+    # settings.set_api_key: refused, nothing changed
+    monkeypatch.setattr(settings, "_api_key", None)
+    with pytest.raises(InvalidAPIKeyError) as info:
+        settings.set_api_key(broken)
+    assert settings._api_key is None
+    _assert_clean(info.value, key)
+    assert emulator_env.requests == []  # nothing was sent
+
+
+async def test_key_surrounding_whitespace_is_still_trimmed(emulator_env: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UPSTAGE_API_KEY", f"  {TEST_KEY}\n")
+    emulator_env.api_key = TEST_KEY  # the server accepts only the exact key
+    assert text_of(await collect(emulator={"reply": "ok"})) == "ok"
+
+
+@pytest.mark.parametrize("where", ["argument", "env", "api_base_env"])
+async def test_base_url_with_credentials_is_refused_without_showing_them(
+        emulator_env: Emulator, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    host = emulator_env.base_url.split("://", 1)[1]
+    url = f"http://someone:{PASSWORD}@{host}"
+    kw: dict[str, Any] = {}
+    if where == "argument":
+        kw["base_url"] = url
+    elif where == "env":
+        monkeypatch.setenv("UPSTAGE_BASE_URL", url)
+    else:
+        monkeypatch.delenv("UPSTAGE_BASE_URL")
+        monkeypatch.setenv("UPSTAGE_API_BASE", url)
+    err = await _error_of(**kw)
+    assert "user name or password" in str(err) and f"http://{host}" in str(err)
+    _assert_clean(err, PASSWORD, TEST_KEY)
+    assert emulator_env.requests == []
+    with pytest.raises(UpstageError) as info:
+        await Upstage.list_models(**kw)
+    _assert_clean(info.value, PASSWORD, TEST_KEY)
+
+
+def test_display_url_hides_credentials_even_in_odd_urls() -> None:
+    from upstage_magic.errors import display_url
+    from upstage_magic.settings import SecretURL
+
+    for url in (f"http://u:{PASSWORD}@h:1/v1?q=1", f"https://u:{PASSWORD}@[::1/v1", f"u:{PASSWORD}@h/v1",
+                f"http://u:{PASSWORD[:5]}/{PASSWORD[5:]}@h/v1", f"http://u:{PASSWORD[:5]}?{PASSWORD[5:]}@h/v1"):
+        for shown in (display_url(url) or "", repr(SecretURL(url))):
+            assert PASSWORD[:5] not in shown and PASSWORD[5:] not in shown
+    assert display_url("https://api.upstage.ai/v1/solar?x=1#f") == "https://api.upstage.ai/v1/solar"
+
+
+async def test_every_request_error_path_hides_key_and_drops_aiohttp_frames(
+        emulator_env: Emulator, monkeypatch: pytest.MonkeyPatch, sleeps: list[float]) -> None:
+    """Connection refused, DNS failure, a cut stream, 401 and 500 (real aiohttp, real sockets):
+    the key shows nowhere, not in any frame's locals, and aiohttp's frames are gone."""
+    key = _canary()
+    emulator_env.api_key = key
+    monkeypatch.setenv("UPSTAGE_API_KEY", key)
+    errs: dict[str, BaseException] = {}
+    errs["refused"] = await _error_of(base_url=f"http://127.0.0.1:{_closed_port()}/v1", max_retries=1)
+    real_getaddrinfo = socket.getaddrinfo
+
+    def no_dns(host: Any, *args: Any, **kw: Any) -> Any:
+        if host == "api.nowhere.invalid":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real_getaddrinfo(host, *args, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    errs["dns"] = await _error_of(base_url="http://api.nowhere.invalid/v1", max_retries=0)
+    emulator_env.set_fault({"kind": "cut", "after": 3})
+    errs["cut"] = await _error_of()
+    emulator_env.set_fault({"kind": "status", "status": 401, "message": "Incorrect API key provided: " + key})
+    errs["401"] = await _error_of()
+    emulator_env.set_fault({"kind": "status", "status": 500, "message": "boom"})
+    errs["500"] = await _error_of(max_retries=0)
+    assert isinstance(errs["refused"], APIConnectionError) and "onnect" in str(errs["refused"])
+    assert isinstance(errs["dns"], APIConnectionError) and "resolve" in str(errs["dns"])
+    assert isinstance(errs["cut"], IncompleteStreamError)
+    assert isinstance(errs["401"], AuthenticationError)
+    assert isinstance(errs["500"], ServerError)
+    for name, err in errs.items():
+        try:
+            _assert_clean(err, key)
+        except AssertionError as exc:
+            raise AssertionError(f"{name}: {exc}") from None
+
+
+async def test_a_header_aiohttp_refuses_is_mapped_without_its_frames(emulator_env: Emulator) -> None:
+    """aiohttp raises ValueError for a header with a line break; it is mapped like the rest
+    (the key check makes this unreachable through the public API: this calls _send)."""
+    key = _canary()
+    headers = upstage_module._Headers({"Authorization": f"Bearer {key[:10]}\r\nX-Injected: {key[10:]}"})
+    with pytest.raises(APIConnectionError) as info:
+        await upstage_module._send("GET", emulator_env.base_url + "/models", headers=headers, data=None,
+                                   proxy=None, timeout=5, max_retries=0, key=upstage_module.Secret(key),
+                                   what="model list request")
+    assert "could not be sent" in str(info.value)
+    _assert_clean(info.value, key)

@@ -1,12 +1,14 @@
 """The one exception tree of upstage-magic.
 
 Pure module: no aiohttp, no IPython. Third-party errors are mapped onto this tree in
-exactly one place (``providers/upstage.py``) with ``raise ... from exc``.
+exactly one place (``providers/upstage.py``: ``TRANSPORT_ERRORS`` and
+``map_transport_error``), with the third-party tracebacks dropped.
 
 ::
 
     UpstageError
     ├── MissingAPIKeyError            no key given and UPSTAGE_API_KEY unset
+    │   └── InvalidAPIKeyError        a key with whitespace or control characters inside
     ├── APIStatusError                the server answered with an HTTP error status
     │   ├── AuthenticationError       401, 403
     │   ├── BadRequestError           400, 422
@@ -32,11 +34,11 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
     "UpstageError",
     "MissingAPIKeyError",
+    "InvalidAPIKeyError",
     "APIStatusError",
     "AuthenticationError",
     "BadRequestError",
@@ -49,6 +51,7 @@ __all__ = [
     "MalformedEventError",
     "StreamErrorEvent",
     "IncompleteStreamError",
+    "display_url",
     "mask_secrets",
     "redact",
     "register_secret",
@@ -152,6 +155,18 @@ class MissingAPIKeyError(UpstageError):
         super().__init__(message, hint=hint)
 
 
+class InvalidAPIKeyError(MissingAPIKeyError):
+    """The key given cannot be a key: it has whitespace or control characters inside.
+
+    The message never shows the key (not even in part).
+    """
+
+    default_hint = (
+        "Copy the key again from https://console.upstage.ai/api-keys and set it without "
+        "spaces or line breaks (UPSTAGE_API_KEY, api_key=... or `%upstage key`)."
+    )
+
+
 class APIStatusError(UpstageError):
     """The server answered with an HTTP error status."""
 
@@ -186,7 +201,7 @@ class BadRequestError(APIStatusError):
 class ModelNotFoundError(APIStatusError):
     default_hint = (
         "Check the model name: `%upstage models` (or `await Upstage.list_models()`) lists "
-        "the ones your key can use, e.g. solar-pro3 or solar-mini."
+        "the ones your key can use, e.g. solar-pro4 or solar-mini4."
     )
     #: Hint for a 404 that is not about the model: the URL itself was not found.
     url_hint = (
@@ -286,7 +301,7 @@ def status_error(
     message = f"Upstage API {what} failed with HTTP {status}"
     if cls is ModelNotFoundError and not _mentions_model(server_message, code, model):
         hint = ModelNotFoundError.url_hint
-        shown = _display_url(url)
+        shown = display_url(url)
         if shown:
             message += f" for {shown}"
     if server_message:
@@ -314,13 +329,23 @@ def _mentions_model(server_message: str | None, code: str | None, model: str | N
     return re.search(r"(?i)\bmodels?\b", server_message) is not None
 
 
-def _display_url(url: str | None) -> str | None:
-    """``url`` without query string, fragment or user:password part (None if empty)."""
+def display_url(url: str | None) -> str | None:
+    """``url`` as it may be shown: no query string, fragment or user:password part.
+
+    Every URL that reaches a message, a repr or printed output goes through this
+    (None if ``url`` is empty). Conservative on odd input: everything up to the last ``@``
+    is dropped, so a password holding ``/``, ``?`` or ``#`` is never shown in part.
+    """
     if not url:
         return None
-    try:
-        parts = urlsplit(str(url))
-        netloc = parts.netloc.rpartition("@")[2]
-        return urlunsplit((parts.scheme, netloc, parts.path, "", "")) or None
-    except ValueError:
-        return str(url).split("?", 1)[0].split("#", 1)[0] or None
+    text = str(url)
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "", text
+    rest = rest.rpartition("@")[2]
+    for mark in ("?", "#"):
+        rest = rest.split(mark, 1)[0]
+    return (scheme + sep + rest) or None
+
+
+_display_url = display_url  # the old private name

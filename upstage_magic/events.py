@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-__all__ = ["Usage", "FinishReason", "Reasoning", "StreamEvent"]
+__all__ = ["Usage", "FinishReason", "Reasoning", "ToolCall", "StreamEvent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,4 +79,28 @@ class Reasoning:
         return self.text
 
 
-StreamEvent = Union[Usage, FinishReason, Reasoning]
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the model asked for (not run here), assembled from its fragments.
+
+    ``arguments`` is the JSON text exactly as the model wrote it (it may be invalid JSON);
+    :meth:`parsed_arguments` decodes it.
+    """
+
+    name: str
+    arguments: str = ""
+    id: str = ""
+    index: int = 0
+    type: str = "function"
+
+    def parsed_arguments(self) -> Any:
+        """``arguments`` decoded as JSON ({} when empty); raises ``ValueError`` if invalid."""
+        import json
+
+        return json.loads(self.arguments) if self.arguments.strip() else {}
+
+    def __str__(self) -> str:
+        return f"{self.name}({self.arguments})"
+
+
+StreamEvent = Union[Usage, FinishReason, Reasoning, ToolCall]

@@ -8,22 +8,25 @@ from __future__ import annotations
 
 import os
 
-from .errors import register_secret
+from .errors import InvalidAPIKeyError, UpstageError, display_url, register_secret
 
 __all__ = [
     "Secret",
+    "SecretURL",
     "DEFAULT_BASE_URL",
     "DEFAULT_MODEL",
     "set_api_key",
     "get_api_key",
     "get_base_url",
+    "resolve_base_url",
+    "check_api_key",
     "get_default_model",
 ]
 
 DEFAULT_BASE_URL = "https://api.upstage.ai/v1"
-# A current, generally available model (128K context). solar-pro4 is newer but may not be
-# enabled for every key yet; set UPSTAGE_MODEL=solar-pro4 to make it the default.
-DEFAULT_MODEL = "solar-pro3"
+# Upstage's current flagship (2026-08), what Upstage's own docs use (see UPSTAGE_API.md);
+# env UPSTAGE_MODEL overrides it.
+DEFAULT_MODEL = "solar-pro4"
 
 
 class Secret(str):
@@ -42,29 +45,104 @@ class Secret(str):
 _api_key: Secret | None = None
 
 
-def set_api_key(key: str | None) -> None:
-    """Set (or with ``None``/"" clear) the in-memory API key; it is registered for redaction."""
-    global _api_key
-    key = key.strip() if key else None
+def check_api_key(key: str, *, source: str = "The API key") -> Secret:
+    """``key`` without surrounding whitespace, as a ``Secret``; refuse one that cannot be a key.
+
+    A key with whitespace or a control character inside (a line break picked up while
+    copying, two keys pasted together) raises ``InvalidAPIKeyError``, whose message
+    never shows the key. ``source`` names where the key came from, for that message.
+    """
+    key = Secret(key.strip())  # masked in this frame's locals (verbose tracebacks)
     register_secret(key)
-    _api_key = Secret(key) if key else None
+    bad = next((i for i, ch in enumerate(key) if ch.isspace() or not ch.isprintable()), None)
+    if bad is not None:
+        what = "a line break" if key[bad] in "\r\n\u2028\u2029\x85" else (
+            "a space" if key[bad].isspace() else "a control character")
+        raise InvalidAPIKeyError(
+            f"{source} contains {what} (character {bad + 1} of {len(key)}), so it cannot be "
+            "a valid key; it was not used."
+        )
+    return key
+
+
+def set_api_key(key: str | None) -> None:
+    """Set (or with ``None``/"" clear) the in-memory API key; it is registered for redaction.
+
+    Raises ``InvalidAPIKeyError`` (nothing changes) for a key with whitespace or control
+    characters inside.
+    """
+    global _api_key
+    key = Secret(key) if key else None  # masked in this frame's locals
+    _api_key = check_api_key(key, source="The key given") if key and key.strip() else None
 
 
 def get_api_key() -> Secret | None:
-    """The in-memory key, else env ``UPSTAGE_API_KEY``, else ``None``."""
+    """The in-memory key, else env ``UPSTAGE_API_KEY``, else ``None``.
+
+    Raises ``InvalidAPIKeyError`` if the environment's key has whitespace or control
+    characters inside.
+    """
     if _api_key:
         return _api_key
-    env = os.environ.get("UPSTAGE_API_KEY", "").strip()
-    if env:
-        register_secret(env)
-        return Secret(env)
+    env = Secret(os.environ.get("UPSTAGE_API_KEY", ""))  # masked in this frame's locals
+    if env.strip():
+        return check_api_key(env, source="UPSTAGE_API_KEY")
     return None
 
 
 def get_base_url() -> str:
-    """Env ``UPSTAGE_BASE_URL`` (without a trailing slash), else the Upstage default."""
-    url = os.environ.get("UPSTAGE_BASE_URL", "").strip()
+    """Env ``UPSTAGE_BASE_URL`` (else ``UPSTAGE_API_BASE``, the name langchain-upstage and
+    llama-index read), without a trailing slash, else the Upstage default.
+
+    Returned as configured: pass it through ``errors.display_url`` before showing it.
+    """
+    url = os.environ.get("UPSTAGE_BASE_URL", "").strip() or os.environ.get("UPSTAGE_API_BASE", "").strip()
     return (url or DEFAULT_BASE_URL).rstrip("/")
+
+
+def resolve_base_url(base_url: str | None = None) -> str:
+    """The base URL requests go to: ``base_url`` if given, else :func:`get_base_url`.
+
+    A trailing slash and a trailing ``/chat/completions`` (a whole endpoint given as the
+    base) are removed; ``https://api.upstage.ai/v1/solar`` (the older base) is kept as is.
+    A URL with a user name or password raises ``UpstageError`` (credentials in a URL are
+    never sent nor shown; the key goes in UPSTAGE_API_KEY).
+    """
+    url = (base_url.strip() if base_url else "") or get_base_url()
+    url = url.rstrip("/")
+    if url.endswith("/chat/completions"):
+        url = url[: -len("/chat/completions")]
+    if _has_credentials(url):
+        # Only the cleaned URL may stay in this frame: verbose tracebacks show frame locals.
+        shown = display_url(url)
+        del base_url, url
+        raise UpstageError(
+            f"The base URL contains a user name or password ({shown}); "
+            "credentials in the URL are not supported, and were not sent.",
+            hint="Remove the 'user:password@' part from UPSTAGE_BASE_URL / base_url=...; "
+            "the API key goes in UPSTAGE_API_KEY (for a proxy that needs a login, use "
+            "HTTPS_PROXY or proxy=...).",
+        )
+    return url
+
+
+class SecretURL(str):
+    """A URL that may hold credentials: a normal ``str`` whose repr hides them."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(display_url(str(self)))
+
+
+def _has_credentials(url: str) -> bool:
+    """Whether ``url`` has a user:password part (any ``@``); if so its parts become secrets."""
+    if "@" not in url:
+        return False
+    userinfo = url.partition("://")[2].rpartition("@")[0] or url.rpartition("@")[0]
+    register_secret(userinfo)
+    register_secret(userinfo.partition(":")[2])
+    return True
 
 
 def get_default_model() -> str:

@@ -1,5 +1,12 @@
 """Incremental Server-Sent Events decoder: bytes in, events out. Pure, no I/O.
 
+One API: ``SSEDecoder.feed(chunk)`` returns the events ``chunk`` completed and ``flush()``
+ends the stream. An event that carries nothing but data (no ``event:`` type other than
+``message``, no ``id`` seen on the stream, no ``retry``) comes back as its data ``str``,
+which is all a chat completion stream sends; any other event comes back as a
+:class:`ServerSentEvent`, so its type, id and retry are not lost. :func:`as_event` turns
+either shape into a ``ServerSentEvent``.
+
 Follows the WHATWG "event stream" interpretation rules:
 
 - lines end with LF, CRLF or CR; a CR at the end of one chunk followed by an LF at the
@@ -14,34 +21,22 @@ Follows the WHATWG "event stream" interpretation rules:
   ``retry`` is kept only if it is all ASCII digits;
 - a blank line dispatches an event only if a ``data`` field was seen.
 
-``flush()`` ends the stream and also emits a last event that lacked its blank line.
-
-``feed_data()`` / ``flush_data()`` are the same, for consumers that only need the data
-(the chat provider): an event of the default type (no ``event:`` field, or
-``event: message``) comes back as its data ``str`` alone; any other event (e.g.
-``event: error``) as a :class:`ServerSentEvent`, so its type is not lost. The ``id``
-and ``retry`` fields are tracked as usual but not returned for plain events.
-
-Speed: no per-byte Python loop. A chunk without CR skips line-end normalisation; the
-complete lines of a chunk are decoded at once and split with ``str.split``; a run of
-single-line ``data: ...`` events (what chat completions send) is split on
-``"\\n\\ndata: "`` and its events are filled by C-level ``map`` loops (~0.5 us/event,
-a fraction of ``json.loads``). A partial line is kept as a list of pieces joined once its
-line end arrives (linear in the line's length). A line longer than
-:data:`MAX_LINE_BYTES` raises :class:`~upstage_magic.errors.StreamError`.
+One parsing path, no per-byte Python loop: the complete lines of a chunk are decoded at
+once and split on blank lines (``"\\n\\n"``); a piece that is a single ``data: ...`` line
+while no other field is pending is taken as is (a slice), every other piece goes through
+the field-by-field line rules. A run of such one-line events (a whole chat completion
+read) is split at C speed in one ``str.split`` on ``"\\n\\ndata: "``. A partial line is
+kept as a list of pieces joined once its line end arrives (linear in its length). A
+line longer than :data:`MAX_LINE_BYTES` raises :class:`~upstage_magic.errors.StreamError`.
 """
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
-from itertools import repeat
-from typing import Any
+from typing import Union
 
 from .errors import StreamError
 
-__all__ = ["ServerSentEvent", "SSEDecoder", "MAX_LINE_BYTES"]
-
-_DEFAULT_TYPES = (None, "message")
+__all__ = ["ServerSentEvent", "SSEDecoder", "SSEItem", "as_event", "MAX_LINE_BYTES"]
 
 #: Longest line (one ``data:`` field, in bytes) the decoder buffers before giving up.
 MAX_LINE_BYTES = 16 * 1024 * 1024
@@ -57,27 +52,14 @@ class ServerSentEvent:
     retry: int | None = None
 
 
-# Building a frozen dataclass through its __init__ costs ~1 us (object.__setattr__ per
-# field); setting the slots through their descriptors is ~4x faster. Same object.
-_new_event = object.__new__
-_set_data = ServerSentEvent.data.__set__  # type: ignore[attr-defined]
-_set_event = ServerSentEvent.event.__set__  # type: ignore[attr-defined]
-_set_id = ServerSentEvent.id.__set__  # type: ignore[attr-defined]
-_set_retry = ServerSentEvent.retry.__set__  # type: ignore[attr-defined]
+SSEItem = Union[str, ServerSentEvent]
+"""What :meth:`SSEDecoder.feed` returns per event: the data ``str`` of a plain event, else
+the whole :class:`ServerSentEvent`."""
 
 
-def _make_event(data: str, event: str | None, id: str | None, retry: int | None) -> ServerSentEvent:
-    sse = _new_event(ServerSentEvent)
-    _set_data(sse, data)
-    _set_event(sse, event)
-    _set_id(sse, id)
-    _set_retry(sse, retry)
-    return sse
-
-
-def _as_data(events: list[ServerSentEvent]) -> list[Any]:
-    """``feed_data``'s shape: default-type events as their data, others unchanged."""
-    return [e.data if e.event in _DEFAULT_TYPES else e for e in events]
+def as_event(item: SSEItem) -> ServerSentEvent:
+    """``item`` as a :class:`ServerSentEvent` (a plain data ``str`` becomes one)."""
+    return ServerSentEvent(item) if isinstance(item, str) else item
 
 
 def _too_large(size: int) -> StreamError:
@@ -89,11 +71,11 @@ def _too_large(size: int) -> StreamError:
 
 
 class SSEDecoder:
-    """Turn a byte stream into :class:`ServerSentEvent` objects, chunk by chunk.
+    """Turn a byte stream into events, chunk by chunk (see the module docstring).
 
     >>> d = SSEDecoder()
-    >>> d.feed(b'data: {"a"') + d.feed(b': 1}\\n\\n')
-    [ServerSentEvent(data='{"a": 1}', event=None, id=None, retry=None)]
+    >>> d.feed(b'data: {"a"') + d.feed(b': 1}\\n\\nevent: x\\ndata: 2\\n\\n')
+    ['{"a": 1}', ServerSentEvent(data='2', event='x', id=None, retry=None)]
     """
 
     __slots__ = ("_pending", "_pending_len", "_after_cr", "_started", "_data", "_event", "_last_id", "_retry")
@@ -111,23 +93,8 @@ class SSEDecoder:
         self._last_id: str | None = None
         self._retry: int | None = None
 
-    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
-        """Consume ``chunk`` and return the events it completed (often none)."""
-        return self._feed(chunk, False)
-
-    def feed_data(self, chunk: bytes) -> list[str | ServerSentEvent]:
-        """Like :meth:`feed`, but a default-type event is returned as its data ``str``.
-
-        Events with another type (``event: error``, ...) are returned as
-        :class:`ServerSentEvent` objects, in stream order.
-        """
-        return self._feed(chunk, True)
-
-    def flush_data(self) -> list[str | ServerSentEvent]:
-        """Like :meth:`flush`, with :meth:`feed_data`'s result shape."""
-        return _as_data(self.flush())
-
-    def _feed(self, chunk: bytes, raw: bool) -> list[Any]:
+    def feed(self, chunk: bytes) -> list[SSEItem]:
+        """Consume ``chunk`` and return the events it completed (often none), in order."""
         if not chunk:
             return []
         if self._after_cr:
@@ -145,22 +112,18 @@ class SSEDecoder:
             self._pending_len += len(chunk)
             if self._pending_len > MAX_LINE_BYTES:
                 size = self._pending_len
-                self._pending.clear()
-                self._pending_len = 0
+                self._drop_pending()
                 raise _too_large(size)
             return []
         block = chunk[:end]
         if self._pending:
-            first = chunk.find(b"\n")
-            if self._pending_len + first > MAX_LINE_BYTES:
-                size = self._pending_len + first
-                self._pending.clear()
-                self._pending_len = 0
+            size = self._pending_len + chunk.find(b"\n")
+            if size > MAX_LINE_BYTES:
+                self._drop_pending()
                 raise _too_large(size)
             self._pending.append(block)
             block = b"".join(self._pending)
-            self._pending.clear()
-            self._pending_len = 0
+            self._drop_pending()
         if len(block) > MAX_LINE_BYTES:
             longest = max(map(len, block.split(b"\n")))
             if longest > MAX_LINE_BYTES:
@@ -173,106 +136,76 @@ class SSEDecoder:
             self._pending_len = len(tail)
         # LF never occurs inside a UTF-8 multi-byte sequence, so decoding the block of
         # complete lines at once equals decoding each line on its own.
-        return self._text(block.decode("utf-8", "replace"), raw)
+        return self._text(block.decode("utf-8", "replace"))
 
-    def flush(self) -> list[ServerSentEvent]:
-        """End of stream: finish a last unterminated line and emit its pending event."""
-        events = []
-        if self._pending:
-            line = b"".join(self._pending).decode("utf-8", "replace")
-            if not self._started and line[:1] == "\ufeff":
-                line = line[1:]
-            events = self._lines([line])
+    def flush(self) -> list[SSEItem]:
+        """End of stream: finish a last unterminated line and emit its pending event.
+
+        The decoder is then reset and can read a new stream.
+        """
+        text = b"".join(self._pending).decode("utf-8", "replace") if self._pending else ""
+        events = self._text(text) if self._pending else []
         if self._data:
-            events.append(_make_event("\n".join(self._data), self._event, self._last_id, self._retry))
+            events.append(self._dispatch("\n".join(self._data)))
         self._reset()
         return events
 
-    def _text(self, text: str, raw: bool = False) -> list[Any]:
-        """Interpret complete lines (joined by LF, without the last LF).
+    def _drop_pending(self) -> None:
+        self._pending = []
+        self._pending_len = 0
 
-        ``raw``: return default-type events as their data strings (see ``feed_data``).
-        """
+    def _dispatch(self, data: str) -> SSEItem:
+        """The item for one event with ``data``, given the current event type/id/retry."""
+        event, last_id, retry = self._event, self._last_id, self._retry
+        if (event is None or event == "message") and last_id is None and retry is None:
+            return data
+        return ServerSentEvent(data, event, last_id, retry)
+
+    def _text(self, text: str) -> list[SSEItem]:
+        """Interpret complete lines (joined by LF, without the last line's LF)."""
         if not self._started:
             self._started = True
             if text[:1] == "\ufeff":
                 text = text[1:]
-        if text[:6] == "data: " and not self._data and self._event is None and self._retry is None:
-            # Fastest path: a run of single-line "data: ..." events, as chat completions send.
-            # Split on the separator itself (one string per event, no re-slicing) and fill
-            # the events' slots with C-level map() loops.
+        plain = not self._data and self._event is None and self._retry is None and self._last_id is None
+        if plain and text[:6] == "data: ":
+            # Shortcut for what chat completions send, a run of one-line "data: ..." events:
+            # split on the separator itself; if the line ends add up, no value holds a line
+            # end, so every part but the last is exactly one event's data.
             parts = text[6:].split("\n\ndata: ")
             last = parts.pop()
-            if parts and text.count("\n") == 2 * len(parts) + last.count("\n"):  # no LF inside
-                if raw:  # the data strings are the result: no event objects at all
-                    parts += self._pieces("data: " + last, True)
-                    return parts
-                n = len(parts)
-                events = list(map(_new_event, repeat(ServerSentEvent, n)))
-                deque(map(_set_data, events, parts), 0)
-                deque(map(_set_event, events, repeat(None, n)), 0)
-                deque(map(_set_id, events, repeat(self._last_id, n)), 0)
-                deque(map(_set_retry, events, repeat(None, n)), 0)
-                return events + self._pieces("data: " + last)
-        return self._pieces(text, raw)
-
-    def _pieces(self, text: str, raw: bool = False) -> list[Any]:
-        """General path: blank-line separated pieces; single "data:" lines built directly."""
-        # Each piece but the last is followed by a blank line.
+            if parts and text.count("\n") == 2 * len(parts) + last.count("\n"):
+                return parts + self._text("data: " + last)
+        # Each piece but the last is followed by a blank line (it ends an event).
         pieces = text.split("\n\n")
         tail = pieces.pop()
-        events: list[ServerSentEvent] = []
-        if pieces:
-            new_event, set_data, set_event, set_id, set_retry = (
-                _new_event, _set_data, _set_event, _set_id, _set_retry)
-            append = events.append
-            last_id = self._last_id
-            clean = not self._data and self._event is None and self._retry is None
-            for piece in pieces:
-                if clean and piece[:6] == "data: " and "\n" not in piece:
-                    if raw:
-                        append(piece[6:])
-                        continue
-                    sse = new_event(ServerSentEvent)
-                    set_data(sse, piece[6:])
-                    set_event(sse, None)
-                    set_id(sse, last_id)
-                    set_retry(sse, None)
-                    append(sse)
-                else:
-                    lines = piece.split("\n")
-                    lines.append("")
-                    events += _as_data(self._lines(lines)) if raw else self._lines(lines)
-                    last_id = self._last_id
-                    clean = True  # a blank line was the last line: the event state is reset
+        events: list[SSEItem] = []
+        append = events.append
+        for piece in pieces:
+            if plain and piece[:6] == "data: " and "\n" not in piece:
+                append(piece[6:])  # the common case: one plain "data: ..." line
+            else:
+                self._lines(piece.split("\n"), events)
+                self._end_event(events)
+                plain = self._last_id is None
         if tail or not pieces:
-            events += _as_data(self._lines(tail.split("\n"))) if raw else self._lines(tail.split("\n"))
+            self._lines(tail.split("\n"), events)
         return events
 
-    def _lines(self, lines: list[str]) -> list[ServerSentEvent]:
-        """Interpret complete lines; return the events dispatched by blank lines."""
-        events: list[ServerSentEvent] = []
-        append = events.append
-        new_event, set_data, set_event, set_id, set_retry = _new_event, _set_data, _set_event, _set_id, _set_retry
-        data = self._data
-        event = self._event
-        last_id = self._last_id
-        retry = self._retry
+    def _end_event(self, events: list[SSEItem]) -> None:
+        """A blank line: dispatch the pending event (if it has data) and reset its fields."""
+        if self._data:
+            data = self._data
+            events.append(self._dispatch(data[0] if len(data) == 1 else "\n".join(data)))
+            self._data = []
+        self._event = None
+        self._retry = None
+
+    def _lines(self, lines: list[str], events: list[SSEItem]) -> None:
+        """Apply the field rules to complete lines; blank lines dispatch into ``events``."""
         for line in lines:
             if not line:
-                if data:
-                    sse = new_event(ServerSentEvent)
-                    set_data(sse, data[0] if len(data) == 1 else "\n".join(data))
-                    set_event(sse, event)
-                    set_id(sse, last_id)
-                    set_retry(sse, retry)
-                    append(sse)
-                    data = []
-                event = None
-                retry = None
-                continue
-            if line[:5] == "data:":  # fast path: the common case
-                data.append(line[6:] if line[5:6] == " " else line[5:])
+                self._end_event(events)
                 continue
             colon = line.find(":")
             if colon == 0:
@@ -283,17 +216,12 @@ class SSEDecoder:
                 name = line[:colon]
                 value = line[colon + 2 :] if line[colon + 1 : colon + 2] == " " else line[colon + 1 :]
             if name == "data":
-                data.append(value)
+                self._data.append(value)
             elif name == "event":
-                event = value or None
+                self._event = value or None
             elif name == "id":
                 if "\0" not in value:
-                    last_id = value
+                    self._last_id = value
             elif name == "retry":
                 if value.isascii() and value.isdigit():
-                    retry = int(value)
-        self._data = data
-        self._event = event
-        self._last_id = last_id
-        self._retry = retry
-        return events
+                    self._retry = int(value)

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import AsyncGeneratorProvider, AsyncResult, Messages, ProviderModelMixin, format_prompt
+from .base import (
+    AsyncGeneratorProvider,
+    AsyncResult,
+    Messages,
+    ProviderModelMixin,
+    format_prompt,
+)
 
 __all__ = [
     "Upstage",

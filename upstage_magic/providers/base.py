@@ -10,8 +10,8 @@ import asyncio
 from typing import Any, AsyncIterator, Union
 
 from ..errors import UpstageError, register_secret
-from ..settings import Secret
 from ..events import StreamEvent
+from ..settings import Secret
 
 __all__ = [
     "Messages",

@@ -1,8 +1,19 @@
 """The Upstage Solar chat provider (OpenAI-compatible HTTP + Server-Sent Events).
 
-aiohttp is imported here and nowhere else in the package's core. This module is also the
-one place where third-party (aiohttp/asyncio) errors and HTTP statuses are mapped onto
-``upstage_magic.errors``: see ``_transport_error`` and ``_status_error``.
+aiohttp is imported here and nowhere else in the package's core. This module is transport
+only: what the bytes mean is read by the pure ``sse`` (bytes -> events) and
+``providers.wire`` (events -> our items) modules. It is also the one place where
+third-party errors and HTTP statuses become ``upstage_magic.errors``: every await that
+touches the network catches ``TRANSPORT_ERRORS`` (aiohttp, OS/ssl, asyncio timeouts and the
+``ValueError`` aiohttp raises for a bad URL or header) and maps them with
+``map_transport_error``, which also drops aiohttp's frames (their locals hold the request
+headers); HTTP error statuses go through ``_status_error``.
+
+Usage in streams
+    ``stream_options: {"include_usage": true}`` is sent when streaming, so the server sends
+    the token counts. A server that refuses the field (a 400 naming ``stream_options``) is
+    asked once more without it, and that base URL is remembered for the process
+    (``_NO_STREAM_OPTIONS``); nothing is retried once an answer has started.
 
 Connection handling
     One ``aiohttp.ClientSession`` per event loop, created lazily and reused (keep-alive).
@@ -40,27 +51,28 @@ import random
 import re
 import threading
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Awaitable, TypeVar
 
 import aiohttp
 
 from .. import settings
-from ..settings import Secret
 from ..errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
+    BadRequestError,
     IncompleteStreamError,
     MalformedEventError,
     MissingAPIKeyError,
-    StreamErrorEvent,
     UpstageError,
+    display_url,
     register_secret,
     status_error,
 )
-from ..events import FinishReason, Reasoning, Usage
+from ..settings import Secret, SecretURL
 from ..sse import SSEDecoder
 from .base import AsyncGeneratorProvider, AsyncResult, Messages, ProviderModelMixin
+from .wire import StreamParser, malformed, parse_completion, stream_error
 
 __all__ = ["Upstage"]
 
@@ -80,12 +92,23 @@ _USER_AGENT = "upstage-magic/0.1"
 # Patchable in tests (module global looked up at call time): the retry wait.
 _sleep = asyncio.sleep
 
+#: What a network operation can raise that is not ours; mapped by ``map_transport_error``.
+#: ``ValueError``: aiohttp/yarl refuse a malformed URL or a header with a line break so.
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError)
+
+#: Base URLs whose server refused ``stream_options`` (a 400 naming it): not sent again.
+_NO_STREAM_OPTIONS: dict[str, bool] = {}
+
+_T = TypeVar("_T")
+
 
 class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
     """Upstage Solar chat models, streamed.
 
     ``async for chunk in Upstage.create_async_generator(model, messages): ...`` yields
-    ``str`` answer text and typed events (``Reasoning``, ``FinishReason``, ``Usage``).
+    ``str`` answer text and typed events (``Reasoning``, ``ToolCall``, ``FinishReason``,
+    ``Usage``).
     The API key is never stored on the class: it is looked up per call.
     """
 
@@ -98,28 +121,24 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
 
     # Built-in default; env UPSTAGE_MODEL overrides it at call time (see get_default_model).
     default_model = settings.DEFAULT_MODEL
-    models = [
-        "solar-pro4",
-        "solar-pro3",
-        "solar-pro2",
-        "solar-mini",
-        # Older names users still type; they are resolved through model_aliases below.
-        "solar-pro",
-        "solar-1-mini-chat",
-        "solar-1-mini-chat-ja",
-    ]
+    # The current models (UPSTAGE_API.md). The full capability table (dated ids, retired
+    # names, reasoning efforts) belongs in one pure module; this list is the fallback
+    # ``%upstage models`` shows when the API cannot be asked.
+    models = ["solar-pro4", "solar-mini4", "syn-pro", "solar-pro3"]
     # Aliases are fixed mappings (only the default model depends on the environment).
     # - "solar": the family name, meaning the built-in default model.
-    # - "solar-pro": the retired first Solar Pro; its successor line is the current Pro.
-    # - "solar-1-mini-chat" / "-ja": renamed to solar-mini (multilingual, incl. Japanese);
-    #   sending the new name works whether or not the API still accepts the old one.
-    # Names not listed here (including date-stamped ids like "solar-pro4-260806") are
-    # sent unchanged.
+    # - "solar-pro": the retired first Solar Pro; its successor is the current Pro.
+    # - "solar-mini", "solar-1-mini-chat" / "-ja": legacy small-model names, absent from the
+    #   current API reference; the current small model is solar-mini4 (multilingual).
+    # Names not listed here (including dated ids like "solar-pro4-260806", and retired
+    # ones such as "solar-pro2", which the server refuses with its own message) are sent
+    # unchanged.
     model_aliases = {
         "solar": settings.DEFAULT_MODEL,
-        "solar-pro": settings.DEFAULT_MODEL,
-        "solar-1-mini-chat": "solar-mini",
-        "solar-1-mini-chat-ja": "solar-mini",
+        "solar-pro": "solar-pro4",
+        "solar-mini": "solar-mini4",
+        "solar-1-mini-chat": "solar-mini4",
+        "solar-1-mini-chat-ja": "solar-mini4",
     }
 
     @classmethod
@@ -149,17 +168,22 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
     ) -> AsyncResult:
         """Stream a chat completion.
 
-        Yields ``str`` text deltas, ``Reasoning`` pieces, ``FinishReason`` and, last,
-        ``Usage``, in stream order. ``messages`` are sent as real role messages (a plain
-        string is taken as one user message). Options that are ``None`` are left out of
+        Yields ``str`` text deltas, ``Reasoning`` pieces, ``ToolCall``s (complete, when the
+        answer finishes), ``FinishReason`` and, last, ``Usage``, in stream order.
+        ``messages`` are sent as real role messages (a plain string is taken as one user
+        message). When streaming, ``stream_options: {"include_usage": true}`` is sent
+        (see the module docstring for servers that refuse it). Options that are ``None`` are left out of
         the request; unknown keyword arguments are passed into the request body as given.
         ``stream=False`` yields the whole answer once. ``timeout`` is the idle time allowed
         between reads, in seconds. Raises a subclass of ``UpstageError``; a stream that
         breaks off raises after the text that already arrived has been yielded.
         """
         __tracebackhide__ = True  # noqa: F841 - IPython/pytest: this frame holds the key
+        api_key = Secret(api_key) if api_key else None  # masked in this frame's locals
         key = _api_key(api_key)
         api_key = None  # only the masked copy stays in this frame
+        base_url = SecretURL(base_url) if base_url else None  # its repr hides credentials
+        base = settings.resolve_base_url(base_url)
         body: dict[str, Any] = {
             "model": cls.get_model(model),
             "messages": _messages(messages),
@@ -175,6 +199,9 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
         ):
             if value is not None:
                 body[name] = value
+        ask_usage = stream and "stream_options" not in extra and base not in _NO_STREAM_OPTIONS
+        if ask_usage:
+            body["stream_options"] = {"include_usage": True}
         for name, value in extra.items():
             if value is not None:
                 body[name] = value
@@ -185,101 +212,57 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
         })
         if timeout is None:
             timeout = DEFAULT_TIMEOUT if stream else DEFAULT_NONSTREAM_TIMEOUT
-        response = await _send(
-            "POST",
-            _base_url(base_url) + "/chat/completions",
-            headers=headers,
-            data=json.dumps(body, ensure_ascii=False).encode(),
-            proxy=proxy,
-            timeout=timeout,
-            max_retries=max_retries,
-            key=key,
-            what="chat request",
-            model=body.get("model"),
-        )
+
+        async def post() -> aiohttp.ClientResponse:
+            return await _send(
+                "POST",
+                base + "/chat/completions",
+                headers=headers,
+                data=json.dumps(body, ensure_ascii=False).encode(),
+                proxy=proxy,
+                timeout=timeout,
+                max_retries=max_retries,
+                key=key,
+                what="chat request",
+                model=body.get("model"),
+            )
+
+        refused = False
+        try:
+            response = await post()
+        except BadRequestError as exc:
+            if not (ask_usage and _names_stream_options(exc)):
+                raise
+            refused = True
+        if refused:  # asked again outside the except: no chained 400 to show
+            _NO_STREAM_OPTIONS[base] = True
+            del body["stream_options"]
+            response = await post()
         try:
             if not stream:
-                obj = _parse_json_body(await _read_body(response, key))
-                for item in _whole_answer(obj):
+                raw = await _io(response.read(), key=key, started=True)
+                for item in parse_completion(_parse_json_body(raw)):
                     yield item
                 return
-
-            # Hot path: keep per-event work to a dict lookup or three. The decoder hands
-            # over plain events as their data strings (no event objects); an event with an
-            # ``event:`` type comes as a ServerSentEvent, which json.loads rejects with a
-            # TypeError, so that rare case costs nothing on the common one.
+            # Transport only: the decoder cuts bytes into events and the pure parser turns
+            # a whole read's events into items (one call each per network read).
             decoder = SSEDecoder()
-            feed = decoder.feed_data
-            loads = json.loads
-            done = False
-            finish = None
-            usage = None
-            data = None  # stays None while no event has arrived
+            parser = StreamParser()
             chunks = response.content.iter_any()  # per chunk (KBs), not per event
-            eof = False
-            try:
-                while not (done or eof):
-                    try:
-                        datas = feed(await chunks.__anext__())
-                    except StopAsyncIteration:
-                        datas = decoder.flush_data()
-                        eof = True
-                    for data in datas:
-                        try:
-                            obj = loads(data)
-                        except ValueError as exc:
-                            if data == "[DONE]":
-                                done = True
-                                break
-                            raise _malformed(data, exc) from None
-                        except TypeError:  # a typed event (ServerSentEvent), see above
-                            event = data
-                            data = event.data
-                            obj = _typed_event(event)
-                            if obj is None:
-                                done = True
-                                break
-                        choices = obj.get("choices")
-                        if choices:
-                            choice = choices[0]
-                            delta = choice.get("delta")
-                            if delta:
-                                content = delta.get("content")
-                                if len(delta) > 1 or not content:  # fast path: text only
-                                    reasoning = delta.get("reasoning") or delta.get("reasoning_content")
-                                    if reasoning:
-                                        yield Reasoning(reasoning)
-                                if content:
-                                    yield content
-                            reason = choice.get("finish_reason")
-                            if reason:
-                                finish = reason
-                                yield FinishReason(reason)
-                        elif "error" in obj:
-                            raise _stream_error_event(obj["error"])
-                        event_usage = obj.get("usage")
-                        if event_usage:
-                            usage = event_usage
-            except (AttributeError, TypeError, IndexError, KeyError) as exc:
-                raise _malformed(data or "", exc, shape=True) from None
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                err, _ = _transport_error(exc, started=True, key=key)
-                raise err from _safe_cause(exc, key)
-            if not done and finish is None:
-                if data is None:
-                    raise IncompleteStreamError(
-                        "The server ended the answer stream without sending any event "
-                        "(an empty response).",
-                        hint="Try again; if it keeps happening, check the base URL and any proxy.",
-                    )
-                raise IncompleteStreamError(
-                    "The answer stream ended before the server said it was finished "
-                    "(no finish_reason and no [DONE])."
-                )
-            if done and not eof:
-                await _drain(response)
-            if usage:
-                yield Usage.from_dict(usage)
+            while True:
+                try:
+                    chunk = await _io(chunks.__anext__(), key=key, started=True)
+                except StopAsyncIteration:
+                    for item in parser.feed(decoder.flush()):
+                        yield item
+                    break
+                for item in parser.feed(decoder.feed(chunk)):
+                    yield item
+                if parser.done:
+                    await _drain(response)
+                    break
+            for item in parser.close():
+                yield item
         finally:
             response.release()
 
@@ -295,11 +278,13 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
     ) -> list[str]:
         """The model ids the key can use (``GET {base_url}/models``)."""
         __tracebackhide__ = True  # noqa: F841 - this frame holds the key
+        api_key = Secret(api_key) if api_key else None  # masked in this frame's locals
         key = _api_key(api_key)
         api_key = None
+        base_url = SecretURL(base_url) if base_url else None
         response = await _send(
             "GET",
-            _base_url(base_url) + "/models",
+            settings.resolve_base_url(base_url) + "/models",
             headers=_Headers({"Authorization": f"Bearer {key}", "Accept": "application/json"}),
             data=None,
             proxy=proxy,
@@ -309,7 +294,7 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
             what="model list request",
         )
         try:
-            obj = _parse_json_body(await _read_body(response, key))
+            obj = _parse_json_body(await _io(response.read(), key=key, started=True))
         finally:
             response.release()
         items = obj.get("data") if isinstance(obj, dict) else obj
@@ -338,22 +323,23 @@ class _Headers(dict):
 
 
 def _api_key(api_key: str | None) -> Secret:
+    """The key to send: ``api_key`` if given (checked), else ``settings.get_api_key()``."""
     __tracebackhide__ = True  # noqa: F841
-    key = (api_key.strip() if api_key else None) or settings.get_api_key()
+    if api_key and api_key.strip():
+        return settings.check_api_key(api_key, source="The api_key given")
+    key = settings.get_api_key()
     if not key:
         raise MissingAPIKeyError(
             "No Upstage API key found: UPSTAGE_API_KEY is not set and no api_key was given."
         )
     register_secret(str(key))
-    return Secret(key)
+    return key
 
 
-def _base_url(base_url: str | None) -> str:
-    url = (base_url.strip() if base_url else "") or settings.get_base_url()
-    url = url.rstrip("/")
-    if url.endswith("/chat/completions"):  # a full endpoint given as base URL
-        url = url[: -len("/chat/completions")]
-    return url
+def _names_stream_options(exc: APIStatusError) -> bool:
+    """Whether a 400 is the server refusing the ``stream_options`` field."""
+    text = f"{exc.server_message or ''} {exc.code or ''} {json.dumps(exc.body, default=str)}"
+    return "stream_options" in text or "include_usage" in text
 
 
 def _messages(messages: Messages | str) -> list[dict[str, Any]]:
@@ -385,17 +371,19 @@ async def _send(
     client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=timeout)
     attempt = 0
     while True:
+        failure: UpstageError | None = None
         try:
             response = await session.request(
                 method, url, headers=headers, data=data, proxy=proxy or None, timeout=client_timeout
             )
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            err, retryable = _transport_error(exc, started=False, key=key)
+        except TRANSPORT_ERRORS as exc:
+            failure, retryable = map_transport_error(exc, started=False, key=key)
+        if failure is not None:  # raised outside the except: no implicit chaining
             if retryable and attempt < max_retries:
                 attempt += 1
                 await _sleep(_backoff(attempt))
                 continue
-            raise err from _safe_cause(exc, key)
+            raise failure
         if response.status < 400:
             return response
         retry_after = _parse_retry_after(response.headers)
@@ -408,6 +396,16 @@ async def _send(
             raise err
         attempt += 1
         await _sleep(delay)
+
+
+async def _io(operation: Awaitable[_T], *, key: str, started: bool) -> _T:
+    """Await one read from the network; its transport errors become ours (see above)."""
+    __tracebackhide__ = True  # noqa: F841
+    try:
+        return await operation
+    except TRANSPORT_ERRORS as exc:
+        failure, _ = map_transport_error(exc, started=started, key=key)
+    raise failure  # outside the except: the aiohttp error is at most a sanitised cause
 
 
 def _backoff(attempt: int) -> float:
@@ -458,45 +456,16 @@ def _parse_retry_after(headers: Any) -> float | None:
     return max(0.0, seconds)
 
 
-async def _read_body(response: aiohttp.ClientResponse, key: str) -> bytes:
-    """Read a whole (non-streamed) OK body, mapping transport errors."""
-    try:
-        return await response.read()
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-        err, _ = _transport_error(exc, started=True, key=key)
-        raise err from _safe_cause(exc, key)
-
-
 def _parse_json_body(raw: bytes) -> Any:
+    """A whole JSON body; an error envelope in place of an answer raises StreamErrorEvent."""
     text = raw.decode("utf-8", "replace")
     try:
         obj = json.loads(text)
     except ValueError as exc:
-        raise _malformed(text, exc) from None
+        raise malformed(text, exc) from None
     if isinstance(obj, dict) and obj.get("error") and not obj.get("choices"):
-        raise _stream_error_event(obj["error"])
+        raise stream_error(obj["error"])
     return obj
-
-
-def _whole_answer(obj: Any) -> list[Any]:
-    """The items a non-streamed answer yields: Reasoning, text, FinishReason, Usage."""
-    try:
-        choice = obj["choices"][0]
-        message = choice.get("message") or {}
-        items: list[Any] = []
-        reasoning = message.get("reasoning") or message.get("reasoning_content")
-        if reasoning:
-            items.append(Reasoning(reasoning))
-        content = message.get("content")
-        if content:
-            items.append(content if isinstance(content, str) else json.dumps(content))
-        if choice.get("finish_reason"):
-            items.append(FinishReason(choice["finish_reason"]))
-        if obj.get("usage"):
-            items.append(Usage.from_dict(obj["usage"]))
-        return items
-    except (KeyError, IndexError, TypeError, AttributeError) as exc:
-        raise _malformed(json.dumps(obj)[:200], exc, shape=True) from None
 
 
 # ------------------------------------------------------------ error mapping (one place)
@@ -516,6 +485,8 @@ def _safe_cause(exc: BaseException, key: str) -> BaseException | None:
         seen.add(id(e))
         chain.append(e)
         e = e.__cause__ or e.__context__
+    for e in chain:
+        e.__traceback__ = None
     try:
         for e in chain:
             texts = (str(e), repr(e), repr(e.args), repr(getattr(e, "request_info", "")))
@@ -523,8 +494,6 @@ def _safe_cause(exc: BaseException, key: str) -> BaseException | None:
                 return None
     except Exception:  # a broken __repr__: do not chain what we cannot check
         return None
-    for e in chain:
-        e.__traceback__ = None
     return exc
 
 
@@ -537,8 +506,21 @@ def _describe(exc: BaseException) -> str:
 _NESTED_REPR = re.compile(r":?\s*<\w*(?:Error|Exception)\b[^>]*>")
 
 
-def _transport_error(exc: BaseException, *, started: bool, key: str) -> tuple[UpstageError, bool]:
-    """Map an aiohttp/asyncio error to (UpstageError, retryable).
+def map_transport_error(exc: BaseException, *, started: bool, key: str) -> tuple[UpstageError, bool]:
+    """The one mapping of a ``TRANSPORT_ERRORS`` error to (our error, retryable).
+
+    The error's ``__cause__`` is ``exc`` with every traceback in its chain dropped (or
+    nothing, when ``exc`` shows the key), so no traceback mode can show aiohttp's frames
+    and their request headers. Raise it outside the ``except`` block that caught ``exc``.
+    """
+    err, retryable = _transport_error(exc, started=started)
+    err.__cause__ = _safe_cause(exc, key)
+    err.__suppress_context__ = True
+    return err, retryable
+
+
+def _transport_error(exc: BaseException, *, started: bool) -> tuple[UpstageError, bool]:
+    """Map an aiohttp/asyncio/OS error to (UpstageError, retryable).
 
     ``started``: an OK response had begun, so a break is an incomplete answer, and
     nothing may be retried. Messages go through ``errors.redact`` in UpstageError.
@@ -580,14 +562,21 @@ def _transport_error(exc: BaseException, *, started: bool, key: str) -> tuple[Up
     if isinstance(exc, aiohttp.ClientConnectorError):
         return APIConnectionError(f"Could not connect to the Upstage API ({detail})."), True
     if isinstance(exc, (aiohttp.InvalidURL, getattr(aiohttp, "NonHttpUrlClientError", aiohttp.InvalidURL))):
+        shown = display_url(str(getattr(exc, "url", "") or "")) or "?"
         return APIConnectionError(
-            f"Invalid API URL ({detail}).",
+            f"Invalid API URL ({type(exc).__name__}: {shown}).",
             hint="Check UPSTAGE_BASE_URL / base_url: it should look like https://api.upstage.ai/v1.",
         ), False
     if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionError)):
         return APIConnectionError(
             f"The connection to the Upstage API broke before an answer arrived ({detail})."
         ), True
+    if isinstance(exc, ValueError) and not isinstance(exc, aiohttp.ClientError):
+        return APIConnectionError(
+            f"The request could not be sent ({type(exc).__name__}: a malformed URL or header).",
+            hint="Check UPSTAGE_BASE_URL / base_url (it should look like "
+            "https://api.upstage.ai/v1) and the API key (no spaces or line breaks).",
+        ), False
     return APIConnectionError(f"Request to the Upstage API failed ({detail})."), False
 
 
@@ -611,7 +600,7 @@ async def _drain(response: aiohttp.ClientResponse) -> None:
             if not part:
                 return
             size += len(part)
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+    except TRANSPORT_ERRORS:
         pass
 
 
@@ -680,7 +669,7 @@ async def _status_error(
                 break
             parts.append(part)
             size += len(part)
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+    except TRANSPORT_ERRORS:
         pass  # keep what arrived; the status alone still maps to the right error
     raw = b"".join(parts)
     message, code, body = _server_message(raw)
@@ -694,45 +683,6 @@ async def _status_error(
         url=url,
         model=model,
     )
-
-
-def _typed_event(event: Any) -> Any:
-    """The parsed data of an event with an ``event:`` type; None for ``[DONE]``.
-
-    ``event: error`` always ends the stream with a StreamErrorEvent, whatever its data
-    (a JSON error object, any JSON, or plain text). Other types are read like plain events.
-    """
-    data = event.data
-    try:
-        obj = json.loads(data)
-    except ValueError as exc:
-        if event.event == "error":
-            raise _stream_error_event(data.strip() or "(no details)") from None
-        if data == "[DONE]":
-            return None
-        raise _malformed(data, exc) from None
-    if event.event == "error":
-        raise _stream_error_event(obj.get("error", obj) if isinstance(obj, dict) else obj)
-    return obj
-
-
-def _stream_error_event(error: Any) -> StreamErrorEvent:
-    if isinstance(error, dict):
-        message = error.get("message") or json.dumps(error)
-        code = error.get("code") or error.get("type")
-    else:
-        message, code = str(error), None
-    return StreamErrorEvent(
-        f"The server reported an error during the answer: {message}",
-        code=str(code) if code is not None else None,
-    )
-
-
-def _malformed(data: str, exc: BaseException, *, shape: bool = False) -> MalformedEventError:
-    snippet = data[:80] + ("..." if len(data) > 80 else "")
-    what = "an event of unexpected shape" if shape else "an event that is not valid JSON"
-    pos = getattr(exc, "pos", 0) or 0
-    return MalformedEventError(f"The server sent {what}: {snippet!r}", data, pos)
 
 
 # ------------------------------------------------------------- sessions (one per loop)
