@@ -46,7 +46,7 @@ async def _close_provider_session() -> AsyncIterator[None]:
     await Upstage.aclose()
 
 
-async def collect(model: str | None = "solar-pro3", messages: Any = MSGS, **kw: Any) -> list[Any]:
+async def collect(model: str | None = "solar-pro4", messages: Any = MSGS, **kw: Any) -> list[Any]:
     return [c async for c in Upstage.create_async_generator(model, messages, **kw)]
 
 
@@ -54,7 +54,7 @@ async def collect_until_error(exc_type: type[BaseException], **kw: Any) -> tuple
     """Items yielded before the stream raised ``exc_type`` (which it must)."""
     items: list[Any] = []
     with pytest.raises(exc_type) as info:
-        async for chunk in Upstage.create_async_generator(kw.pop("model", "solar-pro3"), kw.pop("messages", MSGS), **kw):
+        async for chunk in Upstage.create_async_generator(kw.pop("model", "solar-pro4"), kw.pop("messages", MSGS), **kw):
             items.append(chunk)
     assert_no_key(info.value)
     return items, info.value
@@ -99,11 +99,11 @@ async def test_request_carries_roles_options_and_auth(emulator_env: Emulator) ->
         {"role": "assistant", "content": "ok"},
         {"role": "user", "content": "second"},
     ]
-    items = await collect("solar-pro3", msgs, temperature=0.2, top_p=0.9, stop=["\n\n\n"], seed=7)
+    items = await collect("solar-pro4", msgs, temperature=0.2, top_p=0.9, stop=["\n\n\n"], seed=7)
     assert "You asked: second" in text_of(items) and "Turn 2" in text_of(items)
     (req,) = emulator_env.requests
     assert req["messages"] == msgs
-    assert req["model"] == "solar-pro3" and req["stream"] is True
+    assert req["model"] == "solar-pro4" and req["stream"] is True
     assert req["stream_options"] == {"include_usage": True}
     assert (req["temperature"], req["top_p"], req["stop"], req["seed"]) == (0.2, 0.9, ["\n\n\n"], 7)
     assert req["has_auth"] is True
@@ -137,18 +137,18 @@ async def test_stream_false_yields_whole_answer_once(emulator_env: Emulator) -> 
 
 
 async def test_create_async_joins_text(emulator_env: Emulator) -> None:
-    assert await Upstage.create_async("solar-pro3", MSGS) == canned_reply(MSGS)
+    assert await Upstage.create_async("solar-pro4", MSGS) == canned_reply(MSGS)
 
 
 def test_create_completion_sync_against_threaded_emulator() -> None:
     with serve_in_thread(reply="echo") as emu:
-        text = Upstage.create_completion("solar-pro3", MSGS, base_url=emu.base_url, api_key=TEST_KEY)
+        text = Upstage.create_completion("solar-pro4", MSGS, base_url=emu.base_url, api_key=TEST_KEY)
     assert text == "What is Solar?"
 
 
 async def test_list_models(emulator_env: Emulator) -> None:
     models = await Upstage.list_models()
-    assert {"solar-pro3", "solar-mini", "solar-pro4-260806"} <= set(models)
+    assert {"solar-pro3", "solar-mini4", "solar-pro4-260806"} <= set(models)
 
 
 async def test_large_answer_exact(emulator_env: Emulator) -> None:
@@ -161,7 +161,7 @@ async def test_empty_answer(emulator_env: Emulator) -> None:
     items = await collect(emulator={"fault": {"kind": "empty"}})
     assert text_of(items) == ""
     assert items[-2:] == [FinishReason("stop"), Usage(3, 0, 3)]
-    assert await Upstage.create_async("solar-pro3", MSGS, emulator={"fault": {"kind": "empty"}}) == ""
+    assert await Upstage.create_async("solar-pro4", MSGS, emulator={"fault": {"kind": "empty"}}) == ""
 
 
 async def test_max_tokens_gives_length(emulator_env: Emulator) -> None:
@@ -173,7 +173,7 @@ async def test_max_tokens_gives_length(emulator_env: Emulator) -> None:
 
 
 async def test_breaking_out_early_releases_the_connection(emulator_env: Emulator) -> None:
-    gen = Upstage.create_async_generator("solar-pro3", MSGS, emulator={"answer_tokens": 5000, "tokens_per_second": 2000})
+    gen = Upstage.create_async_generator("solar-pro4", MSGS, emulator={"answer_tokens": 5000, "tokens_per_second": 2000})
     got = []
     async for chunk in gen:
         got.append(chunk)
@@ -369,7 +369,7 @@ async def test_verbose_traceback_shows_no_key(emulator_env: Emulator, monkeypatc
     emulator_env.api_key = "the-real-key"  # TEST_KEY is rejected, and the server echoes it
     emulator_env.set_fault({"kind": "status", "status": 401, "message": "Incorrect API key provided: " + TEST_KEY})
     try:
-        await Upstage.create_async("solar-pro3", MSGS)  # the key from UPSTAGE_API_KEY
+        await Upstage.create_async("solar-pro4", MSGS)  # the key from UPSTAGE_API_KEY
     except AuthenticationError as exc:
         err = exc
     vtb = VerboseTB()
@@ -449,7 +449,7 @@ def _closed_port() -> int:
 
 async def _error_of(**kw: Any) -> BaseException:
     try:
-        async for _ in Upstage.create_async_generator("solar-pro3", MSGS, **kw):
+        async for _ in Upstage.create_async_generator("solar-pro4", MSGS, **kw):
             pass
     except Exception as exc:  # noqa: BLE001 - the test inspects whatever comes out
         return exc

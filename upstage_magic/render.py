@@ -576,6 +576,7 @@ class AnswerRenderer:
         self.load_images = bool(load_images)
         self._done_src = ""  # normalised text of the finished blocks
         self._done_html = ""
+        self._last = ""  # the last text rendered (normalised): reuse only when the new one extends it
         self.reparsed_chars = 0  # how much text the last render parsed (for tests/benchmarks)
 
     def render(self, text: str) -> str:
@@ -583,8 +584,11 @@ class AnswerRenderer:
         if not text:
             return ""
         norm = _normalise(text)
-        if not (self._done_src and norm.startswith(self._done_src)):
+        # The finished blocks were judged final by what followed them in the last text, so
+        # they may be reused only when the new text extends that whole text.
+        if not (self._done_src and norm.startswith(self._last)):
             self._done_src, self._done_html = "", ""
+        self._last = norm
         start = len(self._done_src)
         tail = norm[start:]
         md = _markdown()
