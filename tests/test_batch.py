@@ -523,3 +523,16 @@ def test_kernel_progress_updates_then_interrupt_then_resume(tmp_path):
             assert len(emu.requests) - before == 40 - done
         finally:
             k.close()
+
+
+def test_batch_follows_the_kernels_settings_under_its_own_options(monkeypatch):
+    """batch() called from code uses %config's model and sampling unless the call says otherwise."""
+    from upstage_magic import batch as batch_mod
+    from upstage_magic.config import Settings
+
+    settings = Settings(model="solar-mini4", temperature=0.3, max_tokens=50, stream=False)
+    monkeypatch.setattr("upstage_magic.config._DEFAULT", settings)
+    model, options = batch_mod._with_settings(None, {"max_tokens": 7})
+    assert model == "solar-mini4"
+    assert options == {"temperature": 0.3, "max_tokens": 7}  # the call wins; never "stream"
+    assert batch_mod._with_settings("solar-pro4", {})[0] == "solar-pro4"

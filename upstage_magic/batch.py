@@ -679,6 +679,7 @@ def batch(
     """
     from .runner import run_coroutine
 
+    model, options = _with_settings(model, options)
     view = None
     if progress:
         from .progress import make_progress
@@ -702,6 +703,21 @@ def batch(
     if view is not None:
         view.finish(job.stats)
     return job.shaped(items)
+
+
+def _with_settings(model: str | None, options: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """The kernel's settings (``%config UpstageMagics.*``) under the call's own options.
+
+    Only what shapes the request is taken (model, base URL, sampling, reasoning, timeout);
+    a batch never streams, so ``stream`` is left out.
+    """
+    from .config import default_settings
+
+    settings = default_settings()
+    merged = settings.request_options()
+    merged.pop("stream", None)
+    merged.update(options)
+    return model or settings.model or None, merged
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")

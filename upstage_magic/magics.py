@@ -24,7 +24,7 @@ from . import formats, models, placeholders, settings
 from .config import FORMATS, REASONING_EFFORTS, Settings, SettingsTraits, default_settings
 from .display import PlainView, RichView, footer_text
 from .errors import UpstageError, redact
-from .errors import _display_url as _display_url
+from .errors import display_url
 from .session import ChatSession, Exchange, SessionBusyError, default_session, plural
 
 __all__ = ["UpstageMagics", "load_ipython_extension", "unload_ipython_extension"]
@@ -544,7 +544,7 @@ class UpstageMagics(Magics, SettingsTraits):
 
     def _cmd_config(self, rest: list[str]) -> None:
         key_state = _key_state()
-        base = _display_url(self.base_url or settings.get_base_url())
+        base = display_url(self.base_url or settings.get_base_url())
         rows = [
             ("model", self._model(None)),
             ("base_url", base),
@@ -750,7 +750,10 @@ def _unquote(value: str | None) -> str | None:
 
 def _key_state() -> str:
     """Where the key comes from, never the key itself."""
-    key = settings.get_api_key()
+    try:
+        key = settings.get_api_key()
+    except UpstageError as exc:  # e.g. a key with a line break in UPSTAGE_API_KEY
+        return f"not usable: {exc}"
     env = os.environ.get("UPSTAGE_API_KEY", "").strip()
     if not key:
         return "not set (set UPSTAGE_API_KEY or run %upstage key)"
