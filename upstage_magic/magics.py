@@ -316,8 +316,7 @@ class UpstageMagics(Magics):
         from .runner import run_stream  # noqa: PLC0415
 
         try:
-            run_stream(make_stream, on_batch=on_batch, tick=view.tick, tick_interval=min(0.05, self.update_interval),
-                       due=getattr(view, "due", None))
+            run_stream(make_stream, on_batch, tick=view.tick, interval=min(0.05, self.update_interval))
         except KeyboardInterrupt:
             exchange.finish("stopped")
             view.finish(None, footer_text(exchange, "stopped"))  # always: it carries the marker
