@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 from playwright import sync_api
 
-from browser_support import (
+from tests.support.browser import (
     browser_page,
     NotebookServer,
     open_notebook7,
     run_all_cells,
     wait_all_cells_ran,
 )
-from harness import TEST_KEY, EmulatorProcess
+from tests.support.harness import TEST_KEY, EmulatorProcess
 
 pytestmark = pytest.mark.browser
 

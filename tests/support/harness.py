@@ -7,7 +7,8 @@
   control endpoints; ``EmulatorProcess`` starts ``python -m upstage_magic.emulator`` too.
 - ``free_port``, ``wait_http``, ``stop_process``: small process helpers.
 
-Benchmarks import this module after putting the repo's ``tests/`` directory on ``sys.path``.
+Tests import it as ``tests.support.harness``; benchmarks too, after putting the repository root
+on ``sys.path`` (this package never imports benchmarks/).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository (tests/support/harness.py)
 TEST_KEY = "test-key-SECRET123"
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
               "all_proxy", "no_proxy")
