@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  wall time            {r['elapsed']:.2f} s  ({r['streams'] / r['elapsed']:.0f} streams/s, "
               f"{r['tokens'] / r['elapsed']:.0f} tokens/s)")
         print(f"  peak concurrent conn {r['peak_connections']} (limit {r['limit']}, counted by the emulator); "
-              f"emulator saw {r['emulator_connections']} distinct connections, {r['emulator_requests']} requests (2 passes)")
+              f"emulator saw {r['emulator_connections']} distinct connections, "
+              f"{r['emulator_requests']} requests (2 passes)")
         print(f"  memory               tracemalloc peak {r['tracemalloc_peak_mb']:.1f} MB, "
               f"peak RSS {r['peak_rss_mb']:.0f} MB")
         if r["errors"]:
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
               f"while a cell runs a {args.cpu_seconds:g} s CPU loop")
         print(f"  streaming when the CPU cell started/ended  {w['cpu']['before']}/{w['cpu']['after']}")
         print(f"  CPU cell                 {w['cpu_cell_seconds']:.2f} s round trip ({w['cpu']['cpu']:.2f} s loop)")
-        print(f"  widgets done, exact text {n_good}/{w['widgets']}  (turns recorded {w['turns']}, pending {w['pending']})")
+        print(f"  widgets done, exact text {n_good}/{w['widgets']}  "
+              f"(turns recorded {w['turns']}, pending {w['pending']})")
         print(f"  all done after           {w['all_done_after']:.2f} s from the send cell")
         print(f"  kernel peak RSS          {w['kernel_peak_rss_mb']:.0f} MB; kernel alive {w['alive']}")
     print("OK" if ok else "FAILED")

@@ -24,8 +24,6 @@ from tests.support.fault_matrix import (  # noqa: E402
 )
 
 
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--entry", default=",".join(ENTRY_POINTS), help="comma list of provider,magic,widget")

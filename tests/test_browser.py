@@ -23,8 +23,8 @@ import pytest
 from playwright import sync_api
 
 from tests.support.browser import (
-    browser_page,
     LabServer,
+    browser_page,
     open_notebook,
     run_all_cells,
     wait_all_cells_ran,

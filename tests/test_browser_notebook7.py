@@ -16,8 +16,8 @@ import pytest
 from playwright import sync_api
 
 from tests.support.browser import (
-    browser_page,
     NotebookServer,
+    browser_page,
     open_notebook7,
     run_all_cells,
     wait_all_cells_ran,

@@ -4,6 +4,7 @@ Correctness and bounds only, no timing asserts (see benchmarks/bench_load.py for
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest

@@ -270,7 +270,7 @@ def run_coroutine(make_coro: Callable[[], Awaitable[T]], *, timeout: float | Non
     ok, value = outcome
     if not ok:
         raise value
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 _CLOSERS: list[Callable[[], Awaitable[Any]]] = []
@@ -284,10 +284,15 @@ def close_on_exit(aclose: Callable[[], Awaitable[Any]]) -> None:
 
 @atexit.register
 def _close_all() -> None:
+    """Run the registered ``aclose`` callables (best effort, 2 s each)."""
     if not _CLOSERS or not _BG.running:
         return
+
+    async def call(aclose: Callable[[], Awaitable[Any]]) -> None:
+        await aclose()
+
     for aclose in list(_CLOSERS):
         try:
-            _BG.submit(aclose()).result(timeout=2)
+            _BG.submit(call(aclose)).result(timeout=2)
         except BaseException:  # noqa: BLE001 - best effort at exit
             pass

@@ -29,9 +29,10 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .harness import EmulatorControl, KernelSession, free_port
 
@@ -299,7 +300,7 @@ def judge(f: Fault, entry: str, obs: Observation) -> Outcome:
         if len(got) != len(f.delays):
             problems.append(f"retry waits {got}, expected {list(f.delays)}")
         else:
-            for g, e in zip(got, f.delays):
+            for g, e in zip(got, f.delays, strict=True):
                 lo, hi = (e * 0.75 - 1e-6, e * 1.25 + 1e-6) if f.jitter else (e - 1e-6, e + 1e-6)
                 if not lo <= g <= hi:
                     problems.append(f"retry wait {g:.3f} s, expected {e:g} s{' +-25 %' if f.jitter else ''}")
