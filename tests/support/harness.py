@@ -251,7 +251,9 @@ class EmulatorProcess(EmulatorControl):
         if api_key:
             args += ["--api-key", api_key]
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
+        # This checkout's package, whatever the caller's working directory (like KernelSession).
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         wait_http(f"{self.base_url}/models", timeout=20, proc=self.proc, log=self.log_path,
                   headers={"Authorization": f"Bearer {api_key or 'x'}"})
         if cfg:
