@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from upstage_magic import runner
 from upstage_magic.runner import MIN_INTERVAL, run_coroutine, run_stream
 
 
@@ -55,6 +56,23 @@ def test_first_item_is_handed_over_alone_when_the_rest_is_not_there_yet():
     run_stream(first_then_wait, on_batch)
     assert batches[0] == [0]
     assert [x for b in batches for x in b] == list(range(100))
+
+
+def test_the_stream_waits_until_the_first_item_is_shown(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(runner, "FIRST_WAIT", 30.0)  # so only the caller's ack can end the wait
+    handled = threading.Event()
+    resumed_after_shown: list[bool] = []
+
+    async def two() -> AsyncIterator[int]:
+        yield 0
+        resumed_after_shown.append(handled.is_set())  # the producer goes on parsing only now
+        yield 1
+
+    def on_batch(items: list[int]) -> None:
+        handled.set()
+
+    run_stream(two, on_batch)
+    assert resumed_after_shown == [True]
 
 
 @pytest.mark.parametrize("interval", [0, -1, 0.001])

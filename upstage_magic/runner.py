@@ -19,26 +19,27 @@ task on the kernel loop (no blocking)  cell returns with 0 chunks; a following s
                                        to the end)
 =====================================  ===========  ====================  ===============
 
-The shipped version hands items over in batches: the producer collects each burst (all
-the items the provider yields from one network read) in a list and hands the list over
-from a ``call_soon`` callback through a deque plus an Event, so the caller's thread does
-one wake-up per burst, and the magic joins a burst's text in one ``str.join`` (no Python
-work per token). The first item is handed over alone and the producer waits (at most
-50 ms) until the caller has shown it, so the first text is not held up behind the GIL.
-A view may also say when it will next render (``due``): bursts before that pile up
-without waking the caller. Measured with the real provider against the emulator in a
-real kernel, provider alone run in the same kernel on this loop over the same warm
-connection (benchmarks/bench_magic.py, best of 9): 20 000 tokens at full speed, magic
-69 ms vs provider 60 ms (1.16x; with the display calls replaced by no-ops the magic is
-within ~5% of the provider: the rest is ipykernel publishing the ~250 KB final answer
-and the footer); 2 000 tokens 10 vs 8 ms (the same ~2-3 ms of fixed display cost); paced
-at 50 tok/s within 1%; first display ~1-5 ms after the first event leaves the emulator;
-a kernel interrupt reaches idle in 35-150 ms.
+The shipped version is a plain hand-off: the stream's task appends each item to a deque
+and sets an Event; the caller's thread wakes at most once per tick (``interval``, floored
+at ``MIN_INTERVAL`` = 20 ms), takes everything buffered in one list and calls
+``on_batch`` (the magic joins a batch's text in one ``str.join``: no Python work per
+token on that side), and calls ``tick()`` when a tick passes with nothing new. The first
+item is handed over at once, and the stream waits (at most 50 ms) until the caller has
+shown it, so the first text is not held up behind the GIL; the end of the stream is seen
+at once. With ``update_interval = 0`` the old per-burst hand-off woke the caller ~63 000
+times in 0.25 s of idle stream; now 12 (10 ticks, 2 batches). Measured with the real
+provider against the emulator in a real kernel, provider alone run in the same kernel on
+this loop over the same warm connection (benchmarks/bench_magic.py, best of 9-15, 2-core
+machine shared with other jobs): 20 000 tokens at full speed, magic 50-55 ms vs provider
+42-48 ms (1.1-1.2x, as before this change: 53 vs 45 ms, 1.20x); 2 000 tokens 7 vs 6 ms;
+paced at 50 tok/s within 1% (33 display messages for ~3.1 s); first display 0.5-7 ms
+after the first event leaves the emulator; a kernel interrupt reaches idle in 25-210 ms.
 
 The task way cannot work for a magic (no ``-o`` value, nbclient sees an empty cell,
 interrupt does not reach it); it is the widget's way. Both nest-asyncio flavours and the
 worker thread stream and stop within milliseconds; the thread costs ~1.5 us per chunk
-more (queue hand-off, per item in that measurement; now per burst).
+more (queue hand-off, per item in that measurement; now a deque append per item and one
+hand-over per tick).
 
 We use the worker thread because:
 
@@ -65,6 +66,7 @@ import asyncio
 import atexit
 import collections
 import concurrent.futures
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -76,6 +78,8 @@ T = TypeVar("T")
 
 MIN_INTERVAL = 0.02
 """Floor of ``run_stream``'s ``interval``: the caller's thread wakes at most 50 times a second."""
+FIRST_WAIT = 0.05
+"""At most this long the stream waits for the caller to show its first item."""
 
 
 class BackgroundLoop:
@@ -195,11 +199,28 @@ def run_stream(
 
     failure: list[BaseException] = []
 
+    loop = _BG.loop
+    shown: asyncio.Future[None] = loop.create_future()  # the caller has handled the first batch
+
+    def ack() -> None:
+        if not shown.done():
+            shown.set_result(None)
+
     async def pump() -> None:
         append, is_set, set_wake = buf.append, wake.is_set, wake.set
         stream = None
         try:
-            stream = make_stream()
+            stream = make_stream().__aiter__()
+            async for item in stream:  # the first item: handed over alone, at once...
+                append(item)
+                set_wake()
+                break
+            else:
+                return
+            # ...and shown before the rest is parsed: with both threads busy, the GIL
+            # would otherwise delay the first text by a switch interval or more.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(shown), FIRST_WAIT)
             async for item in stream:
                 append(item)
                 if not is_set():
@@ -232,6 +253,8 @@ def run_stream(
             if n:
                 popleft = buf.popleft
                 on_batch([popleft() for _ in range(n)])
+                if not shown.done():
+                    loop.call_soon_threadsafe(ack)
             if finished:
                 if failure:
                     raise failure[0]  # the stream's exception, after its items
