@@ -40,9 +40,9 @@ from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the package, and tests/harness.py
+sys.path.insert(0, str(ROOT))  # the repository: upstage_magic, tests.support
 
-from harness import KernelSession  # noqa: E402
+from tests.support.harness import KernelSession  # noqa: E402
 
 KEY = "bench-key-not-secret"
 

@@ -92,7 +92,8 @@ async def naive_loop(session: aiohttp.ClientSession, base: str, n: int) -> str:
 async def provider(base: str, n: int, keep: bool = True) -> int:
     text: list[str] = []
     count = 0
-    async for chunk in Upstage.create_async_generator("solar-pro3", MSGS, base_url=base, api_key=KEY, emulator={"answer_tokens": n}):
+    async for chunk in Upstage.create_async_generator("solar-pro3", MSGS, base_url=base, api_key=KEY,
+                                                      emulator={"answer_tokens": n}):
         if isinstance(chunk, str):
             count += 1
             if keep:

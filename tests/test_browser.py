@@ -22,14 +22,14 @@ import nbformat
 import pytest
 from playwright import sync_api
 
-from browser_support import (
-    browser_page,
+from tests.support.browser import (
     LabServer,
+    browser_page,
     open_notebook,
     run_all_cells,
     wait_all_cells_ran,
 )
-from harness import TEST_KEY, EmulatorProcess
+from tests.support.harness import TEST_KEY, EmulatorProcess
 from upstage_magic.emulator import HOSTILE_FLAGS
 
 pytestmark = pytest.mark.browser

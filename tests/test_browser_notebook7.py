@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 from playwright import sync_api
 
-from browser_support import (
-    browser_page,
+from tests.support.browser import (
     NotebookServer,
+    browser_page,
     open_notebook7,
     run_all_cells,
     wait_all_cells_ran,
 )
-from harness import TEST_KEY, EmulatorProcess
+from tests.support.harness import TEST_KEY, EmulatorProcess
 
 pytestmark = pytest.mark.browser
 

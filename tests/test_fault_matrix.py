@@ -1,4 +1,4 @@
-"""The fault matrix (benchmarks/fault_matrix.py) as tests: one case per fault x entry point.
+"""The fault matrix (tests/support/fault_matrix.py) as tests: one case per fault x entry point.
 
 Each case asserts the outcome the table defines: the right error class (or success), a
 short clear message, partial text kept exactly, the session's turns consistent, the
@@ -7,15 +7,9 @@ are shared by the whole module.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import fault_matrix as fm  # noqa: E402
+from tests.support import fault_matrix as fm
 
 FAULT_NAMES = [f.name for f in fm.FAULTS]
 
@@ -65,12 +59,14 @@ async def test_provider(name: str, ctl) -> None:
 
 
 @pytest.mark.kernel
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FAULT_NAMES)
 def test_magic(name: str, magic_runner) -> None:
     _assert_ok(magic_runner.run(fm.FAULTS_BY_NAME[name]))
 
 
 @pytest.mark.kernel
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FAULT_NAMES)
 def test_widget(name: str, widget_runner) -> None:
     _assert_ok(widget_runner.run(fm.FAULTS_BY_NAME[name]))

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from harness import DISPLAY_TYPES, ROOT, TEST_KEY, KernelSession
+from tests.support.harness import DISPLAY_TYPES, ROOT, TEST_KEY, KernelSession
 
 pytestmark = pytest.mark.kernel
 
@@ -154,7 +154,7 @@ def test_interrupt_keeps_partial_and_kernel_lives(fresh, emu):
     emu.configure(answer_tokens=2000, tokens_per_second=20)  # would take 100 s
     msg_id = k.submit("%%upstage\nstream slowly")
     seen = k.collect(msg_id, 60, until=lambda m: m["msg_type"] in DISPLAY_TYPES)  # the first text
-    time.sleep(0.5)
+    seen += k.collect(msg_id, 60, until=lambda m: m["msg_type"] in DISPLAY_TYPES)  # an update: mid-stream
     k.interrupt()
     rest = k.collect(msg_id, 60)
     msgs = seen + rest

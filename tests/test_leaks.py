@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from harness import ROOT, EmulatorProcess
+from tests.support.harness import ROOT, EmulatorProcess
 
 KEY = "test-key-LEAKCANARY-7f3a9c"
 NOTEBOOKS = ("quickstart.ipynb", "chat_widget.ipynb")
@@ -182,6 +182,7 @@ def _outputs(nb: Any) -> list[dict[str, Any]]:
     return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
 
 
+@pytest.mark.kernel  # leak_run executes notebooks in real kernels
 def test_notebooks_ran_the_paths_we_meant(leak_run: dict[str, Any]) -> None:
     """Guard against a vacuous pass: the error paths really happened."""
     nb = leak_run["errors"]
@@ -203,11 +204,13 @@ def test_notebooks_ran_the_paths_we_meant(leak_run: dict[str, Any]) -> None:
     assert (leak_run["work"] / "kernel.log").stat().st_size > 0  # the kernels' own output was captured
 
 
+@pytest.mark.kernel  # leak_run executes notebooks in real kernels
 def test_no_key_in_saved_notebooks_exports_and_logs(leak_run: dict[str, Any]) -> None:
     hits = scan_tree(leak_run["work"])
     assert not hits, "\n".join(hits)
 
 
+@pytest.mark.kernel  # leak_run executes notebooks in real kernels
 def test_no_key_in_widget_state(leak_run: dict[str, Any]) -> None:
     hits: list[str] = []
     for name in (*NOTEBOOKS, "errors"):
@@ -215,6 +218,7 @@ def test_no_key_in_widget_state(leak_run: dict[str, Any]) -> None:
     assert not hits, "\n".join(hits)
 
 
+@pytest.mark.kernel  # leak_run executes notebooks in real kernels
 def test_emulator_recorded_auth_but_not_the_key(leak_run: dict[str, Any]) -> None:
     reqs = leak_run["requests"]
     assert len(reqs) >= 10
@@ -223,6 +227,7 @@ def test_emulator_recorded_auth_but_not_the_key(leak_run: dict[str, Any]) -> Non
     assert not hits, "\n".join(hits)
 
 
+@pytest.mark.kernel  # leak_run executes notebooks in real kernels
 @pytest.mark.parametrize("cell", range(len(ERROR_CELLS)))
 def test_no_key_in_error_path_cell_outputs(leak_run: dict[str, Any], cell: int) -> None:
     """One case per error-path cell, so a leak names the cell that caused it."""

@@ -4,16 +4,14 @@ Correctness and bounds only, no timing asserts (see benchmarks/bench_load.py for
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from tests.support import load
 
-import bench_load  # noqa: E402
+pytestmark = pytest.mark.slow
 
 N = 500
 
@@ -21,7 +19,7 @@ N = 500
 @pytest.fixture(scope="module")
 def streams(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Two passes of 500 concurrent streams (the 2nd under tracemalloc), emulator in a subprocess."""
-    return bench_load.run_streams(N, words=20, tps=400.0, workdir=tmp_path_factory.mktemp("load"))
+    return load.run_streams(N, words=20, tps=400.0, workdir=tmp_path_factory.mktemp("load"))
 
 
 def test_500_concurrent_streams_exact(streams: dict[str, Any]) -> None:
@@ -53,7 +51,7 @@ def test_connections_are_reused(streams: dict[str, Any]) -> None:
 
 @pytest.mark.kernel
 def test_20_widgets_stream_at_once_while_a_cell_computes(tmp_path: Path) -> None:
-    r = bench_load.run_widgets(20, words=80, tps=40.0, cpu_seconds=2.0, workdir=tmp_path)
+    r = load.run_widgets(20, words=80, tps=40.0, cpu_seconds=2.0, workdir=tmp_path)
     assert r["sent"] == [True] * 20
     assert r["cpu"]["loops"] > 0 and r["cpu"]["cpu"] >= 2.0  # the computing cell ran to its end
     assert r["cpu"]["before"] >= 1, r["cpu"]  # the answers really streamed while it computed

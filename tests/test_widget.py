@@ -346,19 +346,23 @@ async def test_coalescing_bounds_html_updates() -> None:
 async def test_paused_stream_still_shows_pending_text() -> None:
     """Text that arrived just before a pause is shown during the pause (poll timer)."""
 
+    release = asyncio.Event()
+
     class Pausing(FakeProvider):
         async def create_async_generator(self, model, messages, **kw):
             yield "first "
             yield "second "  # within the interval: pending
-            await asyncio.sleep(0.6)
+            await release.wait()  # paused until the test has seen "second"
             yield "third"
 
     p = Pausing()
     w = ChatWidget(session=ChatSession(), provider=p, interval=0.1, fetch_models=False)
     task = w.send("q")
-    await asyncio.sleep(0.35)
-    assert "second" in transcript_html(w)
+    await until(lambda: "second" in transcript_html(w))  # shown while the stream is paused
+    assert "third" not in transcript_html(w) and not task.done()
+    release.set()
     await task
+    assert "third" in transcript_html(w)
 
 
 async def test_hostile_answer_is_neutralised_in_the_widget() -> None:

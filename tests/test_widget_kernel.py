@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import TEST_KEY, EmulatorProcess, KernelSession
+from tests.support.harness import TEST_KEY, EmulatorProcess, KernelSession
 
 pytestmark = pytest.mark.kernel
 

@@ -373,8 +373,8 @@ class UpstageMagics(Magics, SettingsTraits):
         from .runner import run_stream  # noqa: PLC0415
 
         try:
-            run_stream(lambda: exchange.stream(provider, options), on_batch=lambda _items: view.changed(),
-                       tick=view.tick, tick_interval=min(0.05, self.update_interval))
+            run_stream(lambda: exchange.stream(provider, options), lambda _items: view.changed(),
+                       tick=view.tick, interval=min(0.05, self.update_interval))
         except KeyboardInterrupt:
             exchange.finish("stopped")  # the stream task has ended it already, unless it hung
             view.finish(None, footer_text(exchange, "stopped"))  # always: it carries the marker

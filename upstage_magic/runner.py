@@ -19,26 +19,27 @@ task on the kernel loop (no blocking)  cell returns with 0 chunks; a following s
                                        to the end)
 =====================================  ===========  ====================  ===============
 
-The shipped version hands items over in batches: the producer collects each burst (all
-the items the provider yields from one network read) in a list and hands the list over
-from a ``call_soon`` callback through a deque plus an Event, so the caller's thread does
-one wake-up per burst, and the magic joins a burst's text in one ``str.join`` (no Python
-work per token). The first item is handed over alone and the producer waits (at most
-50 ms) until the caller has shown it, so the first text is not held up behind the GIL.
-A view may also say when it will next render (``due``): bursts before that pile up
-without waking the caller. Measured with the real provider against the emulator in a
-real kernel, provider alone run in the same kernel on this loop over the same warm
-connection (benchmarks/bench_magic.py, best of 9): 20 000 tokens at full speed, magic
-69 ms vs provider 60 ms (1.16x; with the display calls replaced by no-ops the magic is
-within ~5% of the provider: the rest is ipykernel publishing the ~250 KB final answer
-and the footer); 2 000 tokens 10 vs 8 ms (the same ~2-3 ms of fixed display cost); paced
-at 50 tok/s within 1%; first display ~1-5 ms after the first event leaves the emulator;
-a kernel interrupt reaches idle in 35-150 ms.
+The shipped version is a plain hand-off: the stream's task appends each item to a deque
+and sets an Event; the caller's thread wakes at most once per tick (``interval``, floored
+at ``MIN_INTERVAL`` = 20 ms), takes everything buffered in one list and calls
+``on_batch`` (the magic joins a batch's text in one ``str.join``: no Python work per
+token on that side), and calls ``tick()`` when a tick passes with nothing new. The first
+item is handed over at once, and the stream waits (at most 50 ms) until the caller has
+shown it, so the first text is not held up behind the GIL; the end of the stream is seen
+at once. With ``update_interval = 0`` the old per-burst hand-off woke the caller ~63 000
+times in 0.25 s of idle stream; now 12 (10 ticks, 2 batches). Measured with the real
+provider against the emulator in a real kernel, provider alone run in the same kernel on
+this loop over the same warm connection (benchmarks/bench_magic.py, best of 9-15, 2-core
+machine shared with other jobs): 20 000 tokens at full speed, magic 50-55 ms vs provider
+42-48 ms (1.1-1.2x, as before this change: 53 vs 45 ms, 1.20x); 2 000 tokens 7 vs 6 ms;
+paced at 50 tok/s within 1% (33 display messages for ~3.1 s); first display 0.5-7 ms
+after the first event leaves the emulator; a kernel interrupt reaches idle in 25-210 ms.
 
 The task way cannot work for a magic (no ``-o`` value, nbclient sees an empty cell,
 interrupt does not reach it); it is the widget's way. Both nest-asyncio flavours and the
 worker thread stream and stop within milliseconds; the thread costs ~1.5 us per chunk
-more (queue hand-off, per item in that measurement; now per burst).
+more (queue hand-off, per item in that measurement; now a deque append per item and one
+hand-over per tick).
 
 We use the worker thread because:
 
@@ -65,20 +66,20 @@ import asyncio
 import atexit
 import collections
 import concurrent.futures
+import contextlib
 import threading
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
-__all__ = ["BackgroundLoop", "run_stream", "run_coroutine", "close_on_exit"]
+__all__ = ["BackgroundLoop", "MIN_INTERVAL", "run_stream", "run_coroutine", "close_on_exit"]
 
-_END = object()
+T = TypeVar("T")
 
-
-class _Failure:
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
+MIN_INTERVAL = 0.02
+"""Floor of ``run_stream``'s ``interval``: the caller's thread wakes at most 50 times a second."""
+FIRST_WAIT = 0.05
+"""At most this long the stream waits for the caller to show its first item."""
 
 
 class BackgroundLoop:
@@ -109,178 +110,190 @@ class BackgroundLoop:
                 self._loop = loop
             return self._loop
 
-    def submit(self, coro: Awaitable[Any]) -> concurrent.futures.Future:
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Schedule ``coro`` on the loop; return a concurrent future."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     @property
     def running(self) -> bool:
+        """Whether the loop's thread is alive."""
         return self._loop is not None and self._thread is not None and self._thread.is_alive()
 
 
 _BG = BackgroundLoop()
 
 
-def run_stream(
-    make_stream: Callable[[], AsyncIterator[Any]],
-    on_item: Callable[[Any], None] | None = None,
-    *,
-    on_batch: Callable[[list[Any]], None] | None = None,
-    tick: Callable[[], Any] | None = None,
-    tick_interval: float = 0.05,
-    cancel_timeout: float = 1.0,
-    max_batch: int = 4096,
-    first_wait: float = 0.05,
-    due: Callable[[], float | None] | None = None,
-) -> None:
-    """Consume ``make_stream()`` on the background loop, calling ``on_item`` here.
+class _Job:
+    """A coroutine run as a task on the background loop, watched from another thread."""
 
-    ``on_item`` runs in the calling thread, in stream order; or give ``on_batch``, which
-    gets lists of consecutive items (the first item alone, then each burst the stream
-    yielded without waiting, at most ``max_batch`` items). ``tick`` is called about
-    every ``tick_interval`` seconds while no item arrives. ``due()`` may return a
-    ``time.monotonic()`` time before which the caller has no use for new items (e.g. its
-    next render): until then bursts pile up without waking this thread, and it wakes at
-    that time to take them (the end of the stream always wakes it at once). An exception raised by the
-    stream is re-raised here (after the items before it). On ``KeyboardInterrupt`` (or
-    any error in the callback) the stream task is cancelled on its loop (waiting at most
-    ``cancel_timeout``) and the exception propagates.
+    def __init__(self, coro: Coroutine[Any, Any, Any], *, on_done: Callable[[], object] | None = None) -> None:
+        self.done = threading.Event()  # set when the task has finished, cleanup included
+        self._on_done = on_done
+        self._task: asyncio.Task[Any] | None = None
+        self._outcome: tuple[bool, Any] = (False, None)  # (ok, result or exception)
+        self._loop = _BG.loop
+        # call_soon_threadsafe is FIFO: the task always exists before a cancel() reaches it.
+        self._loop.call_soon_threadsafe(self._start, coro)
+
+    def _start(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self._task = self._loop.create_task(coro)
+        self._task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            self._outcome = (False, None)
+        elif task.exception() is not None:
+            self._outcome = (False, task.exception())
+        else:
+            self._outcome = (True, task.result())
+        self.done.set()
+        if self._on_done is not None:
+            self._on_done()
+
+    def result(self) -> Any:
+        """The task's result; re-raises its exception (``None`` if it was cancelled)."""
+        ok, value = self._outcome
+        if not ok and value is not None:
+            raise value
+        return value
+
+    def cancel(self, timeout: float) -> None:
+        """Cancel the task; wait at most ``timeout`` s for its cleanup (a 2nd Ctrl-C skips that)."""
+        self._loop.call_soon_threadsafe(self._cancel_task)
+        try:
+            self.done.wait(timeout)
+        except KeyboardInterrupt:
+            pass
+
+    def _cancel_task(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+def run_stream(
+    make_stream: Callable[[], AsyncIterator[T]],
+    on_batch: Callable[[list[T]], object],
+    *,
+    tick: Callable[[], object] | None = None,
+    interval: float = 0.05,
+    cancel_timeout: float = 1.0,
+) -> None:
+    """Consume ``make_stream()`` on the background loop, handing its items to ``on_batch`` here.
+
+    The stream runs on the background loop and appends each item to a buffer; this (the
+    calling) thread takes everything buffered in one list and calls ``on_batch(items)``,
+    in stream order. It wakes at most once per ``interval`` seconds (floored at
+    ``MIN_INTERVAL``, so ``interval=0`` cannot busy-spin), except that the first item is
+    handed over as soon as it arrives and the end of the stream is seen at once.
+    ``tick()``, if given, is called when an ``interval`` passes with no new item.
+
+    An exception raised by the stream is re-raised here, after ``on_batch`` got the items
+    before it. On ``KeyboardInterrupt`` here (or any error raised by ``on_batch`` or
+    ``tick``) the stream task is cancelled on its loop, its cleanup is awaited for at most
+    ``cancel_timeout`` seconds, and the exception propagates.
     """
     __tracebackhide__ = True
-    if (on_item is None) == (on_batch is None):
-        raise TypeError("run_stream needs exactly one of on_item and on_batch")
-    if on_batch is None:
-        item_cb = on_item
+    interval = max(float(interval), MIN_INTERVAL)
+    buf: collections.deque[T] = collections.deque()
+    wake = threading.Event()  # set by the producer when buf gets an item, and at the end
 
-        def on_batch(batch: list[Any]) -> None:
-            for item in batch:
-                item_cb(item)  # type: ignore[misc]
+    failure: list[BaseException] = []
 
-    # Batches go through a deque; the event wakes this thread. The producer collects the
-    # items of one burst (everything the stream yields before it next waits for the
-    # network) in a list and hands the list over from a call_soon callback, so at full
-    # speed this thread does one wake-up and one callback per burst, not per item.
-    buf: collections.deque[Any] = collections.deque()
-    wake = threading.Event()
     loop = _BG.loop
+    shown: asyncio.Future[None] = loop.create_future()  # the caller has handled the first batch
 
-    first_seen = loop.create_future()
-
-    def _ack(fut: asyncio.Future = first_seen) -> None:
-        if not fut.done():
-            fut.set_result(None)
+    def ack() -> None:
+        if not shown.done():
+            shown.set_result(None)
 
     async def pump() -> None:
-        batch: list[Any] = []
-        scheduled = False
-
-        def hand_over() -> None:
-            nonlocal batch, scheduled
-            scheduled = False
-            if batch:
-                buf.append(batch)
-                batch = []
-                if time.monotonic() >= hold_until[0]:
-                    wake.set()
-
+        append, is_set, set_wake = buf.append, wake.is_set, wake.set
+        stream = None
         try:
             stream = make_stream().__aiter__()
-            try:
-                first = await stream.__anext__()
-            except StopAsyncIteration:
-                buf.append(_END)
-                wake.set()
+            async for item in stream:  # the first item: handed over alone, at once...
+                append(item)
+                set_wake()
+                break
+            else:
                 return
-            buf.append([first])  # the first item at once: the first text is shown at once
-            wake.set()
-            # ...and let the caller's thread show it before parsing the rest of the burst:
-            # with both threads busy, the GIL would otherwise delay that by a switch
-            # interval or more (up to ``first_wait`` s; the network keeps buffering).
-            try:
-                await asyncio.wait_for(first_seen, first_wait)
-            except asyncio.TimeoutError:
-                pass
+            # ...and shown before the rest is parsed: with both threads busy, the GIL
+            # would otherwise delay the first text by a switch interval or more.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(shown), FIRST_WAIT)
             async for item in stream:
-                batch.append(item)
-                if not scheduled:
-                    scheduled = True
-                    loop.call_soon(hand_over)
-                elif len(batch) >= max_batch:
-                    hand_over()
+                append(item)
+                if not is_set():
+                    set_wake()
         except asyncio.CancelledError:
-            buf.append(_END)
-            wake.set()
             raise
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            hand_over()
-            buf.append(_Failure(exc))
-        else:
-            hand_over()
-            buf.append(_END)
-        wake.set()
+        except BaseException as exc:  # noqa: BLE001 - even KeyboardInterrupt: not on this loop
+            failure.append(exc)  # re-raised in the caller's thread
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
-    # The caller's "no items needed before" time (read by the producer; a stale value
-    # only means this thread wakes by its own timeout, which never passes that time).
-    hold_until = [0.0]
-    fut = _BG.submit(pump())
-    acked = False
+    job = _Job(pump(), on_done=wake.set)
+    clock = time.monotonic
+    next_wake = float("-inf")  # the first item is handed over at once
     try:
         while True:
-            timeout = tick_interval if tick is not None else None
-            if due is not None and acked:
-                when = due()
-                hold_until[0] = 0.0 if when is None else when
-                if when is not None:
-                    left = when - time.monotonic()
-                    if left > 0 and (timeout is None or left < timeout):
-                        timeout = left
-            woke = wake.wait(timeout)
-            wake.clear()
-            if not woke and not buf:
+            gap = next_wake - clock()
+            if gap > 0:
+                job.done.wait(gap)  # the minimum tick; only the end of the stream cuts it short
+            if not wake.wait(interval if tick is not None else None):
                 if tick is not None:
                     tick()
                 continue
-            while buf:
-                batch = buf.popleft()
-                if batch is _END:
-                    return
-                if type(batch) is _Failure:
-                    raise batch.exc
-                on_batch(batch)
-                if acked is False:
-                    acked = True
-                    loop.call_soon_threadsafe(_ack)
+            wake.clear()
+            finished = job.done.is_set()  # read before taking the items: then all are in buf
+            next_wake = clock() + interval
+            n = len(buf)
+            if n:
+                popleft = buf.popleft
+                on_batch([popleft() for _ in range(n)])
+                if not shown.done():
+                    loop.call_soon_threadsafe(ack)
+            if finished:
+                if failure:
+                    raise failure[0]  # the stream's exception, after its items
+                job.result()  # (an error of our own in pump, if any)
+                return
     except BaseException:
-        _cancel(fut, cancel_timeout)
+        if not job.done.is_set():
+            job.cancel(cancel_timeout)
         raise
 
 
-def _cancel(fut: concurrent.futures.Future, timeout: float) -> None:
-    """Cancel the stream task and wait briefly for its cleanup (a 2nd Ctrl-C skips it)."""
-    fut.cancel()
-    try:
-        concurrent.futures.wait([fut], timeout=timeout)
-    except KeyboardInterrupt:
-        pass
-
-
-def run_coroutine(make_coro: Callable[[], Awaitable[Any]], *, timeout: float | None = None) -> Any:
+def run_coroutine(make_coro: Callable[[], Awaitable[T]], *, timeout: float | None = None) -> T:
     """Run one coroutine on the background loop and return its result (interruptible)."""
     __tracebackhide__ = True
 
-    async def wrapper() -> Any:
-        return await make_coro()
+    async def wrapper() -> tuple[bool, Any]:
+        try:
+            return True, await make_coro()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a KeyboardInterrupt would stop the loop
+            return False, exc
 
-    fut = _BG.submit(wrapper())
+    job = _Job(wrapper())
     try:
-        return fut.result(timeout=timeout)
-    except concurrent.futures.TimeoutError:
-        _cancel(fut, 1.0)
-        raise TimeoutError(f"no answer within {timeout} s") from None
+        finished = job.done.wait(timeout)
     except BaseException:
-        if not fut.done():
-            _cancel(fut, 1.0)
+        job.cancel(1.0)
         raise
+    if not finished:
+        job.cancel(1.0)
+        raise TimeoutError(f"no answer within {timeout} s")
+    outcome = job.result()
+    if outcome is None:  # cancelled on the loop by someone else
+        raise asyncio.CancelledError
+    ok, value = outcome
+    if not ok:
+        raise value
+    return value
 
 
 _CLOSERS: list[Callable[[], Awaitable[Any]]] = []
@@ -294,10 +307,15 @@ def close_on_exit(aclose: Callable[[], Awaitable[Any]]) -> None:
 
 @atexit.register
 def _close_all() -> None:
+    """Run the registered ``aclose`` callables (best effort, 2 s each)."""
     if not _CLOSERS or not _BG.running:
         return
+
+    async def call(aclose: Callable[[], Awaitable[Any]]) -> None:
+        await aclose()
+
     for aclose in list(_CLOSERS):
         try:
-            _BG.submit(aclose()).result(timeout=2)
+            _BG.submit(call(aclose)).result(timeout=2)
         except BaseException:  # noqa: BLE001 - best effort at exit
             pass

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from harness import TEST_KEY, EmulatorProcess, free_port, stop_process, wait_http
+from .harness import TEST_KEY, EmulatorProcess, free_port, stop_process, wait_http
 
 CHROMIUM = os.environ.get("UPSTAGE_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -7,7 +7,8 @@
   control endpoints; ``EmulatorProcess`` starts ``python -m upstage_magic.emulator`` too.
 - ``free_port``, ``wait_http``, ``stop_process``: small process helpers.
 
-Benchmarks import this module after putting the repo's ``tests/`` directory on ``sys.path``.
+Tests import it as ``tests.support.harness``; benchmarks too, after putting the repository root
+on ``sys.path`` (this package never imports benchmarks/).
 """
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository (tests/support/harness.py)
 TEST_KEY = "test-key-SECRET123"
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
               "all_proxy", "no_proxy")
@@ -249,7 +251,9 @@ class EmulatorProcess(EmulatorControl):
         if api_key:
             args += ["--api-key", api_key]
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
+        # This checkout's package, whatever the caller's working directory (like KernelSession).
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         wait_http(f"{self.base_url}/models", timeout=20, proc=self.proc, log=self.log_path,
                   headers={"Authorization": f"Bearer {api_key or 'x'}"})
         if cfg:
