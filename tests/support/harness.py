@@ -109,7 +109,8 @@ class CellResult:
 class KernelSession:
     """A real ipykernel (jupyter_client) with helpers to run cells and collect their output.
 
-    The kernel's environment is this process's minus ``UPSTAGE_*`` and proxy variables,
+    The kernel's environment is this process's minus ``UPSTAGE_*`` (but ``UPSTAGE_MAGIC_HOME``,
+    the tests' own data directory) and proxy variables,
     plus the repo on ``PYTHONPATH``, plus ``env``. ``log_path``: the kernel process's own
     stdout/stderr go there (for leak checks).
     """
@@ -117,7 +118,8 @@ class KernelSession:
     def __init__(self, env: dict[str, str], *, log_path: Path | None = None, cwd: Path | None = None) -> None:
         from jupyter_client.manager import start_new_kernel
 
-        full = {k: v for k, v in os.environ.items() if not k.startswith("UPSTAGE_") and k not in PROXY_VARS}
+        full = {k: v for k, v in os.environ.items()
+                if (not k.startswith("UPSTAGE_") or k == "UPSTAGE_MAGIC_HOME") and k not in PROXY_VARS}
         full.update(PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), PYTHONUNBUFFERED="1")
         full.update(env)
         kw: dict[str, Any] = {}
