@@ -183,14 +183,14 @@ class BatchStats:
         return " · ".join(parts)
 
 
-class BatchResult(list):  # type: ignore[type-arg]
+class BatchResult(list):
     """The answers in input order (a list) plus ``errors`` and ``stats``."""
 
     errors: list[BatchError]
     stats: BatchStats
 
 
-class BatchDict(dict):  # type: ignore[type-arg]
+class BatchDict(dict):
     """The answers by the input dict's keys (a dict) plus ``errors`` and ``stats``."""
 
     errors: list[BatchError]

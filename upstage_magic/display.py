@@ -12,7 +12,8 @@ from __future__ import annotations
 import html
 import sys
 import time
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from . import formats
 
@@ -210,8 +211,10 @@ class RichView:
     def __init__(self, exchange: Any, fmt: str = "markdown", *, interval: float = 0.1,
                  load_images: bool = False, display: Callable[..., Any] | None = None) -> None:
         if display is None:
-            from IPython.display import display as display  # noqa: PLC0415
-        self._display = display
+            from IPython.display import display as ipython_display  # noqa: PLC0415
+
+            display = ipython_display
+        self._display: Callable[..., Any] = display
         self.exchange = exchange
         self.fmt = fmt
         self.load_images = load_images

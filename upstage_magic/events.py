@@ -24,7 +24,7 @@ class Usage:
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def from_dict(cls, data: Any) -> "Usage":
+    def from_dict(cls, data: Any) -> Usage:
         """Read a server's ``usage`` object; missing, odd or non-finite values count as 0."""
         if not isinstance(data, dict):
             data = {}
@@ -45,7 +45,7 @@ class Usage:
             raw=dict(data),
         )
 
-    def __add__(self, other: "Usage") -> "Usage":
+    def __add__(self, other: Usage) -> Usage:
         return Usage(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,

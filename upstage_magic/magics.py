@@ -6,13 +6,12 @@ a :mod:`display` view. No HTTP here; the provider (aiohttp) is imported on first
 """
 from __future__ import annotations
 
-import json
 import keyword
 import os
-import re
 import sys
 import textwrap
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -23,8 +22,7 @@ from traitlets import link, observe
 from . import formats, models, placeholders, settings
 from .config import FORMATS, REASONING_EFFORTS, Settings, SettingsTraits, default_settings
 from .display import PlainView, RichView, footer_text
-from .errors import UpstageError, redact
-from .errors import display_url
+from .errors import UpstageError, display_url, redact
 from .session import ChatSession, Exchange, SessionBusyError, default_session, plural
 
 __all__ = ["UpstageMagics", "load_ipython_extension", "unload_ipython_extension"]
@@ -407,6 +405,8 @@ class UpstageMagics(Magics, SettingsTraits):
         value = final.value
         if exchange.tool_calls and not exchange.text:
             value = list(exchange.tool_calls)
+        if self.shell is None:
+            return
         if fmt == "code" and args.next_cell and value:
             self.shell.set_next_input(value.rstrip("\n"), replace=False)
         if args.out:
@@ -425,7 +425,8 @@ class UpstageMagics(Magics, SettingsTraits):
         options.pop("stream", None)
         try:
             return batch.map_cell(
-                cell.strip("\n"), args.map, self.shell.user_ns, out=args.out, schema=args.schema,
+                cell.strip("\n"), args.map, self.shell.user_ns if self.shell is not None else {},
+                out=args.out, schema=args.schema,
                 model=model, system=args.system or self.session.system_prompt,
                 format="json" if fmt == "json" else "text", cache=not args.no_cache,
                 fail_fast=args.fail_fast, concurrency=args.concurrency, **options)
@@ -476,7 +477,7 @@ class UpstageMagics(Magics, SettingsTraits):
         display(formats.html_bundle(page, f"[{block.label}]"), raw=True)
 
     # -- %upstage ------------------------------------------------------------------------
-    @line_magic("upstage")
+    @line_magic("upstage")  # type: ignore[arg-type]
     def upstage_line(self, line: str) -> None:
         """Manage the Upstage conversation and settings.
 
@@ -505,7 +506,7 @@ class UpstageMagics(Magics, SettingsTraits):
         except ValueError as exc:
             raise UsageError(f"%upstage: {exc}") from None
         if not words or words[0] in ("help", "-h", "--help"):
-            usage = (self.upstage_line.__doc__ or "").split("Usage::", 1)[1]
+            usage: str = (self.upstage_line.__doc__ or "").split("Usage::", 1)[1]
             print(textwrap.dedent(usage).strip("\n"))
             return
         cmd, rest = words[0], words[1:]
@@ -706,7 +707,7 @@ class UpstageMagics(Magics, SettingsTraits):
 
 
 # magic_arguments names the parser after the function ("%upstage"); this is a cell magic.
-UpstageMagics.upstage.parser.prog = "%%upstage"  # type: ignore[attr-defined]
+UpstageMagics.upstage.parser.prog = "%%upstage"
 UpstageMagics.upstage.__doc__ = (UpstageMagics.upstage.__doc__ or "").replace("%upstage [", "%%upstage [", 1)
 
 

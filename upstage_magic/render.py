@@ -174,8 +174,8 @@ def clean_language(info: str) -> str:
 @functools.lru_cache(maxsize=64)
 def _lexer_class(lang: str) -> Any:
     """Pygments lexer class for a language name, or None (bounded cache of name lookups)."""
-    from pygments.lexers import get_lexer_by_name  # type: ignore[import-untyped]
-    from pygments.util import ClassNotFound  # type: ignore[import-untyped]
+    from pygments.lexers import get_lexer_by_name
+    from pygments.util import ClassNotFound
 
     try:
         return type(get_lexer_by_name(lang))
@@ -187,7 +187,7 @@ def _lexer_class(lang: str) -> Any:
 
 @functools.lru_cache(maxsize=1)
 def _token_class() -> Any:
-    from pygments.token import STANDARD_TYPES  # type: ignore[import-untyped]
+    from pygments.token import STANDARD_TYPES
 
     @functools.lru_cache(maxsize=512)
     def token_class(ttype: Any) -> str:

@@ -27,11 +27,11 @@ import inspect
 import json
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import mask_secrets, redact
 from .events import FinishReason, Reasoning, Usage

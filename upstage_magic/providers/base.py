@@ -7,7 +7,8 @@ This module knows nothing about HTTP: no aiohttp import here.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Union
+from collections.abc import AsyncIterator
+from typing import Any
 
 from ..errors import UpstageError, register_secret
 from ..events import StreamEvent
@@ -22,7 +23,7 @@ __all__ = [
 ]
 
 Messages = list[dict[str, Any]]
-AsyncResult = AsyncIterator[Union[str, StreamEvent]]
+AsyncResult = AsyncIterator[str | StreamEvent]
 
 
 class AsyncGeneratorProvider:

@@ -50,8 +50,9 @@ import os
 import random
 import re
 import threading
+from collections.abc import Awaitable
 from datetime import datetime, timezone
-from typing import Any, Awaitable, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -147,7 +148,7 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
         return os.environ.get("UPSTAGE_MODEL", "").strip() or cls.default_model
 
     @classmethod
-    async def create_async_generator(  # type: ignore[override]
+    async def create_async_generator(
         cls,
         model: str | None,
         messages: Messages | str,
