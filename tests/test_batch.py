@@ -492,7 +492,7 @@ def test_map_cell_resolves_names_and_stores_the_result(tmp_path):
 def test_kernel_progress_updates_then_interrupt_then_resume(tmp_path):
     """In a real kernel: the widget updates live, the kernel's interrupt stops the batch with
     a one-line count, and the next run sends only the missing items."""
-    from harness import KernelSession
+    from tests.support.harness import KernelSession
 
     with serve_in_thread(reply="echo") as emu:
         emu.configure(rate_limit={"rps": 5})

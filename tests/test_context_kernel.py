@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from harness import KernelSession
+from tests.support.harness import KernelSession
 
 pytestmark = pytest.mark.kernel
 
