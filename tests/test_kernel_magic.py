@@ -120,7 +120,18 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
     assert "def area(radius: float)" in blob or "def greet" in blob  # -f code + print(snippet)
     assert "('dict', ['answer', 'turn'])" in blob  # -f json -o planets
     assert "## 1. You" in blob  # %upstage history
-    assert not any(o.get("output_type") == "error" for o in outs)
+    expected_error = [c for c in nb["cells"] if "raises-exception" in c.get("metadata", {}).get("tags", [])]
+    assert len(expected_error) == 1  # the ZeroDivisionError that %upstage fix explains
+    for c in nb["cells"]:
+        if c["cell_type"] == "code" and c not in expected_error:
+            assert not any(o.get("output_type") == "error" for o in c["outputs"]), c["source"]
+    assert "Dry run: nothing was sent." in blob  # --dry-run
+    assert "Error: ZeroDivisionError: division by zero" in blob  # %upstage fix sent the error
+    assert "'diameter_km': 1.5" in blob  # -f json --schema: the validated object
+    assert "um-thinking" in blob  # --think: the reasoning block
+    assert "Resumed conversation" in blob and "Turn 5" in blob  # the log brought the history back
+    metas = [o.get("metadata", {}).get("upstage") for o in outs if o.get("metadata", {}).get("upstage")]
+    assert metas and all(m["model"] == "solar-pro4-260806" or m["model"].startswith("solar") for m in metas)
     assert "application/vnd.jupyter.widget-view+json" not in blob
     assert html_path.stat().st_size > 1000
 
