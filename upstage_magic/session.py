@@ -22,8 +22,6 @@ not ``redact``, so ordinary text such as ``group_by_category`` is exported uncha
 """
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
 import threading
 import time
@@ -227,6 +225,9 @@ class Exchange:
         closed early, "error" (with :attr:`error`) when it fails; the exception is
         re-raised after the turn is recorded.
         """
+        import asyncio  # noqa: PLC0415 - loaded already whenever a stream runs; kept off %load_ext
+        import inspect  # noqa: PLC0415
+
         options = options or {}
         self.options = dict(options)
         self.streamed = options.get("stream", True) is not False
