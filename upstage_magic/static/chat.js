@@ -442,6 +442,12 @@ function render({ model, el }) {
     if (e.isComposing || e.keyCode === 229) return;
     if (e.key === "Enter" && !e.shiftKey && !e.altKey && !e.ctrlKey && !e.metaKey) {
       e.preventDefault(); e.stopPropagation(); doSend();
+    } else if (e.key === "Enter" && e.shiftKey && !e.ctrlKey && !e.metaKey) {
+      // Insert the newline ourselves: JupyterLab cancels line breaks typed inside a cell.
+      e.preventDefault(); e.stopPropagation();
+      if (!document.execCommand || !document.execCommand("insertText", false, "\n")) {
+        input.setRangeText("\n", input.selectionStart, input.selectionEnd, "end");
+      }
     } else if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
       e.preventDefault(); e.stopPropagation(); doSend();
     } else if (e.key === "Escape") {
