@@ -246,6 +246,7 @@ class ChatWidget(anywidget.AnyWidget):
         self._errors: dict[int, dict[str, str]] = {}  # id(turn) -> error parts of our own turns
         self._turn_ids: dict[int, int] = {}
         self._stats_by_turn: dict[int, str] = {}  # id(turn) -> final stats of our own answers
+        self._finish_hint: tuple[int, str, str, int] | None = None
         self._next_id = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.get_ident()
@@ -426,6 +427,8 @@ class ChatWidget(anywidget.AnyWidget):
             self._reply({"type": "copy", "id": msg.get("id"), "text": self._answer_text(msg.get("turn"))})
         elif kind == "settings":
             self._apply_settings(msg.get("values") or {})
+        elif kind == "refresh":  # the browser's copy is incomplete: send the whole transcript
+            self.send_state(["transcript", "hidden_turns"])
         elif kind == "dismiss":
             self.notice = {}
 
@@ -498,7 +501,8 @@ class ChatWidget(anywidget.AnyWidget):
         def render(_text: str) -> None:
             self._send_live()
 
-        coalescer = Coalescer(render, interval=self.config.update_interval)
+        # Each update sends only the tail, so no byte bound stretches the interval for long answers.
+        coalescer = Coalescer(render, interval=self.config.update_interval, max_bytes_per_second=None)
 
         def poll() -> None:
             nonlocal handle
@@ -541,6 +545,7 @@ class ChatWidget(anywidget.AnyWidget):
         if full:
             msg["reset"] = True
             msg["append"] = "".join(lr.frozen_html)
+            msg["pieces"] = len(lr.frozen_html)
         elif append:
             msg["append"] = append
         if ex.reasoning and (full or len(ex.reasoning) != lr.reasoning_len):
@@ -554,6 +559,13 @@ class ChatWidget(anywidget.AnyWidget):
         turn = exchange.turn
         if exchange.error is not None and turn is not None:
             self._errors[id(turn)] = _error_parts(exchange.error)
+        lr = self._live_render
+        if lr is not None and turn is not None and self.comm is not None and lr.frozen * 2 > len(exchange.text):
+            # The browser already holds the frozen blocks (most of the answer): the finished
+            # turn reuses them instead of re-sending (worth a second render of the tail only).
+            tail_src = exchange.text[lr.frozen:]
+            tail = render_html(mask_secrets(tail_src), load_images=bool(self.config.load_images)) if tail_src else ""
+            self._finish_hint = (id(turn), "".join(lr.frozen_html), tail, len(lr.frozen_html))
         self._exchange = None
         self._live_render = None
         stats = _stats(exchange.status, exchange, elapsed=True)
@@ -617,7 +629,7 @@ class ChatWidget(anywidget.AnyWidget):
                 break
         if appended is not None and self.comm is not None:
             k, add = appended
-            self._reply({"type": "turns", "drop": k, "add": add, "hidden": hidden})
+            self._reply({"type": "turns", "drop": k, "add": self._wire_entries(add), "hidden": hidden})
             with self._lock_property(transcript=entries, hidden_turns=hidden):
                 self.transcript = entries
                 self.hidden_turns = hidden
@@ -625,6 +637,20 @@ class ChatWidget(anywidget.AnyWidget):
             with self.hold_sync():
                 self.transcript = entries
                 self.hidden_turns = hidden
+
+    def _wire_entries(self, add: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Entries as sent: a just-finished answer's HTML is rebuilt in the browser from the
+        live blocks it already has plus the final tail, when that gives the same HTML."""
+        hint, self._finish_hint = self._finish_hint, None
+        if hint is None:
+            return add
+        key, frozen, tail, pieces = hint
+        out = []
+        for e in add:
+            if self._turn_ids.get(key) == e["id"] and frozen and e["html"] == frozen + tail:
+                e = {**e, "html": None, "live_tail": tail, "live_pieces": pieces}
+            out.append(e)
+        return out
 
     def _on_session_change(self) -> None:
         if threading.get_ident() != self._thread and self._loop is not None:

@@ -63,16 +63,35 @@ function decorateCode(root) {
 }
 
 function initialize({ model }) {
-  // Once per model (not per view): a finished turn arrives as a small "turns" message and is
-  // appended to this model's transcript locally (the kernel updated its side without a resend).
+  // Once per model (not per view). The live answer's HTML is kept here as it arrives; a
+  // finished turn then comes as a small "turns" message (its HTML rebuilt from these blocks
+  // when the kernel says they are exact) and is appended to this model's transcript locally
+  // (the kernel updated its side without a resend).
+  let frozen = "";
+  let pieces = 0;
   const onMsg = (msg) => {
-    if (!msg || msg.type !== "turns") return;
+    if (!msg) return;
+    if (msg.type === "live") {
+      if (msg.reset) { frozen = msg.append || ""; pieces = msg.pieces || 0; }
+      else if (msg.append) { frozen += msg.append; pieces += 1; }
+      return;
+    }
+    if (msg.type !== "turns") return;
+    let complete = true;
+    const add = (msg.add || []).map((t) => {
+      if (t.html !== null && t.html !== undefined) return t;
+      if (t.live_pieces !== pieces) complete = false;
+      const { live_tail, live_pieces, ...rest } = t;
+      return { ...rest, html: frozen + (live_tail || "") };
+    });
+    frozen = ""; pieces = 0;
     const old = model.get("transcript") || [];
-    const next = old.slice(msg.drop || 0).concat(msg.add || []);
     model.set("hidden_turns", msg.hidden || []);
-    model.set("transcript", next);
+    model.set("transcript", old.slice(msg.drop || 0).concat(add));
+    if (!complete) model.send({ type: "refresh" });
   };
   model.on("msg:custom", onMsg);
+  try { model.send({ type: "hello", id: 0 }); } catch (_e) { /* no kernel: the view says so */ }
   return () => model.off("msg:custom", onMsg);
 }
 
