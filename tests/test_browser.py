@@ -1,19 +1,28 @@
 """The chat widget and %%upstage in a real browser: JupyterLab + emulator + Debian chromium.
 
 One test, one JupyterLab, one browser (to stay within ~1 minute): open
-notebooks/chat_widget.ipynb, run it, chat from the keyboard, stop a slow answer, change a
-setting, receive a hostile answer and an extreme one (a 300 KB line, 300-deep quotes and
-lists, 1000 nested brackets/emphasis, svg/details/anchor/autolink tricks): no window flag may
-be set, nothing may overflow the notebook, and the next answer still streams. Then the same
-answers through ``%%upstage`` in a second notebook (which must still scroll and take input),
-and a positive control showing that unsanitised HTML *would* run in this setup.
-Screenshots: artifacts/chat_widget.png, artifacts/hostile_extreme_widget.png,
+notebooks/chat_widget.ipynb and run it; then, in the chat widget, from the keyboard: 20
+questions typed at 0 ms per key and sent with Enter arrive exactly (the focus is back in the box
+after each answer), Shift+Enter is a newline, Up recalls, Escape stops a slow answer (partial
+kept); Settings reach the request; an error shows kind/message/what to do and Retry works; a
+rich answer has bordered tables (highlighted code and MathML with the new renderer) and Copy
+puts the exact code on the clipboard; the hostile answer (also inside tables, math and code)
+and an extreme one (a 300 KB line, 300-deep quotes and lists, 1000 nested brackets/emphasis,
+svg/details/anchor/autolink tricks) stay inert; the transcript follows the stream unless
+scrolled up (then "jump to latest"); Export downloads in the browser; no horizontal overflow at
+1200 and 360 px, text contrast >= 4.5 in JupyterLab Light and Dark; after a kernel restart the
+widget says so. Then the same answers through ``%%upstage`` in a second notebook (which must
+still scroll and take input), and a positive control showing that unsanitised HTML *would* run
+in this setup.
+Screenshots: artifacts/chat_widget_{light,dark}_{1200,360}.png (with UPSTAGE_UPDATE_DOCS=1 also
+docs/chat_widget_{light,dark}.png for the README), artifacts/chat_widget_restarted.png,
 artifacts/hostile_extreme_magic.png. On failure: artifacts/browser-failure.png/.html and the
 server and emulator logs.
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -162,6 +171,15 @@ RICH_REPLY = "\n\n".join([
     "Rich end.",
 ])
 RICH_FLAGS = ("__pwned_table", "__pwned_math", "__pwned_code")
+SHOWCASE_REPLY = "\n\n".join([
+    "Here is a short comparison:",
+    "| Model | Context | Best for |\n|---|---|---|\n| solar-pro3 | 64K tokens | reasoning, long documents |"
+    "\n| solar-mini | 32K tokens | fast, cheap answers |",
+    "Calling it from Python:",
+    "```python\nfrom upstage_magic import ChatSession\n\nchat = ChatSession()\n"
+    "print(len(chat.turns))  # 0\n```",
+    "The mean of $n$ values is $\\bar{x} = \\frac{1}{n}\\sum_{i=1}^{n} x_i$.",
+])
 WIDE_LINE = "```\n" + "wide_code_line_" * 40 + "\n```\n\nAfter the wide line."
 
 # Contrast of an element's text against its effective background (WCAG formula), with
@@ -470,8 +488,8 @@ def test_chat_widget_in_jupyterlab(tmp_path: Path) -> None:
             n_done += 1
             pre = done.last.locator("pre")
             assert pre.evaluate("e => e.scrollWidth > e.clientWidth")  # it scrolls, inside itself
-            emu.config(reply=RICH_REPLY)
-            textarea.fill("Screenshot: a table, code and math")
+            emu.config(reply=SHOWCASE_REPLY)
+            textarea.fill("Compare two Solar models, with a code example")
             textarea.press("Enter")
             sync_api.expect(done).to_have_count(n_done + 1)
             n_done += 1
@@ -489,7 +507,10 @@ def test_chat_widget_in_jupyterlab(tmp_path: Path) -> None:
                     bad = chat.evaluate(OVERFLOW_JS)
                     assert not bad, f"{theme} {width}px: {bad[:8]}"
                     assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
-                    chat.screenshot(path=str(ARTIFACTS / f"chat_widget_{tag}_{width}.png"))
+                    shot = ARTIFACTS / f"chat_widget_{tag}_{width}.png"
+                    chat.screenshot(path=str(shot))
+                    if width == 1200 and os.environ.get("UPSTAGE_UPDATE_DOCS"):  # README screenshots
+                        shutil.copy(shot, REPO / "docs" / f"chat_widget_{tag}.png")
                 results[tag] = contrasts(page, chat)
             page.set_viewport_size({"width": 1280, "height": 1000})
             set_theme(page, "JupyterLab Light")

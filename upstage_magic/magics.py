@@ -495,7 +495,7 @@ class UpstageMagics(Magics):
             raise UsageError(f"The chat widget is not available ({exc}). Use %%upstage cells meanwhile.") from None
         from IPython.display import display  # noqa: PLC0415
 
-        display(ChatWidget(session=self.session, provider=self.provider, magics=self))
+        display(ChatWidget(session=self.session, provider=self.provider))
 
 
 # magic_arguments names the parser after the function ("%upstage"); this is a cell magic.
