@@ -32,9 +32,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-import nbformat  # noqa: E402
-from browser_support import LabServer, browser_page, open_notebook, run_all_cells, wait_all_cells_ran  # noqa: E402
-from harness import EmulatorProcess  # noqa: E402
+import nbformat
+from browser_support import (
+    LabServer,
+    browser_page,
+    open_notebook,
+    run_all_cells,
+    wait_all_cells_ran,
+)
+from harness import EmulatorProcess
 
 OLD_COMMIT = "fc914f3"
 

@@ -29,16 +29,16 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from playwright import sync_api
-
 from browser_support import (
-    browser_page,
     LabServer,
+    browser_page,
     open_notebook,
     run_all_cells,
     wait_all_cells_ran,
 )
 from harness import TEST_KEY, EmulatorProcess
+from playwright import sync_api
+
 from upstage_magic.emulator import HOSTILE_FLAGS
 
 pytestmark = pytest.mark.browser
@@ -171,15 +171,23 @@ RICH_REPLY = "\n\n".join([
     "Rich end.",
 ])
 RICH_FLAGS = ("__pwned_table", "__pwned_math", "__pwned_code")
-SHOWCASE_REPLY = "\n\n".join([
-    "Here is a short comparison:",
-    "| Model | Context | Best for |\n|---|---|---|\n| solar-pro3 | 64K tokens | reasoning, long documents |"
-    "\n| solar-mini | 32K tokens | fast, cheap answers |",
-    "Calling it from Python:",
-    "```python\nfrom upstage_magic import ChatSession\n\nchat = ChatSession()\n"
-    "print(len(chat.turns))  # 0\n```",
-    "The mean of $n$ values is $\\bar{x} = \\frac{1}{n}\\sum_{i=1}^{n} x_i$.",
-])
+SHOWCASE_REPLY = """Here is a short comparison:
+
+| Model | Context | Best for |
+|---|---|---|
+| solar-pro3 | 64K tokens | reasoning, long documents |
+| solar-mini | 32K tokens | fast, cheap answers |
+
+Calling it from Python:
+
+```python
+from upstage_magic import ChatSession
+
+chat = ChatSession()
+print(len(chat.turns))  # 0
+```
+
+The mean of $n$ values is $\\bar{x} = \\frac{1}{n}\\sum_{i=1}^{n} x_i$."""
 WIDE_LINE = "```\n" + "wide_code_line_" * 40 + "\n```\n\nAfter the wide line."
 
 # Contrast of an element's text against its effective background (WCAG formula), with
@@ -416,6 +424,22 @@ def test_chat_widget_in_jupyterlab(tmp_path: Path) -> None:
             sync_api.expect(rich).to_contain_text("onerror=window.__pwned_code=1")
             timings["rich answer"] = time.monotonic() - t_start
 
+            # 5b. Reasoning streams in a separate "Thinking" block, collapsed once the answer is in.
+            emu.config(reply="echo", reasoning=True, tokens_per_second=40)
+            textarea.fill("Think first")
+            textarea.press("Enter")
+            sync_api.expect(live.locator(".upstage-reasoning")).to_be_visible()
+            sync_api.expect(live.locator(".upstage-reasoning-body")).to_contain_text("step by step")
+            sync_api.expect(done).to_have_count(n_done + 1)
+            n_done += 1
+            thinking = done.last.locator("details.upstage-reasoning")
+            sync_api.expect(thinking).to_be_visible()
+            assert thinking.get_attribute("open") is None
+            sync_api.expect(done.last.locator(".upstage-answer-body")).to_have_text("Think first")
+            thinking.locator("summary").click()
+            sync_api.expect(thinking.locator(".upstage-reasoning-body")).to_contain_text("step by step")
+            emu.config(reasoning=False, tokens_per_second=None)
+
             # 6. The hostile answer renders as text; nothing runs, even when its link is clicked.
             emu.config(reply="hostile")
             textarea.fill("Be hostile")
@@ -488,9 +512,10 @@ def test_chat_widget_in_jupyterlab(tmp_path: Path) -> None:
             n_done += 1
             pre = done.last.locator("pre")
             assert pre.evaluate("e => e.scrollWidth > e.clientWidth")  # it scrolls, inside itself
-            emu.config(reply=SHOWCASE_REPLY)
+            emu.config(reply=SHOWCASE_REPLY, tokens_per_second=80)  # paced: realistic stats
             textarea.fill("Compare two Solar models, with a code example")
             textarea.press("Enter")
+            sync_api.expect(live).to_have_count(1)
             sync_api.expect(done).to_have_count(n_done + 1)
             n_done += 1
             page.keyboard.type("Next question…", delay=0)

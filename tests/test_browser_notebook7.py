@@ -13,16 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
-from playwright import sync_api
-
 from browser_support import (
-    browser_page,
     NotebookServer,
+    browser_page,
     open_notebook7,
     run_all_cells,
     wait_all_cells_ran,
 )
 from harness import TEST_KEY, EmulatorProcess
+from playwright import sync_api
 
 pytestmark = pytest.mark.browser
 

@@ -23,7 +23,13 @@ from upstage_magic.emulator import HOSTILE_REPLY
 from upstage_magic.errors import RateLimitError
 from upstage_magic.events import Reasoning
 from upstage_magic.session import ChatSession, default_session
-from upstage_magic.widget import MAX_SHOWN, ChatWidget, render_html, stable_prefix
+from upstage_magic.widget import (
+    MAX_SHOWN,
+    MAX_SHOWN_CHARS,
+    ChatWidget,
+    render_html,
+    stable_prefix,
+)
 
 BAD_TAGS = {"script", "img", "iframe", "svg", "object", "embed", "style", "form", "input", "details", "video"}
 
@@ -107,27 +113,13 @@ def front(w: ChatWidget, **msg: Any) -> None:
     w._handle_custom_msg(msg, [])
 
 
-def browser_transcript(out: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The transcript a browser builds from the messages (what chat.js's initialize does)."""
-    transcript: list[dict[str, Any]] = []
-    frozen, pieces = "", 0
+def frozen_html(out: list[dict[str, Any]]) -> str:
+    """The live answer's frozen HTML as a browser has it from the live messages."""
+    html = ""
     for m in out:
         if m["type"] == "live":
-            if m.get("reset"):
-                frozen, pieces = m.get("append", ""), m.get("pieces", 0)
-            elif m.get("append"):
-                frozen, pieces = frozen + m["append"], pieces + 1
-        elif m["type"] == "turns":
-            add = []
-            for t in m["add"]:
-                if t["html"] is None:
-                    assert t["live_pieces"] == pieces
-                    t = {k: v for k, v in t.items() if k not in ("live_tail", "live_pieces")}
-                    t["html"] = frozen + m["add"][len(add)]["live_tail"]
-                add.append(t)
-            frozen, pieces = "", 0
-            transcript = transcript[m["drop"]:] + add
-    return transcript
+            html = m["append"] if m.get("reset") else html + m.get("append", "")
+    return html
 
 
 def acks(out: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -161,9 +153,8 @@ async def test_send_message_streams_live_then_lands_in_transcript(fake: FakeProv
     assert entry["html"] == render_html("# Title\n\npara one\n\n```python\nx = 1\n```\n\nend")
     assert fake.calls[0]["messages"][-1] == {"role": "user", "content": "first question"}
     # The finished turn went to the browser as one "turns" message (an append), once.
-    turns = [m for m in out if m["type"] == "turns"]
-    assert len(turns) == 1 and turns[0]["drop"] == 0
-    assert browser_transcript(out) == [entry]
+    # No custom message carries the whole answer: the turn reaches the browser in the state.
+    assert all(entry["html"] not in json.dumps(m) for m in out if m["type"] != "hello")
 
 
 async def test_text_sent_is_exactly_the_message_text(fake: FakeProvider) -> None:
@@ -344,21 +335,37 @@ async def test_constructor_settings_need_a_private_settings(fake: FakeProvider) 
 async def test_synced_state_stays_flat_as_turns_grow(fake: FakeProvider) -> None:
     answer = "A table:\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n```python\nprint('x')\n```\n"
     w, out = make(fake)
+    synced: list[int] = []
+    real_send = w._send
+    w._send = lambda msg, buffers=None: (synced.append(len(json.dumps(msg))), real_send(msg, buffers))
     sizes = []
     msg_sizes = []
     for i in range(2 * MAX_SHOWN + 5):
         fake.enqueue([answer])
-        del out[:]
+        del out[:], synced[:]
         front(w, type="send", text=f"question {i:03d}", id=i)
         await finish(w)
         sizes.append(state_bytes(w))
-        msg_sizes.append(sum(len(json.dumps(m)) for m in out))
+        msg_sizes.append(sum(len(json.dumps(m)) for m in out) + sum(synced))
     assert len(w.session.turns) == 2 * MAX_SHOWN + 5 and len(w.transcript) == MAX_SHOWN
     assert w.hidden_turns == [MAX_SHOWN + 5]
     # Full after MAX_SHOWN turns, then flat: no per-turn growth in what is synced or saved.
     assert max(sizes[MAX_SHOWN:]) - min(sizes[MAX_SHOWN:]) < 200, sizes
-    # What one turn sends does not grow with the conversation either.
-    assert max(msg_sizes) - min(msg_sizes[1:]) < 400, msg_sizes
+    # What one turn sends (messages + state updates) stops growing once the transcript is full.
+    assert sum(synced) > 0, "no state update was sent"
+    assert max(msg_sizes[MAX_SHOWN:]) - min(msg_sizes[MAX_SHOWN:]) < 400, msg_sizes
+
+
+async def test_big_answers_bound_the_transcript_by_size(fake: FakeProvider) -> None:
+    big = ("word " * 20 + "\n\n") * 500  # ~50 KB of Markdown per answer
+    w, _out = make(fake)
+    for i in range(12):
+        fake.enqueue([big])
+        front(w, type="send", text=f"q{i}", id=i)
+        await finish(w)
+    total = sum(len(e["html"]) for e in w.transcript)
+    assert total <= MAX_SHOWN_CHARS and len(w.transcript) < 12
+    assert w.hidden_turns == [12 - len(w.transcript)] and w.transcript[-1]["prompt"] == "q11"
 
 
 async def test_streaming_updates_cost_the_tail_not_the_answer(fake: FakeProvider) -> None:
@@ -374,9 +381,11 @@ async def test_streaming_updates_cost_the_tail_not_the_answer(fake: FakeProvider
     total = sum(len(json.dumps(m)) for m in live)
     assert biggest < len(final_html) / 2, (biggest, len(final_html))
     assert total < 2 * len(final_html)  # each block is sent about once
-    (turns,) = [m for m in out if m["type"] == "turns"]
-    assert turns["add"][0]["html"] is None and len(json.dumps(turns)) < len(final_html) / 4  # not re-sent
-    assert browser_transcript(out) == w.transcript
+    # The browser keeps the live DOM as the finished turn: frozen blocks + final tail == the turn.
+    (adopt,) = [m for m in out if m["type"] == "adopt"]
+    assert frozen_html(out) + adopt["live_tail"] == final_html
+    assert adopt["entry"]["id"] == w.transcript[0]["id"] and "html" not in adopt["entry"]
+    assert len(json.dumps(adopt)) < len(final_html) / 4
 
 
 async def test_state_and_export_hold_no_server_path(fake: FakeProvider, tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from harness import TEST_KEY, EmulatorProcess, KernelSession
 
 pytestmark = pytest.mark.kernel
@@ -57,7 +56,7 @@ def replies(kernel: KernelSession, seconds: float) -> list[dict[str, Any]]:
     while time.monotonic() < deadline:
         try:
             m = kernel.kc.get_iopub_msg(timeout=0.2)
-        except Exception:  # noqa: BLE001 - queue.Empty
+        except Exception:  # noqa: BLE001,S112 - queue.Empty
             continue
         if m["msg_type"] == "comm_msg" and m["content"]["data"].get("method") == "custom":
             out.append(m["content"]["data"]["content"])

@@ -73,13 +73,15 @@ except ImportError:  # pragma: no cover - until render.render_html lands
         """Adapter: today's renderer (no highlighting/math)."""
         return _safe_html(text)
 
-__all__ = ["MAX_SHOWN", "ChatWidget", "stable_prefix"]
+__all__ = ["MAX_SHOWN", "MAX_SHOWN_CHARS", "ChatWidget", "stable_prefix"]
 
 log = logging.getLogger(__name__)
 
 _STATIC = Path(__file__).parent / "static"
-#: Finished turns kept in the widget's synced state (older ones: a count, and the export).
+#: Finished turns kept in the widget's synced state (older ones: a count, and the export),
+#: at most MAX_SHOWN turns and MAX_SHOWN_CHARS of HTML (always the last turn).
 MAX_SHOWN = 30
+MAX_SHOWN_CHARS = 400_000
 _GENERIC_HINT = "This looks like a bug in upstage-magic; the chat is still usable, try again."
 _STATUS_LABELS = {"streaming": "streaming…", "done": "done", "stopped": "stopped",
                   "length": "cut at max tokens", "error": "error"}
@@ -147,7 +149,7 @@ def _error_parts(exc: BaseException | str | None) -> dict[str, str]:
     return {"kind": "Error", "message": redact(exc or "the answer failed"), "hint": "Press Retry to ask again."}
 
 
-def _stats(status: str, answer: Exchange | Turn | None, *, elapsed: bool = False) -> str:
+def _fmt_stats(status: str, answer: Exchange | Turn | None, *, elapsed: bool = False) -> str:
     bits = [_STATUS_LABELS.get(status, status)]
     if answer is not None:
         bits += stats_parts(answer, elapsed=elapsed)
@@ -427,8 +429,6 @@ class ChatWidget(anywidget.AnyWidget):
             self._reply({"type": "copy", "id": msg.get("id"), "text": self._answer_text(msg.get("turn"))})
         elif kind == "settings":
             self._apply_settings(msg.get("values") or {})
-        elif kind == "refresh":  # the browser's copy is incomplete: send the whole transcript
-            self.send_state(["transcript", "hidden_turns"])
         elif kind == "dismiss":
             self.notice = {}
 
@@ -487,7 +487,7 @@ class ChatWidget(anywidget.AnyWidget):
         self.notice = {}
         with self.hold_sync():
             self.live = {"prompt": mask_secrets(text), "model": model, "status": "streaming",
-                         "stats": _stats("streaming", None)}
+                         "stats": _fmt_stats("streaming", None)}
             self.busy = True
             self.status = "streaming…"
         self._task = loop.create_task(self._run(exchange, options))
@@ -545,13 +545,12 @@ class ChatWidget(anywidget.AnyWidget):
         if full:
             msg["reset"] = True
             msg["append"] = "".join(lr.frozen_html)
-            msg["pieces"] = len(lr.frozen_html)
         elif append:
             msg["append"] = append
         if ex.reasoning and (full or len(ex.reasoning) != lr.reasoning_len):
             lr.reasoning_len = len(ex.reasoning)
             msg["reasoning"] = render_html(mask_secrets(ex.reasoning), load_images=False)
-        msg["stats"] = _stats("streaming", ex)
+        msg["stats"] = _fmt_stats("streaming", ex)
         self._reply(msg)
 
     def _finish(self, exchange: Exchange) -> None:
@@ -568,7 +567,7 @@ class ChatWidget(anywidget.AnyWidget):
             self._finish_hint = (id(turn), "".join(lr.frozen_html), tail, len(lr.frozen_html))
         self._exchange = None
         self._live_render = None
-        stats = _stats(exchange.status, exchange, elapsed=True)
+        stats = _fmt_stats(exchange.status, exchange, elapsed=True)
         if turn is not None and turn in self.session.turns:
             self._turn_ids.setdefault(id(turn), self._new_id())
             self._stats_by_turn[id(turn)] = stats
@@ -590,7 +589,7 @@ class ChatWidget(anywidget.AnyWidget):
         error = self._errors.get(id(turn))
         if turn.status == "error" and error is None:
             error = _error_parts(turn.error)
-        stats = self._stats_by_turn.get(id(turn)) or _stats(turn.status, turn)
+        stats = self._stats_by_turn.get(id(turn)) or _fmt_stats(turn.status, turn)
         return {
             "id": self._turn_ids[id(turn)],
             "prompt": mask_secrets(turn.prompt),
@@ -603,54 +602,43 @@ class ChatWidget(anywidget.AnyWidget):
         }
 
     def _rebuild(self) -> None:
-        """Sync ``transcript`` with the session's turns; a pure append goes as a message."""
+        """Sync ``transcript`` with the session's turns (the last MAX_SHOWN, MAX_SHOWN_CHARS)."""
         turns = list(self.session.turns)
-        shown = turns[-MAX_SHOWN:]
-        old = self.transcript
-        cache = {e["id"]: e for e in old}
-        entries = []
-        for t in shown:
+        cache = {e["id"]: e for e in self.transcript}
+        entries: list[dict[str, Any]] = []
+        size = 0
+        for t in reversed(turns[-MAX_SHOWN:]):
             tid = self._turn_ids.get(id(t))
             entry = cache.get(tid) if tid is not None else None
-            entries.append(entry if entry is not None else self._turn_entry(t))
+            if entry is None:
+                entry = self._turn_entry(t)
+            size += len(entry["html"]) + len(entry["reasoning_html"])
+            if entries and size > MAX_SHOWN_CHARS:
+                break
+            entries.append(entry)
+        entries.reverse()
         live_ids = {id(t) for t in turns}
         for mapping in (self._turn_ids, self._errors, self._stats_by_turn):
             for key in [k for k in mapping if k not in live_ids]:
                 del mapping[key]
-        hidden = [len(turns) - len(shown)] if len(turns) > len(shown) else []
-        old_ids = [e["id"] for e in old]
-        new_ids = [e["id"] for e in entries]
-        # Drop k from the front, append the rest: tell the browser in one small message.
-        appended = None
-        for k in range(len(old_ids) + 1):
-            rest = old_ids[k:]
-            if new_ids[:len(rest)] == rest and len(new_ids) > len(rest):
-                appended = (k, entries[len(rest):])
-                break
-        if appended is not None and self.comm is not None:
-            k, add = appended
-            self._reply({"type": "turns", "drop": k, "add": self._wire_entries(add), "hidden": hidden})
-            with self._lock_property(transcript=entries, hidden_turns=hidden):
-                self.transcript = entries
-                self.hidden_turns = hidden
-        else:
-            with self.hold_sync():
-                self.transcript = entries
-                self.hidden_turns = hidden
+        hidden = [len(turns) - len(entries)] if len(turns) > len(entries) else []
+        with self.hold_sync():
+            self._send_adopt(entries)
+            self.transcript = entries
+            self.hidden_turns = hidden
 
-    def _wire_entries(self, add: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Entries as sent: a just-finished answer's HTML is rebuilt in the browser from the
-        live blocks it already has plus the final tail, when that gives the same HTML."""
+    def _send_adopt(self, entries: list[dict[str, Any]]) -> None:
+        """Tell the browser that the live answer it shows *is* the finished turn (the frozen
+        blocks it has + the final tail give the turn's HTML), so it keeps that DOM instead of
+        parsing the answer again. Sent before the state update that adds the turn."""
         hint, self._finish_hint = self._finish_hint, None
-        if hint is None:
-            return add
-        key, frozen, tail, pieces = hint
-        out = []
-        for e in add:
-            if self._turn_ids.get(key) == e["id"] and frozen and e["html"] == frozen + tail:
-                e = {**e, "html": None, "live_tail": tail, "live_pieces": pieces}
-            out.append(e)
-        return out
+        if hint is None or not entries:
+            return
+        key, frozen, tail, _pieces = hint
+        e = entries[-1]
+        if self._turn_ids.get(key) == e["id"] and frozen and e["html"] == frozen + tail:
+            self._reply({"type": "adopt", "live_tail": tail,
+                         "entry": {k: v for k, v in e.items() if k != "html"}})
 
     def _on_session_change(self) -> None:
         if threading.get_ident() != self._thread and self._loop is not None:

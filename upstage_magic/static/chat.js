@@ -63,36 +63,8 @@ function decorateCode(root) {
 }
 
 function initialize({ model }) {
-  // Once per model (not per view). The live answer's HTML is kept here as it arrives; a
-  // finished turn then comes as a small "turns" message (its HTML rebuilt from these blocks
-  // when the kernel says they are exact) and is appended to this model's transcript locally
-  // (the kernel updated its side without a resend).
-  let frozen = "";
-  let pieces = 0;
-  const onMsg = (msg) => {
-    if (!msg) return;
-    if (msg.type === "live") {
-      if (msg.reset) { frozen = msg.append || ""; pieces = msg.pieces || 0; }
-      else if (msg.append) { frozen += msg.append; pieces += 1; }
-      return;
-    }
-    if (msg.type !== "turns") return;
-    let complete = true;
-    const add = (msg.add || []).map((t) => {
-      if (t.html !== null && t.html !== undefined) return t;
-      if (t.live_pieces !== pieces) complete = false;
-      const { live_tail, live_pieces, ...rest } = t;
-      return { ...rest, html: frozen + (live_tail || "") };
-    });
-    frozen = ""; pieces = 0;
-    const old = model.get("transcript") || [];
-    model.set("hidden_turns", msg.hidden || []);
-    model.set("transcript", old.slice(msg.drop || 0).concat(add));
-    if (!complete) model.send({ type: "refresh" });
-  };
-  model.on("msg:custom", onMsg);
+  // Once per model: ask for the live answer in full if one is streaming (a page opened mid-answer).
   try { model.send({ type: "hello", id: 0 }); } catch (_e) { /* no kernel: the view says so */ }
-  return () => model.off("msg:custom", onMsg);
 }
 
 function render({ model, el }) {
@@ -188,6 +160,10 @@ function render({ model, el }) {
     if (stick) jump.hidden = true;
   }, { passive: true });
   jump.addEventListener("click", () => { toBottom(); input.focus(); });
+  // Content reflowed (narrower cell, math or images laid out): stay at the bottom if following.
+  const resizer = typeof ResizeObserver === "function"
+    ? new ResizeObserver(() => { if (stick) scrollBox.scrollTop = scrollBox.scrollHeight; }) : null;
+  if (resizer) resizer.observe(transcript);
 
   const focusInput = () => {
     const a = document.activeElement;
@@ -305,6 +281,39 @@ function render({ model, el }) {
     toBottom();  // the user's own new question is always revealed
   }
 
+  // The live answer just ended: turn its DOM into the finished turn (final tail, status,
+  // notes, buttons) instead of rebuilding it from the turn's HTML.
+  function adoptLive(msg) {
+    if (!live) return;
+    const l = live;
+    live = null;
+    const t = msg.entry;
+    if (!t || typeof msg.live_tail !== "string") { l.wrap.remove(); return; }
+    l.tail.innerHTML = msg.live_tail;
+    decorateCode(l.tail);
+    const caret = l.body.querySelector(".upstage-caret");
+    if (caret) caret.remove();
+    const a = l.body.parentElement;
+    a.className = "upstage-answer upstage-status-" + t.status;
+    l.meta.textContent = (t.model || "assistant") + " · " + (t.stats || LABELS[t.status] || t.status);
+    l.meta.parentElement.appendChild(button("upstage-copy-answer", "Copy answer", "Copy the whole answer (Markdown)"));
+    if (t.reasoning_html) {
+      l.reasoning.hidden = false;
+      l.reasoning.open = false;
+      l.reasoning.querySelector("summary").textContent = "Thinking (click to show)";
+      l.reasoning.querySelector(".upstage-reasoning-body").innerHTML = t.reasoning_html;
+    } else {
+      l.reasoning.hidden = true;
+    }
+    if (t.status === "stopped") a.appendChild(h("div", "upstage-answer-note", "⏹ stopped: partial answer (kept in the conversation)"));
+    if (t.status === "length") a.appendChild(h("div", "upstage-answer-note", "✂ cut at max tokens (raise Max tokens in Settings for longer answers)"));
+    if (t.status === "error") l.wrap.appendChild(errorBox(t.error || { kind: "Error", message: "the answer failed" }, true));
+    l.wrap.classList.remove("upstage-live");
+    l.wrap.dataset.id = String(t.id);
+    turnsEl.appendChild(l.wrap);
+    turnEls.set(String(t.id), l.wrap);
+  }
+
   function applyLive(msg) {
     if (!live) return;
     if (msg.reset) { live.frozen.innerHTML = msg.append || ""; decorateCode(live.frozen); }
@@ -323,7 +332,7 @@ function render({ model, el }) {
       live.reasoning.open = !(live.frozen.firstChild || live.tail.firstChild);
       live.reasoning.querySelector(".upstage-reasoning-body").innerHTML = msg.reasoning;
     }
-    if (msg.stats) live.meta.textContent = (model.get("live").model || "assistant") + " · " + msg.stats;
+    if (msg.stats) live.meta.textContent = ((model.get("live") || {}).model || "assistant") + " · " + msg.stats;
     followed();
   }
 
@@ -448,7 +457,7 @@ function render({ model, el }) {
     switch (msg.type) {
       case "ack": case "hello": onAck(msg); break;
       case "live": applyLive(msg); break;
-      case "turns": if (live) { live.wrap.remove(); live = null; } break;  // the model's transcript changes next
+      case "adopt": adoptLive(msg); break;  // the state update adding the turn comes right after
       case "export": download(msg); break;
       case "copy": { const w = copyWaiters.get(msg.id); if (w) { copyWaiters.delete(msg.id); w(msg.text); } break; }
       default: break;
@@ -543,6 +552,7 @@ function render({ model, el }) {
     model.off("msg:custom", onMsg);
     model.off("comm_live_update", onCommLive);
     for (const p of pending.values()) clearTimeout(p.timer);
+    if (resizer) resizer.disconnect();
   };
 }
 
