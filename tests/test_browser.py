@@ -260,6 +260,19 @@ def contrasts(page, chat) -> dict[str, dict]:
     return {name: loc.evaluate(CONTRAST_JS) for name, loc in targets.items()}
 
 
+AT_BOTTOM_JS = """(s) => new Promise((ok, fail) => {
+    let n = 0;  // the widget scrolls in the next animation frame: allow a second's worth
+    const check = () => s.scrollHeight - s.scrollTop - s.clientHeight < 50 ? ok(true)
+        : (++n > 60 ? fail(new Error('the transcript is not at the bottom')) : requestAnimationFrame(check));
+    check();
+})"""
+
+
+def wait_at_bottom(chat) -> None:
+    """The transcript shows its newest message (it follows the stream)."""
+    chat.locator(".upstage-chat-scroll").evaluate(AT_BOTTOM_JS)
+
+
 def focused_is_input(page) -> bool:
     return page.evaluate("() => !!document.activeElement && document.activeElement.matches('textarea.upstage-chat-input')")
 
@@ -475,8 +488,7 @@ def test_chat_widget_in_jupyterlab(tmp_path: Path) -> None:
             sync_api.expect(done).to_have_count(n_done + 1)
             n_done += 1
             sync_api.expect(done.last).to_contain_text("word39")
-            at_bottom = "(s) => s.scrollHeight - s.scrollTop - s.clientHeight < 50"
-            assert chat.locator(".upstage-chat-scroll").evaluate(at_bottom)
+            wait_at_bottom(chat)
             # Scrolled up while streaming: not pulled down, a "jump to latest" button instead;
             # a new question of the user's is always revealed.
             textarea.fill("scroll test " + " ".join(f"w{i}" for i in range(60)))
@@ -490,7 +502,7 @@ def test_chat_widget_in_jupyterlab(tmp_path: Path) -> None:
             sync_api.expect(jump).to_be_hidden()
             sync_api.expect(done).to_have_count(n_done + 1)
             n_done += 1
-            assert chat.locator(".upstage-chat-scroll").evaluate(at_bottom)
+            wait_at_bottom(chat)
             emu.config(tokens_per_second=None)
             assert_no_flags(page)
             assert TEST_KEY not in page.content()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,6 +28,7 @@ from upstage_magic.widget import (
     MAX_SHOWN,
     MAX_SHOWN_CHARS,
     ChatWidget,
+    answer_html,
     render_html,
     stable_prefix,
 )
@@ -150,7 +152,7 @@ async def test_send_message_streams_live_then_lands_in_transcript(fake: FakeProv
     assert not w.busy and w.live == {}
     (entry,) = w.transcript
     assert entry["prompt"] == "first question" and entry["status"] == "done"
-    assert entry["html"] == render_html("# Title\n\npara one\n\n```python\nx = 1\n```\n\nend")
+    assert entry["html"] == answer_html("# Title\n\npara one\n\n```python\nx = 1\n```\n\nend")
     assert fake.calls[0]["messages"][-1] == {"role": "user", "content": "first question"}
     # The finished turn went to the browser as one "turns" message (an append), once.
     # No custom message carries the whole answer: the turn reaches the browser in the state.
@@ -466,9 +468,9 @@ def split_render(text: str, cuts: list[int]) -> str:
     for cut in sorted(cuts) + [len(text)]:
         end = stable_prefix(text[:cut], frozen)
         if end > frozen:
-            html.append(render_html(text[frozen:end]))
+            html.append(answer_html(text[frozen:end]))
             frozen = end
-    return "".join(html) + (render_html(text[frozen:]) if text[frozen:] else "")
+    return "".join(html) + (answer_html(text[frozen:]) if text[frozen:] else "")
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -476,7 +478,7 @@ def test_stable_prefix_pieces_render_like_the_whole(seed: int) -> None:
     rng = random.Random(seed)
     text = "".join(rng.choice(CORPUS) for _ in range(8)) + "last words"
     cuts = [rng.randrange(len(text)) for _ in range(10)]
-    assert split_render(text, cuts) == render_html(text)
+    assert split_render(text, cuts) == answer_html(text)
 
 
 @hsettings(max_examples=150, deadline=None)
@@ -485,4 +487,13 @@ def test_stable_prefix_pieces_render_like_the_whole(seed: int) -> None:
 def test_stable_prefix_never_splits_a_block(blocks: list[str], cuts: list[int]) -> None:
     text = "".join(blocks)
     cuts = [c % (len(text) + 1) for c in cuts]
-    assert split_render(text, cuts) == render_html(text)
+    assert split_render(text, cuts) == answer_html(text)
+
+
+@pytest.mark.parametrize("text", CORPUS + [HOSTILE_REPLY, "```\n</p>\n<li>\n```\n", "a  \nb\n\n---\n\nc"])
+def test_sent_html_differs_from_rendered_only_by_block_newlines(text: str) -> None:
+    sent, full = answer_html(text), render_html(text)
+    assert sent.replace("\n", "") == full.replace("\n", "")
+    # Code keeps every newline (the browser's Copy takes its text).
+    for block in re.findall(r"<pre>.*?</pre>", full, re.S):
+        assert block in sent

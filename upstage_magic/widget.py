@@ -73,7 +73,7 @@ except ImportError:  # pragma: no cover - until render.render_html lands
         """Adapter: today's renderer (no highlighting/math)."""
         return _safe_html(text)
 
-__all__ = ["MAX_SHOWN", "MAX_SHOWN_CHARS", "ChatWidget", "stable_prefix"]
+__all__ = ["MAX_SHOWN", "MAX_SHOWN_CHARS", "ChatWidget", "answer_html", "stable_prefix"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,17 @@ def _css() -> str:
 
 
 # --------------------------------------------------------------------- pure helpers
+# A newline right after these tags is whitespace between blocks (no effect on the page; pre
+# contents are escaped text, so no real tag occurs there): not sent, ~10% of a long answer.
+_BLOCK_NL = re.compile(r"(</(?:p|li|tr|td|th|thead|tbody|table|ul|ol|h[1-6]|blockquote|pre|div)>"
+                       r"|<(?:tr|thead|tbody|table|ul|ol|blockquote|li)>|<hr ?/?>)\n")
+
+
+def answer_html(text: str, *, load_images: bool = False) -> str:
+    """Model text -> the HTML the browser gets: secrets masked, :func:`render_html`, block
+    newlines dropped."""
+    return _BLOCK_NL.sub(r"\1", render_html(mask_secrets(text), load_images=load_images))
+
 _FENCE_OPEN = re.compile(r" {0,3}(`{3,}|~{3,})")
 _CONTINUES = re.compile(r"[ \t]|[-*+][ \t]|\d{1,9}[.)][ \t]|\[[^\]]*\]:")
 
@@ -169,10 +180,10 @@ class _Live:
         end = stable_prefix(text, self.frozen)
         append = ""
         if end > self.frozen:
-            append = render_html(mask_secrets(text[self.frozen:end]), load_images=load_images)
+            append = answer_html(text[self.frozen:end], load_images=load_images)
             self.frozen_html.append(append)
             self.frozen = end
-        tail = render_html(mask_secrets(text[self.frozen:]), load_images=load_images) if text[self.frozen:] else ""
+        tail = answer_html(text[self.frozen:], load_images=load_images) if text[self.frozen:] else ""
         return append, tail
 
 
@@ -549,7 +560,7 @@ class ChatWidget(anywidget.AnyWidget):
             msg["append"] = append
         if ex.reasoning and (full or len(ex.reasoning) != lr.reasoning_len):
             lr.reasoning_len = len(ex.reasoning)
-            msg["reasoning"] = render_html(mask_secrets(ex.reasoning), load_images=False)
+            msg["reasoning"] = answer_html(ex.reasoning)
         msg["stats"] = _fmt_stats("streaming", ex)
         self._reply(msg)
 
@@ -563,7 +574,7 @@ class ChatWidget(anywidget.AnyWidget):
             # The browser already holds the frozen blocks (most of the answer): the finished
             # turn reuses them instead of re-sending (worth a second render of the tail only).
             tail_src = exchange.text[lr.frozen:]
-            tail = render_html(mask_secrets(tail_src), load_images=bool(self.config.load_images)) if tail_src else ""
+            tail = answer_html(tail_src, load_images=bool(self.config.load_images)) if tail_src else ""
             self._finish_hint = (id(turn), "".join(lr.frozen_html), tail, len(lr.frozen_html))
         self._exchange = None
         self._live_render = None
@@ -593,8 +604,8 @@ class ChatWidget(anywidget.AnyWidget):
         return {
             "id": self._turn_ids[id(turn)],
             "prompt": mask_secrets(turn.prompt),
-            "html": render_html(mask_secrets(turn.answer), load_images=load_images) if turn.answer else "",
-            "reasoning_html": render_html(mask_secrets(turn.reasoning)) if turn.reasoning else "",
+            "html": answer_html(turn.answer, load_images=load_images) if turn.answer else "",
+            "reasoning_html": answer_html(turn.reasoning) if turn.reasoning else "",
             "status": turn.status,
             "model": turn.model or "",
             "stats": stats,

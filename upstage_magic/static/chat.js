@@ -152,17 +152,37 @@ function render({ model, el }) {
 
   // ------------------------------------------------------------------ helpers
   const nearBottom = () => scrollBox.scrollHeight - scrollBox.scrollTop - scrollBox.clientHeight <= NEAR_BOTTOM_PX;
-  const toBottom = () => { scrollBox.scrollTop = scrollBox.scrollHeight; stick = true; jump.hidden = true; };
+  let lastTop = 0;  // the transcript's last scroll position (to tell a user's scroll up)
+  // Scroll once per frame, in the frame's own layout (reading scrollHeight right after an
+  // update would force a synchronous layout of the whole transcript inside our task).
+  let scrollQueued = false;
+  const toBottom = () => {
+    stick = true;
+    jump.hidden = true;
+    if (scrollQueued) return;
+    scrollQueued = true;
+    requestAnimationFrame(() => {
+      scrollQueued = false;
+      if (!stick) return;
+      scrollBox.scrollTop = scrollBox.scrollHeight;
+      lastTop = scrollBox.scrollTop;
+    });
+  };
   // Call after content changed: follow the stream, or offer the jump button.
   const followed = () => { if (stick) toBottom(); else jump.hidden = false; };
+  // Only the user scrolling up stops the following; reflows (a narrower cell, new content)
+  // also fire scroll events, but never move the view up.
   scrollBox.addEventListener("scroll", () => {
-    stick = nearBottom();
+    const top = scrollBox.scrollTop;
+    if (top < lastTop - 2) stick = nearBottom();
+    else if (nearBottom()) stick = true;
+    lastTop = top;
     if (stick) jump.hidden = true;
   }, { passive: true });
   jump.addEventListener("click", () => { toBottom(); input.focus(); });
   // Content reflowed (narrower cell, math or images laid out): stay at the bottom if following.
   const resizer = typeof ResizeObserver === "function"
-    ? new ResizeObserver(() => { if (stick) scrollBox.scrollTop = scrollBox.scrollHeight; }) : null;
+    ? new ResizeObserver(() => { if (stick) toBottom(); }) : null;
   if (resizer) resizer.observe(transcript);
 
   const focusInput = () => {
