@@ -495,5 +495,5 @@ def test_sent_html_differs_from_rendered_only_by_block_newlines(text: str) -> No
     sent, full = answer_html(text), render_html(text)
     assert sent.replace("\n", "") == full.replace("\n", "")
     # Code keeps every newline (the browser's Copy takes its text).
-    for block in re.findall(r"<pre>.*?</pre>", full, re.S):
+    for block in re.findall(r"<pre>.*?</pre>", full, re.DOTALL):
         assert block in sent
