@@ -142,8 +142,9 @@ OBSERVE_JS = """(root) => {
 
 RESULT_JS = """() => { const b = window.__bench; b.observer.disconnect();
     const lt = b.longtasks.filter(x => x[0] >= b.t0).map(x => x[1]);
+    const when = b.longtasks.filter(x => x[0] >= b.t0).map(x => [Math.round((x[0] - b.t0) / 100) / 10, Math.round(x[1])]);
     return {seen: b.seen, batches: b.batches, longest: lt.length ? Math.max(...lt) : 0,
-            longsum: lt.reduce((a, c) => a + c, 0), nlong: lt.length}; }"""
+            longsum: lt.reduce((a, c) => a + c, 0), nlong: lt.length, when}; }"""
 
 
 class BenchLab(LabServer):
@@ -199,6 +200,7 @@ def run(page, which: str, tps: float | None, n_tokens: int) -> dict:
         "markers_missing": missing,
         "longest_task_ms": round(res["longest"], 1), "long_tasks": res["nlong"],
         "long_task_total_ms": round(res["longsum"], 1),
+        "long_tasks_at_s_ms": res["when"][:40],  # [seconds into the stream, duration ms]
     }
 
 

@@ -145,6 +145,30 @@ def hostile_magic_notebook(path: Path, control_root: str) -> None:
     nbformat.write(nb, path)
 
 
+def saved_widget_notebook(path: Path, emu: EmulatorProcess, tmp_path: Path) -> None:
+    """A notebook run by nbclient with its widget state saved: one chat turn in the widget."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("from upstage_magic import ChatSession, ChatWidget\n"
+                                  "w = ChatWidget(session=ChatSession(), fetch_models=False)\n"
+                                  "t = w.send('A question saved with the notebook')\nw"),
+        # nbclient records only the comm messages of the cell it runs (a browser records all):
+        # re-send the finished state from this cell so the saved notebook has it.
+        nbformat.v4.new_code_cell("await t\nw.send_state()\nprint([x.status for x in w.session.turns])"),
+    ]
+    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPSTAGE_")}
+    env.update(PYTHONPATH=str(REPO), UPSTAGE_BASE_URL=emu.base_url, UPSTAGE_API_KEY=TEST_KEY,
+               IPYTHONDIR=str(tmp_path / "nbclient-ipython"))
+    NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True).execute(env=env)
+    assert "['done']" in nb.cells[1].outputs[0]["text"]
+    state = json.dumps(nb.metadata["widgets"])
+    assert "A question saved with the notebook" in state and TEST_KEY not in state
+    nbformat.write(nb, path)
+
+
 def control_notebook(path: Path) -> None:
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(
@@ -292,6 +316,7 @@ def test_chat_widget_in_jupyterlab(tmp_path: Path) -> None:
     try:
         emu = EmulatorProcess(tmp_path)
         hostile_magic_notebook(root / "hostile_magic.ipynb", emu.root)
+        saved_widget_notebook(root / "saved.ipynb", emu, tmp_path)
         with browser_page(LabServer, tmp_path, root, emu, ARTIFACTS, "browser",
                           timeout_ms=30_000) as (lab, page):
             page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
@@ -568,6 +593,26 @@ def test_chat_widget_in_jupyterlab(tmp_path: Path) -> None:
             sync_api.expect(textarea).to_have_value("Are you there?")  # the question is not lost
             chat.screenshot(path=str(ARTIFACTS / "chat_widget_restarted.png"))
             timings["kernel restart"] = time.monotonic() - t_start
+
+            # 8b. A saved notebook reopened (its kernel is new, the widget's is gone): the
+            # saved transcript shows, read-only, and the widget says what to do. (Signed with the
+            # server's key, as a notebook the user saved is; else JupyterLab shows text/plain.)
+            from nbformat.sign import NotebookNotary
+
+            notary = NotebookNotary(data_dir=str(tmp_path / "jupyter-data"))
+            signed = nbformat.read(root / "saved.ipynb", as_version=4)
+            notary.sign(signed)
+            open_notebook(page, lab, "saved.ipynb")
+            saved = page.locator(CHAT)
+            sync_api.expect(saved.locator(".upstage-user-text")).to_have_text("A question saved with the notebook")
+            sync_api.expect(saved.locator(".upstage-answer.upstage-status-done")).to_contain_text(
+                "You asked: A question saved with the notebook")
+            sync_api.expect(saved.locator(".upstage-chat-banner")).to_contain_text(
+                "kernel restarted: run the cell again", timeout=15_000)
+            for name in ("send", "retry", "new", "export"):
+                sync_api.expect(saved.locator(f"button.upstage-chat-{name}")).to_be_disabled()
+            saved.screenshot(path=str(ARTIFACTS / "chat_widget_reopened.png"))
+            timings["reopened"] = time.monotonic() - t_start
 
             # 9. The same hostile answer, then the extreme one, through %%upstage cells.
             emu.config(reply="hostile", tokens_per_second=None)

@@ -13,17 +13,19 @@ Design notes
   browser shows for model text comes from :func:`render_html` here; the front end inserts it
   and never parses Markdown. Prompts, errors and status are plain text (``textContent``).
 * Synced state is small and holds no secrets or server paths: ``transcript`` (the last
-  ``MAX_SHOWN`` finished turns as ``{id, prompt, html, reasoning_html, status, model, stats,
-  error}``), ``live`` (the streaming answer's prompt/status/stats only), ``models``,
-  ``settings`` (model, system prompt, temperature, max tokens), ``status``, ``busy``,
-  ``shared``. A finished turn reaches the browser once, as a ``turns`` message that appends
-  it (the kernel-side trait is updated without a resend); a reset or a change made elsewhere
-  re-sends the bounded list.
-* Streaming sends only the live answer, as ``live`` custom messages: the Markdown of the
-  answer is split into a *frozen* prefix of complete top-level blocks (rendered once and
-  appended) and a *tail* (re-rendered per update), so each update costs the size of the
-  tail, not of the whole answer. When the answer ends, the whole text is rendered once
-  more into the transcript (exactly what a cell shows).
+  finished turns, at most ``MAX_SHOWN`` of them and ``MAX_SHOWN_CHARS`` of HTML, as ``{id,
+  prompt, html, reasoning_html, status, model, stats, error}``; older turns are counted in
+  ``hidden_turns`` and kept in the session and its export), ``live`` (the streaming answer's
+  prompt/model/status/stats only), ``models``, ``settings`` (model, system prompt,
+  temperature, max tokens), ``status``, ``busy``, ``shared``, ``notice``. It is ordinary
+  widget state, so JupyterLab's "save widget state" and nbclient keep the transcript.
+* Streaming sends only the live answer, as ``live`` custom messages (never the transcript):
+  the answer's Markdown is split by :func:`stable_prefix` into *frozen* complete top-level
+  blocks (rendered once and appended) and a *tail* (re-rendered per update), so an update
+  costs the size of the tail, not of the answer. When the answer ends it is rendered whole
+  into the transcript (exactly what a cell shows); if the frozen blocks plus the final tail
+  give that same HTML, an ``adopt`` message first tells the browser to keep the live DOM as
+  the finished turn instead of parsing the answer again.
 * The front end sends the question text in the ``send`` message (no synced input value, no
   debounce race) and clears its box only when the kernel acknowledges it; a refused send
   (busy session, empty text) is acknowledged with the error and the text stays in the box.

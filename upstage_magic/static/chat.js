@@ -374,6 +374,7 @@ function render({ model, el }) {
     sendBtn.disabled = busy || dead;
     stopBtn.disabled = !busy || dead;
     retryBtn.disabled = busy || dead;
+    for (const b of [newBtn, mdBtn, jsonBtn]) b.disabled = dead;  // they need the kernel
     root.classList.toggle("upstage-busy", busy);
     if (ended) focusInput();  // the answer is in: back to the box for the next question
   }
