@@ -13,8 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from playwright import sync_api
-
 from tests.support.browser import (
     NotebookServer,
     browser_page,
@@ -23,6 +21,7 @@ from tests.support.browser import (
     wait_all_cells_ran,
 )
 from tests.support.harness import TEST_KEY, EmulatorProcess
+from playwright import sync_api
 
 pytestmark = pytest.mark.browser
 
@@ -65,26 +64,35 @@ def test_chat_widget_in_notebook7(tmp_path: Path) -> None:
             assert "##" not in magic_out.inner_text()  # rendered, not shown as Markdown source
 
             transcript = chat.locator(".upstage-chat-transcript")
-            textarea = chat.locator(".upstage-chat-input textarea")
+            textarea = chat.locator("textarea.upstage-chat-input")
             status = chat.locator(".upstage-chat-status")
-            done = chat.locator(".upstage-answer.upstage-status-done")
+            done = chat.locator(".upstage-turn:not(.upstage-live) .upstage-answer.upstage-status-done")
             # Shared conversation: the cell's question shows up in the widget too.
             sync_api.expect(transcript).to_contain_text("what is a notebook widget?")
             n_done = done.count()
 
-            # Paced, so the answer is seen streaming before it is done.
+            # Paced, so the answer is seen streaming before it is done. Keyboard only:
+            # Shift+Enter is a newline, Enter sends, and the focus stays in the box.
             emu.config(tokens_per_second=60)
             textarea.click()
-            textarea.fill("What is Solar in Notebook 7?")
-            chat.locator("button.upstage-chat-send").click()
-            sync_api.expect(chat.locator(".upstage-answer.upstage-status-streaming")).to_have_count(1)
+            page.keyboard.type("What is Solar", delay=0)
+            page.keyboard.press("Shift+Enter")
+            page.keyboard.type("in Notebook 7?", delay=0)
+            page.keyboard.press("Enter")
+            sync_api.expect(chat.locator(".upstage-live")).to_have_count(1)
             sync_api.expect(status).to_contain_text("streaming")
             sync_api.expect(done).to_have_count(n_done + 1)
             sync_api.expect(done.last).to_contain_text("You asked: What is Solar in Notebook 7?")
             sync_api.expect(done.last.locator("h2", has_text=HEADING)).to_be_visible()
             sync_api.expect(status).to_contain_text("done")
             sync_api.expect(textarea).to_have_value("")
-            sync_api.expect(textarea).to_be_enabled()
+            assert emu.requests()[-1]["messages"][-1]["content"] == "What is Solar\nin Notebook 7?"
+            assert page.evaluate("() => document.activeElement.matches('textarea.upstage-chat-input')")
+            # The same keys again without clicking: the focus came back after the answer.
+            page.keyboard.type("And again", delay=0)
+            page.keyboard.press("Enter")
+            sync_api.expect(done).to_have_count(n_done + 2)
+            sync_api.expect(done.last).to_contain_text("You asked: And again")
             assert TEST_KEY not in page.content()
 
             ARTIFACTS.mkdir(exist_ok=True)

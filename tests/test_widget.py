@@ -1,573 +1,499 @@
-"""ChatWidget logic without a front end: a fake provider, widgets driven from Python."""
+"""ChatWidget without a browser: front-end messages go to its handler, a fake provider answers.
+
+The front end talks to the kernel only through custom messages (``send``, ``stop``, ...),
+so calling ``_handle_custom_msg`` is what JupyterLab does; the replies are captured by
+wrapping ``send_msg``. Synced state is measured as the JSON the front end would get.
+"""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
+import random
 import re
-import time
-import urllib.parse
 from html.parser import HTMLParser
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
-import ipywidgets as widgets
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from upstage_magic import settings
-from upstage_magic.emulator import HOSTILE_REPLY, Emulator
-from upstage_magic.errors import AuthenticationError, RateLimitError
-from upstage_magic.events import FinishReason, Usage
+from upstage_magic.config import Settings, default_settings
+from upstage_magic.emulator import HOSTILE_REPLY
+from upstage_magic.errors import RateLimitError
+from upstage_magic.events import Reasoning
 from upstage_magic.session import ChatSession, default_session
-from upstage_magic.widget import ChatWidget
+from upstage_magic.widget import (
+    MAX_SHOWN,
+    MAX_SHOWN_CHARS,
+    ChatWidget,
+    answer_html,
+    render_html,
+    stable_prefix,
+)
 
-TEST_KEY = "test-key-SECRET123"
+BAD_TAGS = {"script", "img", "iframe", "svg", "object", "embed", "style", "form", "input", "details", "video"}
+
+
+class TagCollector(HTMLParser):
+    """Every tag and any event-handler attribute or script URL in a piece of HTML."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: set[str] = set()
+        self.bad: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.names.add(tag)
+        if tag in BAD_TAGS:
+            self.bad.append(tag)
+        for name, value in attrs:
+            if name.startswith("on") or (value or "").strip().lower().startswith(("javascript:", "data:text")):
+                self.bad.append(f"{tag} {name}={value}")
+
+
+SETTING_NAMES = ("model", "system_prompt", "temperature", "max_tokens", "update_interval")
 
 
 class FakeProvider:
-    """Records each request's kwargs and streams queued scripts (like llm's test model)."""
+    """Records each request and streams queued scripts (like simonw/llm's test model)."""
 
-    models = ["fake-small", "fake-large"]
+    models: ClassVar[list[str]] = ["fake-small", "fake-large"]
 
-    def __init__(self, *, listed: list[str] | None = None, list_error: Exception | None = None) -> None:
+    def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
         self.scripts: list[dict[str, Any]] = []
-        self.listed = listed
-        self.list_error = list_error
-        self.closed = 0
 
     def enqueue(self, chunks: list[Any], *, delay: float = 0.0, error: Exception | None = None) -> None:
         self.scripts.append({"chunks": chunks, "delay": delay, "error": error})
 
-    def get_default_model(self) -> str:
-        return "fake-small"
+    @staticmethod
+    def get_model(name: str | None) -> str:
+        return name or "fake-small"
 
     async def create_async_generator(self, model: str, messages: list[dict], **kwargs: Any):
         self.calls.append({"model": model, "messages": messages, **kwargs})
         script = self.scripts.pop(0) if self.scripts else {"chunks": ["ok"], "delay": 0.0, "error": None}
-        try:
-            for chunk in script["chunks"]:
-                await asyncio.sleep(script["delay"])
-                yield chunk
-            if script["error"] is not None:
-                raise script["error"]
-        finally:
-            self.closed += 1
-
-    async def list_models(self, **kwargs: Any) -> list[str]:
-        await asyncio.sleep(0)
-        if self.list_error is not None:
-            raise self.list_error
-        return list(self.listed or [])
+        for chunk in script["chunks"]:
+            await asyncio.sleep(script["delay"])
+            yield chunk
+        if script["error"] is not None:
+            raise script["error"]
 
 
-def words(n: int) -> list[str]:
-    return [f"w{i} " for i in range(n)]
-
-
-def all_widgets(root: widgets.Widget) -> list[widgets.Widget]:
-    """Every widget reachable from root through any trait (children, layout, style...)."""
-    seen: dict[int, widgets.Widget] = {}
-    stack = [root]
-    while stack:
-        w = stack.pop()
-        if id(w) in seen:
-            continue
-        seen[id(w)] = w
-        for name in w.keys:
-            value = getattr(w, name, None)
-            items = value if isinstance(value, (list, tuple)) else [value]
-            stack.extend(v for v in items if isinstance(v, widgets.Widget))
-    return list(seen.values())
-
-
-def transcript_html(w: ChatWidget) -> str:
-    return "\n".join(x.value for x in all_widgets(w._turns_box) if isinstance(x, widgets.HTML))
-
-
-def text_of(html_text: str) -> str:
-    return re.sub(r"<[^>]+>", "", html_text)
-
-
-async def until(cond, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.005)
-
-
-class TagCollector(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, list[tuple[str, str | None]]]] = []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, attrs))
+@pytest.fixture(autouse=True)
+def clean_kernel_state():
+    """Each test starts from empty kernel settings and conversation, and leaves them so."""
+    s = default_settings()
+    saved = {n: getattr(s, n) for n in SETTING_NAMES}
+    s.model, s.system_prompt, s.temperature, s.max_tokens = "", "", None, None
+    s.update_interval = 0.02
+    default_session().reset()
+    yield
+    for n, v in saved.items():
+        setattr(s, n, v)
+    default_session().reset()
 
 
 @pytest.fixture
 def fake() -> FakeProvider:
-    return FakeProvider(listed=["fake-small", "fake-large", "fake-listed"])
+    return FakeProvider()
 
 
-@pytest.fixture
-def shared():
-    """The kernel-wide default session, emptied before and after."""
-    s = default_session()
-    s.reset()
-    yield s
-    s.reset()
+def make(fake: FakeProvider, **kw: Any) -> tuple[ChatWidget, list[dict[str, Any]]]:
+    """A widget whose outgoing custom messages are collected."""
+    kw.setdefault("session", ChatSession())
+    w = ChatWidget(provider=fake, fetch_models=False, **kw)
+    out: list[dict[str, Any]] = []
+    w.send_msg = out.append  # type: ignore[method-assign]
+    return w, out
 
 
-async def test_send_streams_into_transcript_and_finishes(fake: FakeProvider) -> None:
-    fake.enqueue(["Hello ", "**bold** ", "world"] + words(20) + [FinishReason("stop"), Usage(5, 23, 28)],
-                 delay=0.01)
-    w = ChatWidget(session=ChatSession(), provider=fake, interval=0.05)
-    w.input.value = "Say hello"
-    w.send_button.click()  # the real on_click path
-
-    # The callback returned at once; the answer streams in a task.
-    assert w.streaming and w.exchange is not None and w.exchange.status == "streaming"
-    assert w.input.value == "" and w.input.disabled
-    assert w.send_button.disabled and not w.stop_button.disabled
-    await until(lambda: "Hello" in transcript_html(w))
-    assert "streaming" in transcript_html(w) and "streaming" in w.status.value
-    assert w.input.disabled
-
-    await w._task
-    html_text = transcript_html(w)
-    assert "<strong>bold</strong>" in html_text  # Markdown rendered
-    assert "w19" in html_text and "Say hello" in html_text
-    assert "streaming" not in text_of(html_text)
-    turn = w.session.turns[-1]
-    assert (turn.prompt, turn.status) == ("Say hello", "done")
-    assert turn.answer.startswith("Hello **bold** world")
-    assert not w.input.disabled and not w.send_button.disabled and w.stop_button.disabled
-    status = text_of(w.status.value)
-    assert "done" in status and "23 answer tokens" in status and "first token" in status and "tok/s" in status
-    assert fake.closed == 1
+def front(w: ChatWidget, **msg: Any) -> None:
+    """What the browser does: a custom message to the widget."""
+    w._handle_custom_msg(msg, [])
 
 
-async def test_turns_are_visually_distinct_and_user_text_escaped(fake: FakeProvider) -> None:
-    fake.enqueue(["fine"])
-    w = ChatWidget(session=ChatSession(), provider=fake)
-    await w.send("<b>not bold</b> & co")
-    html_text = transcript_html(w)
-    assert "upstage-turn-user" in html_text and "upstage-answer" in html_text
-    assert "&lt;b&gt;not bold&lt;/b&gt; &amp; co" in html_text
+def frozen_html(out: list[dict[str, Any]]) -> str:
+    """The live answer's frozen HTML as a browser has it from the live messages."""
+    html = ""
+    for m in out:
+        if m["type"] == "live":
+            html = m["append"] if m.get("reset") else html + m.get("append", "")
+    return html
 
 
-async def test_stop_keeps_partial_answer_marked_stopped(fake: FakeProvider) -> None:
-    fake.enqueue(words(200), delay=0.01)
-    w = ChatWidget(session=ChatSession(), provider=fake, interval=0.02)
-    task = w.send("long one")
-    await until(lambda: w.exchange is not None and len(w.exchange.text) > 10)
-    w.stop_button.click()
-    assert w.stop_button.disabled  # no double stop
-    await asyncio.wait_for(task, 2)
-
-    turn = w.session.turns[-1]
-    assert turn.status == "stopped"
-    assert 0 < len(turn.answer) < len("".join(words(200)))
-    html_text = transcript_html(w)
-    assert "stopped" in text_of(html_text) and "w0" in html_text
-    assert "stopped" in text_of(w.status.value)
-    assert fake.closed == 1  # the generator was closed
-    # Still usable, and the stopped partial answer is context for the next question.
-    fake.enqueue(["again"])
-    await w.send("next")
-    assert w.session.turns[-1].answer == "again"
-    assert {"role": "assistant", "content": turn.answer} in fake.calls[-1]["messages"]
+def acks(out: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in out if m["type"] == "ack"]
 
 
-async def test_upstage_error_shown_inline_with_what_to_do(fake: FakeProvider) -> None:
-    fake.enqueue(["partial "], error=RateLimitError("Upstage API request failed with HTTP 429: slow down",
-                                                    status=429))
-    w = ChatWidget(session=ChatSession(), provider=fake)
-    await w.send("q1")
-    html_text = text_of(transcript_html(w))
-    assert "RateLimitError" in html_text and "slow down" in html_text
-    assert "What to do" in html_text and "wait a moment" in html_text
-    assert "partial" in html_text
-    assert w.session.turns[-1].status == "error"
-    assert not w.input.disabled and not w.send_button.disabled and w.stop_button.disabled
-
-    fake.enqueue(["recovered"])
-    await w.send("q2")
-    assert w.session.turns[-1].status == "done"
-    assert "recovered" in transcript_html(w)
+def state_bytes(w: ChatWidget) -> int:
+    """Size of the synced state a front end (or a saved notebook) gets."""
+    return len(json.dumps(w.get_state(), default=str))
 
 
-async def test_any_exception_is_shown_not_swallowed(fake: FakeProvider) -> None:
-    fake.enqueue([], error=ValueError("weird failure"))
-    w = ChatWidget(session=ChatSession(), provider=fake)
-    await w.send("q")
-    html_text = text_of(transcript_html(w))
-    assert "ValueError" in html_text and "weird failure" in html_text and "What to do" in html_text
-
-    class Broken:
-        def create_async_generator(self, *a: Any, **k: Any):
-            raise TypeError("provider exploded")
-
-    w2 = ChatWidget(session=ChatSession(), provider=Broken())
-    w2.input.value = "q"
-    w2.send_button.click()
-    await w2._task
-    assert "provider exploded" in transcript_html(w2)
-    assert not w2.input.disabled
-
-    # Non-streaming callbacks too: export into a missing directory.
-    w.export_dir = Path("/nonexistent/dir")
-    w.export_button.click()
-    assert "FileNotFoundError" in transcript_html(w)
+async def finish(w: ChatWidget) -> None:
+    assert w._task is not None
+    await asyncio.wait_for(w._task, 10)
 
 
-def test_send_without_running_loop_is_reported(fake: FakeProvider) -> None:
-    w = ChatWidget(session=ChatSession(), provider=fake)
-    w.input.value = "q"
-    w.send_button.click()
-    assert "running event loop" in transcript_html(w)
-    assert not w.input.disabled
+# ---------------------------------------------------------------------------- sending
+async def test_send_message_streams_live_then_lands_in_transcript(fake: FakeProvider) -> None:
+    fake.enqueue(["# Title\n\n", "para ", "one\n\n", "```python\nx = 1\n", "```\n\n", "end"], delay=0.03)
+    w, out = make(fake)
+    front(w, type="send", text="first question", id=7)
+    assert acks(out) == [{"type": "ack", "id": 7, "ok": True}]
+    assert w.busy and w.live["prompt"] == "first question" and w.live["status"] == "streaming"
+    await finish(w)
+    live = [m for m in out if m["type"] == "live"]
+    assert live, "no live update while streaming"
+    assert all("transcript" not in json.dumps(m) and "first question" not in json.dumps(m) for m in live)
+    assert not w.busy and w.live == {}
+    (entry,) = w.transcript
+    assert entry["prompt"] == "first question" and entry["status"] == "done"
+    assert entry["html"] == answer_html("# Title\n\npara one\n\n```python\nx = 1\n```\n\nend")
+    assert fake.calls[0]["messages"][-1] == {"role": "user", "content": "first question"}
+    # The finished turn went to the browser as one "turns" message (an append), once.
+    # No custom message carries the whole answer: the turn reaches the browser in the state.
+    assert all(entry["html"] not in json.dumps(m) for m in out if m["type"] != "hello")
 
 
-async def test_settings_reach_the_request(fake: FakeProvider) -> None:
-    w = ChatWidget(session=ChatSession(), provider=fake)
-    await asyncio.wait_for(w._models_task, 2)
-    assert "fake-listed" in w.model_dropdown.options  # fetched in the background
-    w.model_dropdown.value = "fake-listed"
-    w.system_input.value = "Be terse."
-    w.temperature.value = 0.25
-    w.max_tokens.value = 77
-    fake.enqueue(["x"])
-    await w.send("hi")
-    call = fake.calls[-1]
-    assert call["model"] == "fake-listed"
-    assert call["temperature"] == 0.25 and call["max_tokens"] == 77
-    assert call["messages"][0] == {"role": "system", "content": "Be terse."}
-    assert call["messages"][-1] == {"role": "user", "content": "hi"}
-    assert w.session.turns[-1].model == "fake-listed"
-
-    w.max_tokens.value = 0  # 0 = server default: not sent
-    w.system_input.value = ""
-    await w.send("again")
-    assert "max_tokens" not in fake.calls[-1] and fake.calls[-1]["messages"][0]["role"] == "user"
+async def test_text_sent_is_exactly_the_message_text(fake: FakeProvider) -> None:
+    w, _out = make(fake)
+    text = "  line one\nline two with trailing space \n"
+    front(w, type="send", text=text, id=1)
+    await finish(w)
+    assert fake.calls[0]["messages"][-1]["content"] == text
+    assert w.session.turns[0].prompt == text
 
 
-async def test_model_list_falls_back_to_known_models() -> None:
-    fake = FakeProvider(list_error=RuntimeError("offline"))
-    w = ChatWidget(session=ChatSession(), provider=fake)
-    await asyncio.wait_for(w._models_task, 2)
-    assert set(w.model_dropdown.options) == {"fake-small", "fake-large"}
-    assert w.model_dropdown.value == "fake-small"
-    assert "could not fetch" in w._models_note.value
+async def test_empty_text_is_refused_with_the_reason(fake: FakeProvider) -> None:
+    w, out = make(fake)
+    front(w, type="send", text="  \n ", id=3)
+    (ack,) = acks(out)
+    assert ack["ok"] is False and "Type a question" in ack["error"]["message"]
+    assert not fake.calls and w._task is None
 
 
-async def test_magic_settings_are_the_starting_point(fake: FakeProvider) -> None:
-    magics = SimpleNamespace(model="fake-large", system_prompt="From the magic.", temperature=0.1,
-                             max_tokens=12, update_interval=0.2, base_url="http://127.0.0.1:9/v1", timeout=5.0)
-    w = ChatWidget(session=ChatSession(), provider=fake, magics=magics, fetch_models=False)
-    await w.send("q")
-    call = fake.calls[-1]
-    assert (call["model"], call["temperature"], call["max_tokens"]) == ("fake-large", 0.1, 12)
-    assert call["base_url"] == "http://127.0.0.1:9/v1" and call["timeout"] == 5.0
-    assert call["messages"][0]["content"] == "From the magic."
+async def test_busy_session_refuses_with_inline_error_and_question_kept(fake: FakeProvider) -> None:
+    shared = default_session()
+    w, out = make(fake, session=shared)
+    other = shared.start("a cell's question", model="m")  # a %%upstage cell streaming
+    front(w, type="send", text="my question", id=4)
+    (ack,) = acks(out)
+    assert ack["ok"] is False and ack["error"]["kind"] == "Busy"
+    assert "Wait" in ack["error"]["hint"]
+    assert not fake.calls and not w.busy
+    assert w.send("from code") is None and w.notice["kind"] == "Busy"
+    other.finish()
+    front(w, type="send", text="my question", id=5)
+    assert acks(out)[-1] == {"type": "ack", "id": 5, "ok": True}
+    await finish(w)
+    assert [t.prompt for t in shared.turns] == ["a cell's question", "my question"]
 
 
-async def test_shared_session_with_cells_and_separate_sessions(fake: FakeProvider, shared: ChatSession) -> None:
-    w = ChatWidget(provider=fake)
-    private = ChatWidget(session=ChatSession(), provider=fake)
-    assert w.session is shared
-
-    # A %%upstage cell records a turn in the shared session: the chat shows it...
-    ex = shared.start("asked in a cell", model="fake-small")
-    ex.add("answered in a cell")
-    ex.finish()
-    assert "asked in a cell" in transcript_html(w) and "answered in a cell" in transcript_html(w)
-    assert "asked in a cell" not in transcript_html(private)
-
-    # ...and it is context for the chat's next question (and the other way round).
-    fake.enqueue(["from the widget"])
-    await w.send("follow-up")
-    sent = fake.calls[-1]["messages"]
-    assert {"role": "user", "content": "asked in a cell"} in sent
-    assert [t.prompt for t in shared.turns] == ["asked in a cell", "follow-up"]
-    assert shared.build_messages("next")[-2] == {"role": "assistant", "content": "from the widget"}
-
-    fake.enqueue(["private answer"])
-    await private.send("private q")
-    assert {"role": "user", "content": "asked in a cell"} not in fake.calls[-1]["messages"]
-    assert len(shared.turns) == 2 and len(private.session.turns) == 1
-
-    # New chat in the widget clears the shared conversation (and its transcript).
-    w.new_button.click()
-    assert shared.turns == [] and "asked in a cell" not in transcript_html(w)
-    w.close()
-    private.close()
-
-
-async def test_two_widgets_stream_at_the_same_time() -> None:
-    fake = FakeProvider()
-    fake.enqueue(words(30), delay=0.01)
-    fake.enqueue(words(30), delay=0.01)
-    a = ChatWidget(session=ChatSession(), provider=fake, fetch_models=False)
-    b = ChatWidget(session=ChatSession(), provider=fake, fetch_models=False)
-    ta, tb = a.send("a"), b.send("b")
-    await until(lambda: a.exchange is not None and b.exchange is not None
-                and a.exchange.chunks > 3 and b.exchange.chunks > 3)
-    assert a.streaming and b.streaming
-    await asyncio.gather(ta, tb)
-    assert a.session.turns[-1].status == b.session.turns[-1].status == "done"
-
-
-async def test_coalescing_bounds_html_updates() -> None:
-    fake = FakeProvider()
-    fake.enqueue(words(400))  # as fast as the loop goes
-    w = ChatWidget(session=ChatSession(), provider=fake, interval=0.1, fetch_models=False)
-    task = w.send("fast")
-    view = w._live
-    values: list[str] = []
-    view.answer.observe(lambda ch: values.append(ch["new"]), names="value")
-    await task
-    assert "w399" in values[-1]
-    assert len(values) <= 6, len(values)  # first token, maybe a tick or two, final
-    assert "w0" in values[0] and "w399" not in values[0]  # first token shown at once
-
-    fake.enqueue(words(40), delay=0.02)  # ~0.8 s of paced tokens
-    task = w.send("paced")
-    view = w._live
-    values.clear()
-    view.answer.observe(lambda ch: values.append(ch["new"]), names="value")
-    await task
-    assert 3 <= len(values) <= 14, len(values)  # ~10/s, not 40
-
-
-async def test_paused_stream_still_shows_pending_text() -> None:
-    """Text that arrived just before a pause is shown during the pause (poll timer)."""
-
-    release = asyncio.Event()
-
-    class Pausing(FakeProvider):
-        async def create_async_generator(self, model, messages, **kw):
-            yield "first "
-            yield "second "  # within the interval: pending
-            await release.wait()  # paused until the test has seen "second"
-            yield "third"
-
-    p = Pausing()
-    w = ChatWidget(session=ChatSession(), provider=p, interval=0.1, fetch_models=False)
-    task = w.send("q")
-    await until(lambda: "second" in transcript_html(w))  # shown while the stream is paused
-    assert "third" not in transcript_html(w) and not task.done()
-    release.set()
-    await task
-    assert "third" in transcript_html(w)
-
-
-async def test_hostile_answer_is_neutralised_in_the_widget() -> None:
-    fake = FakeProvider()
-    fake.enqueue([HOSTILE_REPLY])
-    w = ChatWidget(session=ChatSession(), provider=fake, fetch_models=False)
-    await w.send("<img src=y onerror=alert(1)>")
-    collector = TagCollector()
-    collector.feed(transcript_html(w))
-    for tag, attrs in collector.tags:
-        assert tag not in {"script", "img", "iframe", "object", "embed"}, tag
-        for name, value in attrs:
-            assert not name.startswith("on"), (tag, name)
-            assert not (value or "").strip().lower().startswith(("javascript:", "vbscript:")), (tag, value)
-    assert "window.__pwned_script=1" in text_of(transcript_html(w))  # shown as text
-    assert '&lt;script&gt;alert("kept as code")' in transcript_html(w) or \
-        "&lt;script&gt;alert(&quot;kept as code&quot;)" in transcript_html(w)
-
-
-async def test_widget_state_never_contains_the_key(monkeypatch: pytest.MonkeyPatch, fake: FakeProvider) -> None:
-    monkeypatch.setenv("UPSTAGE_API_KEY", TEST_KEY)
-    settings.set_api_key(TEST_KEY)
-    try:
-        fake.enqueue(["a"], error=AuthenticationError(f"bad key {TEST_KEY}", status=401))
-        fake.enqueue([], error=RuntimeError(f"something with {TEST_KEY} inside"))
-        w = ChatWidget(session=ChatSession(), provider=fake)
-        await w.send("first question")
-        await w.send("second question")
-        states = json.dumps([x.get_state() for x in all_widgets(w)], default=str)
-        assert "first question" in states and "RuntimeError" in states  # the walk sees the transcript
-        assert TEST_KEY not in states
-    finally:
-        settings.set_api_key(None)
-
-
-async def test_widget_state_has_no_key_with_real_provider(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Upstage provider against the emulator: a rejected key must not leak into the widget."""
-    async with Emulator(api_key="the-right-one") as base_url:
-        monkeypatch.setenv("UPSTAGE_BASE_URL", base_url)
-        monkeypatch.setenv("UPSTAGE_API_KEY", TEST_KEY)
-        w = ChatWidget(session=ChatSession())
-        await w.send("hello")
-        if w._models_task is not None:
-            await asyncio.gather(w._models_task, return_exceptions=True)
-        states = json.dumps([x.get_state() for x in all_widgets(w)], default=str)
-        assert "AuthenticationError" in states
-        assert TEST_KEY not in states
-        from upstage_magic.providers import Upstage
-
-        await Upstage.aclose()
-
-
-async def test_real_provider_streams_from_emulator(monkeypatch: pytest.MonkeyPatch) -> None:
-    async with Emulator() as base_url:
-        monkeypatch.setenv("UPSTAGE_BASE_URL", base_url)
-        monkeypatch.setenv("UPSTAGE_API_KEY", TEST_KEY)
-        w = ChatWidget(session=ChatSession())
-        await asyncio.wait_for(w._models_task, 5)
-        w.max_tokens.value = 0
-        await w.send("what is up")
-        turn = w.session.turns[-1]
-        assert turn.status == "done" and "You asked: what is up" in turn.answer
-        assert "You asked: what is up" in text_of(transcript_html(w))
-        from upstage_magic.providers import Upstage
-
-        await Upstage.aclose()
-
-
-async def test_new_chat_while_streaming_starts_empty(fake: FakeProvider) -> None:
-    fake.enqueue(words(100), delay=0.01)
-    w = ChatWidget(session=ChatSession(), provider=fake)
-    task = w.send("q")
-    await until(lambda: w.exchange is not None and w.exchange.chunks > 2)
-    w.new_button.click()
-    await task
-    assert w.session.turns == []
-    assert "w0" not in transcript_html(w)
-    assert not w.input.disabled
-
-
-async def test_export_writes_markdown_and_offers_download(fake: FakeProvider, tmp_path) -> None:
-    fake.enqueue(["The answer."])
-    w = ChatWidget(session=ChatSession(), provider=fake, export_dir=tmp_path)
-    await w.send("Question?")
-    w.export_button.click()
-    files = list(tmp_path.glob("upstage-chat-*.md"))
-    assert len(files) == 1
-    text = files[0].read_text()
-    assert "Question?" in text and "The answer." in text
-    m = re.search(r'href="data:text/markdown;charset=utf-8;base64,([^"]+)"', w.export_area.value)
-    assert m and base64.b64decode(urllib.parse.unquote(m.group(1))).decode() == text
-    assert str(files[0]) in w.export_area.value
-
-
-async def test_refused_second_send_while_streaming(fake: FakeProvider) -> None:
-    fake.enqueue(words(50), delay=0.01)
-    w = ChatWidget(session=ChatSession(), provider=fake)
-    task = w.send("one")
-    assert w.send("two") is None
-    assert "still streaming" in transcript_html(w)
-    await task
+async def test_second_send_while_streaming_is_refused(fake: FakeProvider) -> None:
+    fake.enqueue(["a "] * 50, delay=0.01)
+    w, out = make(fake)
+    front(w, type="send", text="one", id=1)
+    front(w, type="send", text="two", id=2)
+    assert [a["ok"] for a in acks(out)] == [True, False]
+    await finish(w)
     assert [t.prompt for t in w.session.turns] == ["one"]
 
 
-def test_closing_detaches_from_shared_session(fake: FakeProvider, shared: ChatSession) -> None:
-    w = ChatWidget(provider=fake)
-    n = len(shared._callbacks)
-    w.close()
-    assert len(shared._callbacks) == n - 1
+async def test_stop_keeps_partial_answer(fake: FakeProvider) -> None:
+    fake.enqueue([f"w{i} " for i in range(200)], delay=0.01)
+    w, _out = make(fake)
+    front(w, type="send", text="long", id=1)
+    while len(w.exchange.text) < 20:  # type: ignore[union-attr]
+        await asyncio.sleep(0.01)
+    front(w, type="stop")
+    await finish(w)
+    (turn,) = w.session.turns
+    assert turn.status == "stopped" and turn.answer.startswith("w0 w1 ") and "w199" not in turn.answer
+    entry = w.transcript[0]
+    assert entry["status"] == "stopped" and "w0 w1" in entry["html"]
+    assert "stopped" in w.status and not w.busy
+
+
+async def test_error_shown_once_in_one_form_with_what_to_do(fake: FakeProvider) -> None:
+    fake.enqueue(["partial "], error=RateLimitError("Too many requests", status=429))
+    w, _out = make(fake)
+    front(w, type="send", text="q", id=1)
+    await finish(w)
+    (entry,) = w.transcript
+    assert entry["status"] == "error"
+    assert entry["error"]["kind"] == "RateLimitError"
+    assert entry["error"]["message"] == "Too many requests"
+    assert "wait" in entry["error"]["hint"].lower()
+    assert "partial" in entry["html"]  # the partial answer is kept
+
+
+async def test_retry_replaces_the_last_answer(fake: FakeProvider) -> None:
+    fake.enqueue(["first answer"])
+    fake.enqueue(["second answer"])
+    w, _out = make(fake)
+    front(w, type="send", text="q", id=1)
+    await finish(w)
+    front(w, type="retry")
+    await finish(w)
+    assert [(t.prompt, t.answer) for t in w.session.turns] == [("q", "second answer")]
+    # The regenerated question is not sent together with the answer it replaces.
+    assert fake.calls[1]["messages"] == [{"role": "user", "content": "q"}]
+    assert [e["prompt"] for e in w.transcript] == ["q"] and "second answer" in w.transcript[0]["html"]
+
+
+async def test_new_chat_while_streaming_starts_empty(fake: FakeProvider) -> None:
+    fake.enqueue(["x "] * 100, delay=0.01)
+    w, _out = make(fake)
+    front(w, type="send", text="q", id=1)
+    await asyncio.sleep(0.05)
+    front(w, type="new")
+    await finish(w)
+    assert w.session.turns == [] and w.transcript == [] and not w.busy
+
+
+async def test_reasoning_streams_separately_and_is_kept(fake: FakeProvider) -> None:
+    fake.enqueue([Reasoning("thinking **hard**"), Reasoning(" still"), "The answer."], delay=0.03)
+    w, out = make(fake)
+    front(w, type="send", text="q", id=1)
+    await finish(w)
+    live = [m for m in out if m["type"] == "live"]
+    assert any("<strong>hard</strong>" in m.get("reasoning", "") for m in live)
+    assert all("thinking" not in m["tail"] and "thinking" not in m.get("append", "") for m in live)
+    entry = w.transcript[0]
+    assert "<strong>hard</strong>" in entry["reasoning_html"] and "thinking" not in entry["html"]
+
+
+async def test_hello_and_copy_give_the_raw_markdown(fake: FakeProvider) -> None:
+    md = "Use:\n\n```python\nprint('<b>&amp;')\n```\n"
+    fake.enqueue([md])
+    w, out = make(fake)
+    front(w, type="hello", id=9)
+    assert out[-1] == {"type": "hello", "id": 9}
+    front(w, type="send", text="q", id=1)
+    await finish(w)
+    front(w, type="copy", id=2, turn=w.transcript[0]["id"])
+    assert out[-1] == {"type": "copy", "id": 2, "text": md}
+
+
+async def test_new_view_mid_stream_gets_the_whole_live_answer(fake: FakeProvider) -> None:
+    fake.enqueue(["para one\n\n", "para two\n\n"] + ["tail "] * 50, delay=0.02)
+    w, out = make(fake)
+    front(w, type="send", text="q", id=1)
+    while "para two" not in (w.exchange.text if w.exchange else ""):
+        await asyncio.sleep(0.01)
+    front(w, type="hello", id=2)
+    full = [m for m in out if m["type"] == "live" and m.get("reset")]
+    assert full and "para one" in full[-1]["append"] + full[-1]["tail"]
+    await finish(w)
+
+
+# ---------------------------------------------------------------------------- settings
+async def test_settings_are_read_at_every_send(fake: FakeProvider) -> None:
+    s = default_settings()
+    s.model = "before-widget"  # %config UpstageMagics.model = ... before the widget exists
+    w, _out = make(fake)
+    front(w, type="send", text="one", id=1)
+    await finish(w)
+    s.model = "after-widget"  # ... and after
+    s.temperature = 0.3
+    s.system_prompt = "Be brief."
+    front(w, type="send", text="two", id=2)
+    await finish(w)
+    assert [c["model"] for c in fake.calls] == ["before-widget", "after-widget"]
+    assert fake.calls[1]["temperature"] == 0.3 and "temperature" not in fake.calls[0]
+    assert fake.calls[1]["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert w.settings["model"] == "after-widget"  # the panel follows %config too
+
+
+async def test_settings_panel_writes_the_kernel_settings(fake: FakeProvider) -> None:
+    w, _out = make(fake)
+    front(w, type="settings", values={"model": " solar-mini ", "system_prompt": "Haiku only.",
+                                      "temperature": 0.5, "max_tokens": 64})
+    s = default_settings()
+    assert (s.model, s.system_prompt, s.temperature, s.max_tokens) == ("solar-mini", "Haiku only.", 0.5, 64)
+    front(w, type="settings", values={"temperature": None, "max_tokens": 0})
+    assert s.temperature is None and s.max_tokens is None
+    front(w, type="settings", values={"temperature": 7})
+    assert s.temperature is None and w.notice["kind"] == "ValueError" and "between 0 and 2" in w.notice["message"]
+    assert w.settings["temperature"] is None
+
+
+async def test_constructor_settings_need_a_private_settings(fake: FakeProvider) -> None:
+    with pytest.raises(TypeError, match="settings=Settings"):
+        ChatWidget(provider=fake, model="x", fetch_models=False)
+    own = Settings()
+    w, _out = make(fake, settings=own, model="private-model", max_tokens=10)
+    front(w, type="send", text="q", id=1)
+    await finish(w)
+    assert fake.calls[0]["model"] == "private-model" and fake.calls[0]["max_tokens"] == 10
+    assert default_settings().model == ""  # the kernel's settings are untouched
+
+
+# ---------------------------------------------------------------------------- state
+async def test_synced_state_stays_flat_as_turns_grow(fake: FakeProvider) -> None:
+    answer = "A table:\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n```python\nprint('x')\n```\n"
+    w, out = make(fake)
+    synced: list[int] = []
+    real_send = w._send
+    w._send = lambda msg, buffers=None: (synced.append(len(json.dumps(msg))), real_send(msg, buffers))
+    sizes = []
+    msg_sizes = []
+    for i in range(2 * MAX_SHOWN + 5):
+        fake.enqueue([answer])
+        del out[:], synced[:]
+        front(w, type="send", text=f"question {i:03d}", id=i)
+        await finish(w)
+        sizes.append(state_bytes(w))
+        msg_sizes.append(sum(len(json.dumps(m)) for m in out) + sum(synced))
+    assert len(w.session.turns) == 2 * MAX_SHOWN + 5 and len(w.transcript) == MAX_SHOWN
+    assert w.hidden_turns == [MAX_SHOWN + 5]
+    # Full after MAX_SHOWN turns, then flat: no per-turn growth in what is synced or saved.
+    assert max(sizes[MAX_SHOWN:]) - min(sizes[MAX_SHOWN:]) < 200, sizes
+    # What one turn sends (messages + state updates) stops growing once the transcript is full.
+    assert sum(synced) > 0, "no state update was sent"
+    assert max(msg_sizes[MAX_SHOWN:]) - min(msg_sizes[MAX_SHOWN:]) < 400, msg_sizes
+
+
+async def test_big_answers_bound_the_transcript_by_size(fake: FakeProvider) -> None:
+    big = ("word " * 20 + "\n\n") * 500  # ~50 KB of Markdown per answer
+    w, _out = make(fake)
+    for i in range(12):
+        fake.enqueue([big])
+        front(w, type="send", text=f"q{i}", id=i)
+        await finish(w)
+    total = sum(len(e["html"]) for e in w.transcript)
+    assert total <= MAX_SHOWN_CHARS and len(w.transcript) < 12
+    assert w.hidden_turns == [12 - len(w.transcript)] and w.transcript[-1]["prompt"] == "q11"
+
+
+async def test_streaming_updates_cost_the_tail_not_the_answer(fake: FakeProvider) -> None:
+    block = "Paragraph with **bold** text and `code`. " * 4 + "\n\n"
+    fake.enqueue([block] * 300, delay=0.001)
+    w, out = make(fake)
+    front(w, type="send", text="long", id=1)
+    await finish(w)
+    live = [m for m in out if m["type"] == "live"]
+    final_html = w.transcript[0]["html"]
+    assert len(live) >= 3
+    biggest = max(len(json.dumps(m)) for m in live)
+    total = sum(len(json.dumps(m)) for m in live)
+    assert biggest < len(final_html) / 2, (biggest, len(final_html))
+    assert total < 2 * len(final_html)  # each block is sent about once
+    # The browser keeps the live DOM as the finished turn: frozen blocks + final tail == the turn.
+    (adopt,) = [m for m in out if m["type"] == "adopt"]
+    assert frozen_html(out) + adopt["live_tail"] == final_html
+    assert adopt["entry"]["id"] == w.transcript[0]["id"] and "html" not in adopt["entry"]
+    assert len(json.dumps(adopt)) < len(final_html) / 4
+
+
+async def test_state_and_export_hold_no_server_path(fake: FakeProvider, tmp_path: Path) -> None:
+    w, out = make(fake, export_dir=tmp_path)
+    front(w, type="send", text="q", id=1)
+    await finish(w)
+    front(w, type="export", format="md")
+    front(w, type="export", format="json")
+    md, js = [m for m in out if m["type"] == "export"]
+    assert md["mime"] == "text/markdown" and "## 1. You" in md["text"] and md["name"].endswith(".md")
+    assert json.loads(js["text"])["turns"][0]["prompt"] == "q" and js["name"].endswith(".json")
+    assert "/" not in md["name"] and "/" not in js["name"]
+    path = w.export()
+    assert path.parent == tmp_path and path.read_text().startswith("# Upstage chat")
+    blob = json.dumps(w.get_state(), default=str) + json.dumps(out)
+    assert str(tmp_path) not in blob and str(Path.cwd()) not in blob
+
+
+async def test_hostile_answer_reaches_the_state_sanitised(fake: FakeProvider) -> None:
+    fake.enqueue([HOSTILE_REPLY[i:i + 7] for i in range(0, len(HOSTILE_REPLY), 7)], delay=0.001)
+    w, out = make(fake)
+    front(w, type="send", text="<img src=x onerror=alert(1)>", id=1)
+    await finish(w)
+    pieces = [w.transcript[0]["html"]] + [m.get("append", "") + m["tail"] for m in out if m["type"] == "live"]
+    for html in pieces:
+        tags = TagCollector()
+        tags.feed(html)
+        assert not tags.bad, tags.bad
+        assert tags.names, "nothing rendered"
+    assert w.transcript[0]["prompt"] == "<img src=x onerror=alert(1)>"  # text, shown with textContent
+
+
+async def test_shared_session_shows_cell_turns(fake: FakeProvider) -> None:
+    shared = default_session()
+    w, _out = make(fake, session=shared)
+    assert w.shared
+    ex = shared.start("from a cell", model="m")
+    ex.add("cell answer")
+    ex.finish()
+    assert [e["prompt"] for e in w.transcript] == ["from a cell"]
+    private, _ = make(fake, session=ChatSession())
+    assert not private.shared and private.transcript == []
+
+
+def test_send_without_running_loop_is_reported(fake: FakeProvider) -> None:
+    w, out = make(fake)
+    front(w, type="send", text="q", id=1)
+    (ack,) = acks(out)
+    assert ack["ok"] is False and "event loop" in ack["error"]["message"]
 
 
 def test_repr_is_short(fake: FakeProvider) -> None:
-    w = ChatWidget(session=ChatSession(), provider=fake, fetch_models=False)
-    assert repr(w) == "<ChatWidget idle, 0 turns, model='fake-small'>"
-    assert w._repr_mimebundle_()["text/plain"] == repr(w)
+    w, _ = make(fake)
+    assert repr(w).startswith("<ChatWidget idle, 0 turns")
 
 
-async def test_close_while_streaming_is_clean(fake: FakeProvider) -> None:
-    fake.enqueue(words(100), delay=0.01)
-    session = ChatSession()
-    w = ChatWidget(session=session, provider=fake)
-    task = w.send("q")
-    await until(lambda: w.exchange is not None and w.exchange.chunks > 2)
-    w.close()
-    await asyncio.wait_for(task, 2)
-    assert session.turns[-1].status == "stopped"  # the partial answer is kept in the session
-    assert session._callbacks == []
-    assert w.comm is None and w.input.comm is None
+# ---------------------------------------------------------------------------- stable_prefix
+CORPUS = [
+    "# Heading\n\nText para.\n\n",
+    "```python\ndef f():\n\n    return 1\n```\n\n",
+    "| a | b |\n|---|---|\n| 1 | 2 |\n\n",
+    "- one\n- two\n\n",
+    "- loose\n\n- list\n\n",
+    "1. first\n\n2. second\n\n",
+    "> quote\n> more\n\n",
+    "    indented code\n\n",
+    "$$\nx^2\n\ny\n$$\n\n",
+    "Setext\n===\n\n",
+    "para with [link](http://example.com)\n\n",
+    "text\n  continued\n\n",
+    "~~~\nfence ~~~ inside\n\n~~~\n\n",
+]
 
 
-async def test_timeout_from_magics_only_when_set(fake: FakeProvider) -> None:
-    magics = SimpleNamespace(model="", system_prompt="", temperature=None, max_tokens=None,
-                             update_interval=0.1, base_url="", timeout=None)
-    w = ChatWidget(session=ChatSession(), provider=fake, magics=magics, fetch_models=False)
-    assert "timeout" not in w.request_options()
-    magics.timeout = 9.0
-    w2 = ChatWidget(session=ChatSession(), provider=fake, magics=magics, fetch_models=False)
-    assert w2.request_options()["timeout"] == 9.0
+def split_render(text: str, cuts: list[int]) -> str:
+    """Render as the widget streams: frozen pieces as they become stable at each cut."""
+    frozen, html = 0, []
+    for cut in sorted(cuts) + [len(text)]:
+        end = stable_prefix(text[:cut], frozen)
+        if end > frozen:
+            html.append(answer_html(text[frozen:end]))
+            frozen = end
+    return "".join(html) + (answer_html(text[frozen:]) if text[frozen:] else "")
 
 
-async def test_empty_system_box_sends_no_system_prompt(fake: FakeProvider) -> None:
-    w = ChatWidget(session=ChatSession(system_prompt="Session prompt."), provider=fake, fetch_models=False)
-    assert w.system_input.value == "Session prompt."
-    await w.send("a")
-    assert fake.calls[-1]["messages"][0] == {"role": "system", "content": "Session prompt."}
-    w.system_input.value = ""
-    await w.send("b")
-    assert [m["role"] for m in fake.calls[-1]["messages"]] == ["user", "assistant", "user"]
+@pytest.mark.parametrize("seed", range(20))
+def test_stable_prefix_pieces_render_like_the_whole(seed: int) -> None:
+    rng = random.Random(seed)
+    text = "".join(rng.choice(CORPUS) for _ in range(8)) + "last words"
+    cuts = [rng.randrange(len(text)) for _ in range(10)]
+    assert split_render(text, cuts) == answer_html(text)
 
 
-async def test_temperature_is_server_default_unless_chosen(fake: FakeProvider) -> None:
-    w = ChatWidget(session=ChatSession(), provider=fake, fetch_models=False)
-    assert not w.custom_temperature.value and w.temperature.disabled
-    await w.send("a")
-    assert "temperature" not in fake.calls[-1]
-    w.custom_temperature.value = True
-    assert not w.temperature.disabled
-    w.temperature.value = 0.3
-    await w.send("b")
-    assert fake.calls[-1]["temperature"] == 0.3
-    w.custom_temperature.value = False
-    await w.send("c")
-    assert "temperature" not in fake.calls[-1]
-
-    # Opened by %upstage chat: the magic's None means server default, a value is kept.
-    magics = SimpleNamespace(model="", system_prompt="", temperature=None, max_tokens=None,
-                             update_interval=0.1, base_url="", timeout=None)
-    w2 = ChatWidget(session=ChatSession(), provider=fake, magics=magics, fetch_models=False)
-    await w2.send("d")
-    assert "temperature" not in fake.calls[-1]
-    magics.temperature = 0.2
-    w3 = ChatWidget(session=ChatSession(), provider=fake, magics=magics, fetch_models=False)
-    assert w3.custom_temperature.value
-    await w3.send("e")
-    assert fake.calls[-1]["temperature"] == 0.2
+@hsettings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(CORPUS + ["\n", "x\n", "  - sub\n", "```\n", "$$\n", "para\n"]), max_size=12),
+       st.lists(st.integers(0, 400), max_size=6))
+def test_stable_prefix_never_splits_a_block(blocks: list[str], cuts: list[int]) -> None:
+    text = "".join(blocks)
+    cuts = [c % (len(text) + 1) for c in cuts]
+    assert split_render(text, cuts) == answer_html(text)
 
 
-async def test_export_json_link_matches_file_and_is_built_once(fake: FakeProvider, tmp_path, monkeypatch) -> None:
-    fake.enqueue(["The answer."])
-    session = ChatSession()
-    w = ChatWidget(session=session, provider=fake, fetch_models=False)
-    await w.send("Question?")
-    calls: list[str] = []
-    for name in ("export_json", "export_markdown"):
-        real = getattr(session, name)
-        monkeypatch.setattr(session, name, lambda real=real, name=name: calls.append(name) or real())
-    out = w.export(tmp_path / "x.json")
-    assert calls == ["export_json"]
-    text = out.read_text()
-    assert json.loads(text)["turns"][0]["answer"] == "The answer."
-    m = re.search(r'download="x.json" href="data:application/json;charset=utf-8;base64,([^"]+)"',
-                  w.export_area.value)
-    assert m and base64.b64decode(m.group(1)).decode() == text
-    assert "Saved 1 turn to" in text_of(w.export_area.value)
-    with pytest.raises(ValueError):
-        w.export(tmp_path / "x.txt")
-
-
-async def test_conversation_text_is_masked_not_redacted(fake: FakeProvider) -> None:
-    from upstage_magic.errors import register_secret
-
-    register_secret(TEST_KEY)
-    fake.enqueue(["Call group_by_category(); the key was ", TEST_KEY])
-    w = ChatWidget(session=ChatSession(), provider=fake, fetch_models=False)
-    await w.send(f"Explain group_by_category, key {TEST_KEY}")
-    shown = text_of(transcript_html(w))
-    assert shown.count("group_by_category") == 2  # ordinary text is not mangled
-    assert "SECRET123" not in shown
+@pytest.mark.parametrize("text", CORPUS + [HOSTILE_REPLY, "```\n</p>\n<li>\n```\n", "a  \nb\n\n---\n\nc"])
+def test_sent_html_differs_from_rendered_only_by_block_newlines(text: str) -> None:
+    sent, full = answer_html(text), render_html(text)
+    assert sent.replace("\n", "") == full.replace("\n", "")
+    # Code keeps every newline (the browser's Copy takes its text).
+    for block in re.findall(r"<pre>.*?</pre>", full, re.DOTALL):
+        assert block in sent

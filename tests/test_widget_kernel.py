@@ -1,17 +1,18 @@
-"""The chat widget in a real kernel: a send from a widget callback streams in the background.
+"""The chat widget in a real kernel: a send from the front end streams in the background.
 
-The "front end" here is jupyter_client sending the same comm messages JupyterLab sends when
-a user types into the Textarea and clicks Send. The emulator runs on loopback with slow
-pacing, so the answer is still streaming when the next cell has already returned.
+The "front end" here is jupyter_client sending the same comm messages the widget's ES module
+sends (``{"method": "custom", "content": {"type": "send", "text": ...}}``). The emulator runs
+on loopback with slow pacing, so the answer is still streaming when the next cell has already
+returned. The kernel's replies (ack, live updates) are read from iopub.
 """
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-
 from tests.support.harness import TEST_KEY, EmulatorProcess, KernelSession
 
 pytestmark = pytest.mark.kernel
@@ -43,64 +44,76 @@ def wait_for(kernel: KernelSession, expr: str, expected: str, timeout: float = 3
     raise AssertionError(f"{expr} = {last!r}, expected {expected!r}")
 
 
-def test_send_from_widget_callback_streams_while_other_cells_run(kernel: KernelSession) -> None:
-    ids = json.loads(kernel.run(
-        "import json\n"
-        "from upstage_magic import ChatWidget\n"
-        "w = ChatWidget()\n"
-        "w2 = ChatWidget(session=__import__('upstage_magic').ChatSession())\n"
-        "print(json.dumps({'input': w.input.model_id, 'send': w.send_button.model_id,"
-        " 'input2': w2.input.model_id, 'send2': w2.send_button.model_id}))"
-    ))
-    # The user types a question and clicks Send, in two chat widgets.
-    for suffix in ("", "2"):
-        kernel.comm_msg(ids["input" + suffix], {"method": "update", "state": {"value": f"Question{suffix}?"},
-                                                "buffer_paths": []})
-        kernel.comm_msg(ids["send" + suffix], {"method": "custom", "content": {"event": "click"}})
+def custom(kernel: KernelSession, comm_id: str, **content: Any) -> None:
+    """A custom message from the widget's front end."""
+    kernel.comm_msg(comm_id, {"method": "custom", "content": content})
 
+
+def replies(kernel: KernelSession, seconds: float) -> list[dict[str, Any]]:
+    """Custom messages the kernel sent to front ends in the next ``seconds``."""
+    out: list[dict[str, Any]] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            m = kernel.kc.get_iopub_msg(timeout=0.2)
+        except Exception:  # noqa: BLE001,S112 - queue.Empty
+            continue
+        if m["msg_type"] == "comm_msg" and m["content"]["data"].get("method") == "custom":
+            out.append(m["content"]["data"]["content"])
+    return out
+
+
+def test_send_from_front_end_streams_while_other_cells_run(kernel: KernelSession) -> None:
+    ids = kernel.json(
+        "import json\n"
+        "from upstage_magic import ChatWidget, ChatSession\n"
+        "w = ChatWidget()\n"
+        "w2 = ChatWidget(session=ChatSession())\n"
+        "print(json.dumps({'w': w.model_id, 'w2': w2.model_id}))"
+    )
+    # The user types a question and presses Enter, in two chat widgets.
+    custom(kernel, ids["w"], type="send", id=1, text="Question?")
+    custom(kernel, ids["w2"], type="send", id=1, text="Question2?")
+    msgs = replies(kernel, 1.5)
+    assert {"type": "ack", "id": 1, "ok": True} in msgs
+    assert any(m["type"] == "live" for m in msgs)  # streaming updates arrive on their own
     wait_for(kernel, "w.exchange is not None and len(w.exchange.text) > 0", "True")
     # Another cell executes and returns while both answers still stream.
     t0 = time.monotonic()
-    state = json.loads(kernel.run(
+    state = kernel.json(
         "import json, time\n"
         "time.sleep(0.2)\n"
-        "print(json.dumps([w.exchange.status, len(w.exchange.text), w.input.disabled, w.input.value,"
+        "print(json.dumps([w.exchange.status, len(w.exchange.text), w.busy, w.live.get('prompt'),"
         " w2.exchange.status if w2.exchange else None]))"
-    ))
+    )
     assert time.monotonic() - t0 < 5
     assert state[0] == "streaming" and state[1] > 0
-    assert state[2] is True and state[3] == ""  # input cleared and disabled while streaming
+    assert state[2] is True and state[3] == "Question?"
     assert state[4] == "streaming"  # the second widget streams at the same time
-    # The stream keeps going between cells...
-    n1 = state[1]
-    time.sleep(0.5)
-    n2 = json.loads(kernel.run("print(len(w.exchange.text) if w.exchange else -1)"))
-    assert n2 == -1 or n2 > n1
+    # A second question while the first streams is refused with the reason (the box keeps it).
+    custom(kernel, ids["w"], type="send", id=2, text="Too soon")
+    refused = [m for m in replies(kernel, 1.0) if m["type"] == "ack" and m["id"] == 2]
+    assert refused and refused[0]["ok"] is False and refused[0]["error"]["kind"] == "Busy"
     # ...and completes on its own.
     wait_for(kernel, "[t.status for t in w.session.turns]", "['done']", timeout=30)
     wait_for(kernel, "[t.status for t in w2.session.turns]", "['done']", timeout=30)
-    out = json.loads(kernel.run(
-        "print(json.dumps([w.session.turns[0].prompt, w.input.disabled, w.stop_button.disabled,"
-        " 'done' in w.status.value, len(w.session.turns[0].answer)]))"
-    ))
-    assert out[:4] == ["Question?", False, True, True]
-    assert out[4] > n1
+    out = kernel.json(
+        "print(json.dumps([w.session.turns[0].prompt, w.busy, w.live, w.transcript[-1]['status'],"
+        " 'done' in w.status, len(w.session.turns[0].answer)]))"
+    )
+    assert out[:5] == ["Question?", False, {}, "done", True]
+    assert out[5] > state[1]
 
 
-def test_stop_from_widget_callback_then_magic_shares_the_conversation(
+def test_stop_from_front_end_then_magic_shares_the_conversation(
         kernel: KernelSession, emulator: EmulatorProcess) -> None:
-    ids = json.loads(kernel.run(
-        "import json\nfrom upstage_magic import ChatWidget\nw = ChatWidget()\n"
-        "print(json.dumps({'input': w.input.model_id, 'send': w.send_button.model_id,"
-        " 'stop': w.stop_button.model_id}))"
-    ))
-    kernel.comm_msg(ids["input"], {"method": "update", "state": {"value": "Stop me"}, "buffer_paths": []})
-    kernel.comm_msg(ids["send"], {"method": "custom", "content": {"event": "click"}})
+    wid = kernel.json("import json\nfrom upstage_magic import ChatWidget\nw = ChatWidget()\n"
+                      "print(json.dumps(w.model_id))")
+    custom(kernel, wid, type="send", id=1, text="Stop me")
     wait_for(kernel, "w.exchange is not None and len(w.exchange.text) > 0", "True")
-    kernel.comm_msg(ids["stop"], {"method": "custom", "content": {"event": "click"}})
+    custom(kernel, wid, type="stop")
     wait_for(kernel, "[t.status for t in w.session.turns]", "['stopped']", timeout=10)
-    out = json.loads(kernel.run(
-        "print(json.dumps([len(w.session.turns[0].answer), w.input.disabled, 'stopped' in w.status.value]))"))
+    out = kernel.json("print(json.dumps([len(w.session.turns[0].answer), w.busy, 'stopped' in w.status]))")
     assert out[0] > 0 and out[1] is False and out[2] is True
 
     # The kernel is healthy, and a %%upstage cell continues the same conversation: the
@@ -109,8 +122,23 @@ def test_stop_from_widget_callback_then_magic_shares_the_conversation(
     emulator.config(tokens_per_second=None, answer_tokens=None, reply="markdown")
     kernel.run("%load_ext upstage_magic")
     kernel.run("%%upstage\nAnd now from a cell?")
-    out = json.loads(kernel.run(
+    out = kernel.json(
         "print(json.dumps([w.session.turns[-1].status, 'Turn 2' in w.session.turns[-1].answer,"
-        " any('And now from a cell?' in c.value for b in w._turns_box.children for c in getattr(b, 'children', [b])"
-        " if hasattr(c, 'value'))]))"))
-    assert out == ["done", True, True]
+        " [e['prompt'] for e in w.transcript]]))")
+    assert out == ["done", True, ["Stop me", "And now from a cell?"]]
+
+
+def test_settings_from_config_reach_the_widget_request(kernel: KernelSession, emulator: EmulatorProcess) -> None:
+    emulator.config(tokens_per_second=None, answer_tokens=None)
+    wid = kernel.json("import json\nfrom upstage_magic import ChatWidget\nfrom upstage_magic.config import "
+                      "default_settings\nw = ChatWidget()\nprint(json.dumps(w.model_id))")
+    # What %config UpstageMagics.max_tokens = 7 does once the magic's traits are linked.
+    kernel.run("default_settings().max_tokens = 7\ndefault_settings().temperature = 0.25")
+    custom(kernel, wid, type="send", id=1, text="configured?")
+    wait_for(kernel, "[t.status for t in w.session.turns]", "['length']", timeout=20)
+    req = emulator.requests()[-1]
+    assert req["max_tokens"] == 7 and req["temperature"] == 0.25
+    # The panel writes the same settings back.
+    custom(kernel, wid, type="settings", values={"max_tokens": None, "temperature": None})
+    wait_for(kernel, "(default_settings().max_tokens, default_settings().temperature)", "(None, None)")
+    assert json.loads(kernel.run("print(json.dumps(w.settings['max_tokens']))")) is None

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .harness import TEST_KEY, EmulatorProcess, free_port, stop_process, wait_http
+from .harness import ROOT, TEST_KEY, EmulatorProcess, free_port, stop_process, wait_http
 
 CHROMIUM = os.environ.get("UPSTAGE_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -71,6 +71,8 @@ class LabServer:
             "JUPYTER_PLATFORM_DIRS": "1",
             "LANG": "C.UTF-8",
             "PYTHONUNBUFFERED": "1",
+            # The kernels import this checkout's package (a worktree), not the installed one.
+            "PYTHONPATH": str(ROOT),
         }
         full_env.update(env or {})
         args = [

@@ -1,0 +1,580 @@
+// upstage-magic chat widget front end (anywidget ES module; no build step, no network).
+//
+// The kernel owns the conversation and renders every answer to sanitised HTML (render.py);
+// this file only inserts that HTML, builds the controls, and talks to the kernel with
+// custom messages. Prompts, errors and status are set with textContent, never as HTML.
+
+const ACK_TIMEOUT_MS = 5000;   // a send/hello with no reply by then: the kernel is gone or busy
+const NEAR_BOTTOM_PX = 48;     // "at the bottom" tolerance for following the stream
+const DEAD_TEXT = "kernel restarted: run the cell again (the transcript above is read-only until then)";
+const SLOW_TEXT = "no reply from the kernel: it is busy, or it was restarted (then run the cell again)";
+
+const LABELS = { streaming: "streaming…", done: "done", stopped: "stopped", length: "cut at max tokens", error: "error" };
+
+function h(tag, cls, text) {
+  const el = document.createElement(tag);
+  if (cls) el.className = cls;
+  if (text !== undefined && text !== null) el.textContent = String(text);
+  return el;
+}
+
+function button(cls, label, title) {
+  const b = h("button", "upstage-btn " + cls, label);
+  b.type = "button";
+  if (title) b.title = title;
+  return b;
+}
+
+async function writeClipboard(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch (_e) {
+    const ta = h("textarea");
+    ta.value = text;
+    ta.style.position = "fixed";
+    ta.style.opacity = "0";
+    document.body.appendChild(ta);
+    ta.select();
+    let ok = false;
+    try { ok = document.execCommand("copy"); } catch (_e2) { ok = false; }
+    ta.remove();
+    return ok;
+  }
+}
+
+// The exact code of a rendered block: the text of its <code> (or <pre>), one final newline off.
+function codeText(pre) {
+  const code = pre.querySelector("code") || pre;
+  const t = code.textContent || "";
+  return t.endsWith("\n") ? t.slice(0, -1) : t;
+}
+
+// Give every code block in `root` a Copy button (once), wrapped so the button stays put
+// while the code scrolls sideways inside its own box.
+function decorateCode(root) {
+  for (const pre of root.querySelectorAll("pre")) {
+    if (pre.parentElement && pre.parentElement.classList.contains("upstage-code")) continue;
+    const wrap = h("div", "upstage-code");
+    pre.parentNode.insertBefore(wrap, pre);
+    wrap.appendChild(pre);
+    wrap.appendChild(button("upstage-copy-code", "Copy", "Copy this code"));
+  }
+}
+
+function initialize({ model }) {
+  // Once per model: ask for the live answer in full if one is streaming (a page opened mid-answer).
+  try { model.send({ type: "hello", id: 0 }); } catch (_e) { /* no kernel: the view says so */ }
+}
+
+function render({ model, el }) {
+  let seq = 0;
+  const pending = new Map();   // id -> {text, timer}
+  let alive = false;           // heard from the kernel since this view was made
+  let dead = false;
+  let stick = true;            // follow the stream (the user has not scrolled up)
+  let lastQuestion = "";
+
+  // ------------------------------------------------------------------ skeleton
+  const root = h("div", "upstage-chat");
+  // Lumino (JupyterLab/Notebook 7) must not treat our keys as notebook shortcuts.
+  root.setAttribute("data-lm-suppress-shortcuts", "true");
+  root.setAttribute("data-p-suppress-shortcuts", "true");
+  const scrollBox = h("div", "upstage-chat-scroll");
+  const transcript = h("div", "upstage-chat-transcript");
+  transcript.setAttribute("role", "log");
+  transcript.setAttribute("aria-live", "polite");
+  const intro = h("div", "upstage-intro");
+  const hiddenNote = h("div", "upstage-hidden-note");
+  const turnsEl = h("div", "upstage-turns");
+  const liveSlot = h("div", "upstage-live-slot");
+  const noticeEl = h("div", "upstage-notice-slot");
+  transcript.append(intro, hiddenNote, turnsEl, liveSlot, noticeEl);
+  scrollBox.appendChild(transcript);
+  const jump = button("upstage-jump", "↓ Jump to latest", "Scroll to the newest message");
+  jump.hidden = true;
+  const scrollWrap = h("div", "upstage-chat-scrollwrap");
+  scrollWrap.append(scrollBox, jump);
+
+  const banner = h("div", "upstage-chat-banner");
+  banner.setAttribute("role", "status");
+  banner.hidden = true;
+
+  const input = h("textarea", "upstage-chat-input");
+  input.rows = 2;
+  input.placeholder = "Ask Solar…  (Enter sends, Shift+Enter: new line, Esc: stop, ↑: last question)";
+  input.setAttribute("aria-label", "Question for the model");
+  const sendBtn = button("upstage-chat-send upstage-primary", "Send", "Send (Enter)");
+  const stopBtn = button("upstage-chat-stop", "Stop", "Stop the answer; what arrived is kept (Esc)");
+  const inputRow = h("div", "upstage-chat-inputrow");
+  const btnCol = h("div", "upstage-chat-btncol");
+  btnCol.append(sendBtn, stopBtn);
+  inputRow.append(input, btnCol);
+
+  const retryBtn = button("upstage-chat-retry", "Retry", "Ask the last question again (replaces its answer)");
+  const newBtn = button("upstage-chat-new", "New chat", "Forget the conversation");
+  const mdBtn = button("upstage-chat-export", "Export .md", "Download the conversation as Markdown");
+  const jsonBtn = button("upstage-chat-export-json", "Export .json", "Download the conversation as JSON");
+  const status = h("div", "upstage-chat-status");
+  status.setAttribute("aria-live", "polite");
+  const actions = h("div", "upstage-chat-actions");
+  actions.append(retryBtn, newBtn, mdBtn, jsonBtn);
+
+  // Settings (collapsed): written to the kernel's Settings on change.
+  const settings = h("details", "upstage-chat-settings");
+  const summary = h("summary", null, "Settings");
+  const form = h("div", "upstage-settings-form");
+  const listId = "upstage-models-" + Math.random().toString(36).slice(2);
+  const modelIn = h("input", "upstage-set-model");
+  modelIn.setAttribute("list", listId);
+  const modelList = h("datalist");
+  modelList.id = listId;
+  const systemIn = h("textarea", "upstage-set-system");
+  systemIn.rows = 2;
+  systemIn.placeholder = "(none)";
+  const tempIn = h("input", "upstage-set-temperature");
+  Object.assign(tempIn, { type: "number", min: "0", max: "2", step: "0.05", placeholder: "server default" });
+  const maxIn = h("input", "upstage-set-max-tokens");
+  Object.assign(maxIn, { type: "number", min: "0", step: "256", placeholder: "server default" });
+  const field = (label, control) => {
+    const row = h("label", "upstage-field");
+    row.append(h("span", "upstage-field-label", label), control);
+    return row;
+  };
+  form.append(field("Model", modelIn), modelList, field("System prompt", systemIn),
+              field("Temperature", tempIn), field("Max tokens", maxIn),
+              h("div", "upstage-settings-note",
+                "Empty = default. Shared with %%upstage and %config UpstageMagics when the widget uses the kernel's settings."));
+  settings.append(summary, form);
+
+  root.append(scrollWrap, banner, inputRow, status, actions, settings);
+  el.appendChild(root);
+
+  // ------------------------------------------------------------------ helpers
+  const nearBottom = () => scrollBox.scrollHeight - scrollBox.scrollTop - scrollBox.clientHeight <= NEAR_BOTTOM_PX;
+  let lastTop = 0;  // the transcript's last scroll position (to tell a user's scroll up)
+  // Scroll once per frame, in the frame's own layout (reading scrollHeight right after an
+  // update would force a synchronous layout of the whole transcript inside our task).
+  let scrollQueued = false;
+  const toBottom = () => {
+    stick = true;
+    jump.hidden = true;
+    if (scrollQueued) return;
+    scrollQueued = true;
+    requestAnimationFrame(() => {
+      scrollQueued = false;
+      if (!stick) return;
+      scrollBox.scrollTop = scrollBox.scrollHeight;
+      lastTop = scrollBox.scrollTop;
+    });
+  };
+  // Call after content changed: follow the stream, or offer the jump button.
+  const followed = () => { if (stick) toBottom(); else jump.hidden = false; };
+  // Only the user scrolling up stops the following; reflows (a narrower cell, new content)
+  // also fire scroll events, but never move the view up.
+  scrollBox.addEventListener("scroll", () => {
+    const top = scrollBox.scrollTop;
+    if (top < lastTop - 2) stick = nearBottom();
+    else if (nearBottom()) stick = true;
+    lastTop = top;
+    if (stick) jump.hidden = true;
+  }, { passive: true });
+  jump.addEventListener("click", () => { toBottom(); input.focus(); });
+  // Content reflowed (narrower cell, math or images laid out): stay at the bottom if following.
+  const resizer = typeof ResizeObserver === "function"
+    ? new ResizeObserver(() => { if (stick) toBottom(); }) : null;
+  if (resizer) resizer.observe(transcript);
+
+  const focusInput = () => {
+    const a = document.activeElement;
+    if (!a || a === document.body || root.contains(a)) input.focus({ preventScroll: true });
+  };
+
+  function errorBox(err, withRetry) {
+    const box = h("div", "upstage-error");
+    box.setAttribute("role", "alert");
+    const head = h("div", "upstage-error-head");
+    head.append(h("span", "upstage-error-icon", "⚠"), h("strong", "upstage-error-kind", err.kind || "Error"));
+    box.append(head, h("div", "upstage-error-message", err.message || ""));
+    if (err.hint) {
+      const hint = h("div", "upstage-error-hint");
+      hint.append(h("strong", null, "What to do: "), document.createTextNode(err.hint));
+      box.appendChild(hint);
+    }
+    if (withRetry) box.appendChild(button("upstage-retry-turn", "Retry", "Ask this question again"));
+    return box;
+  }
+
+  function userBubble(prompt) {
+    const u = h("div", "upstage-user");
+    u.append(h("div", "upstage-label", "You"), h("div", "upstage-user-text", prompt));
+    return u;
+  }
+
+  function answerShell(model_, status_) {
+    const a = h("div", "upstage-answer upstage-status-" + status_);
+    const head = h("div", "upstage-answer-head");
+    const meta = h("span", "upstage-answer-meta");
+    head.append(meta);
+    const reasoning = h("details", "upstage-reasoning");
+    reasoning.hidden = true;
+    reasoning.append(h("summary", null, "Thinking…"), h("div", "upstage-reasoning-body um-answer"));
+    const body = h("div", "upstage-answer-body um-answer");
+    a.append(head, reasoning, body);
+    return { a, head, meta, reasoning, body };
+  }
+
+  function turnElement(t) {
+    const wrap = h("div", "upstage-turn");
+    wrap.dataset.id = String(t.id);
+    const { a, head, meta, reasoning, body } = answerShell(t.model, t.status);
+    meta.textContent = (t.model || "assistant") + " · " + (t.stats || LABELS[t.status] || t.status);
+    if (t.html) {
+      const copy = button("upstage-copy-answer", "Copy answer", "Copy the whole answer (Markdown)");
+      head.appendChild(copy);
+    }
+    if (t.reasoning_html) {
+      reasoning.hidden = false;
+      reasoning.open = false;
+      reasoning.querySelector("summary").textContent = "Thinking (click to show)";
+      reasoning.querySelector(".upstage-reasoning-body").innerHTML = t.reasoning_html;
+    }
+    body.innerHTML = t.html || "";
+    decorateCode(body);
+    if (t.status === "stopped") a.appendChild(h("div", "upstage-answer-note", "⏹ stopped: partial answer (kept in the conversation)"));
+    if (t.status === "length") a.appendChild(h("div", "upstage-answer-note", "✂ cut at max tokens (raise Max tokens in Settings for longer answers)"));
+    wrap.append(userBubble(t.prompt), a);
+    if (t.status === "error") wrap.appendChild(errorBox(t.error || { kind: "Error", message: "the answer failed" }, true));
+    return wrap;
+  }
+
+  // ------------------------------------------------------------------ transcript
+  const turnEls = new Map();
+  function renderTranscript() {
+    const list = model.get("transcript") || [];
+    const keep = new Set(list.map((t) => String(t.id)));
+    for (const [id, node] of turnEls) if (!keep.has(id)) { node.remove(); turnEls.delete(id); }
+    let prev = null;
+    for (const t of list) {
+      const id = String(t.id);
+      let node = turnEls.get(id);
+      if (!node) { node = turnElement(t); turnEls.set(id, node); }
+      const want = prev ? prev.nextSibling : turnsEl.firstChild;
+      if (want !== node) turnsEl.insertBefore(node, want);
+      prev = node;
+    }
+    const hidden = (model.get("hidden_turns") || [])[0] || 0;
+    hiddenNote.hidden = !hidden;
+    hiddenNote.textContent = hidden ? `${hidden} earlier turn${hidden === 1 ? "" : "s"} not shown here (Export has the whole conversation).` : "";
+    intro.hidden = list.length > 0 || !!liveSlot.firstChild;
+    intro.textContent = "Ask Solar something below. Answers stream in here; Stop keeps what arrived. " +
+      (model.get("shared") ? "The conversation is shared with %%upstage cells." : "The conversation is private to this widget.");
+    if (list.length && !lastQuestion) lastQuestion = list[list.length - 1].prompt;
+    followed();
+  }
+
+  // ------------------------------------------------------------------ live answer
+  let live = null;  // {wrap, meta, body, frozen, tail, reasoning}
+  function renderLive() {
+    const l = model.get("live") || {};
+    if (!l.prompt) {
+      if (live) { live.wrap.remove(); live = null; }
+      intro.hidden = (model.get("transcript") || []).length > 0;
+      return;
+    }
+    if (live && live.prompt === l.prompt) {
+      live.meta.textContent = (l.model || "assistant") + " · " + (l.stats || "streaming…");
+      return;
+    }
+    if (live) live.wrap.remove();
+    const wrap = h("div", "upstage-turn upstage-live");
+    const { a, meta, reasoning, body } = answerShell(l.model, "streaming");
+    const frozen = h("div", "upstage-frozen");
+    const tail = h("div", "upstage-tail");
+    const caret = h("span", "upstage-caret", "▍");
+    body.append(frozen, tail, caret);
+    meta.textContent = (l.model || "assistant") + " · " + (l.stats || "streaming…");
+    wrap.append(userBubble(l.prompt), a);
+    liveSlot.appendChild(wrap);
+    live = { wrap, meta, body, frozen, tail, reasoning, prompt: l.prompt };
+    intro.hidden = true;
+    toBottom();  // the user's own new question is always revealed
+  }
+
+  // The live answer just ended: turn its DOM into the finished turn (final tail, status,
+  // notes, buttons) instead of rebuilding it from the turn's HTML.
+  function adoptLive(msg) {
+    if (!live) return;
+    const l = live;
+    live = null;
+    const t = msg.entry;
+    if (!t || typeof msg.live_tail !== "string") { l.wrap.remove(); return; }
+    l.tail.innerHTML = msg.live_tail;
+    decorateCode(l.tail);
+    const caret = l.body.querySelector(".upstage-caret");
+    if (caret) caret.remove();
+    const a = l.body.parentElement;
+    a.className = "upstage-answer upstage-status-" + t.status;
+    l.meta.textContent = (t.model || "assistant") + " · " + (t.stats || LABELS[t.status] || t.status);
+    l.meta.parentElement.appendChild(button("upstage-copy-answer", "Copy answer", "Copy the whole answer (Markdown)"));
+    if (t.reasoning_html) {
+      l.reasoning.hidden = false;
+      l.reasoning.open = false;
+      l.reasoning.querySelector("summary").textContent = "Thinking (click to show)";
+      l.reasoning.querySelector(".upstage-reasoning-body").innerHTML = t.reasoning_html;
+    } else {
+      l.reasoning.hidden = true;
+    }
+    if (t.status === "stopped") a.appendChild(h("div", "upstage-answer-note", "⏹ stopped: partial answer (kept in the conversation)"));
+    if (t.status === "length") a.appendChild(h("div", "upstage-answer-note", "✂ cut at max tokens (raise Max tokens in Settings for longer answers)"));
+    if (t.status === "error") l.wrap.appendChild(errorBox(t.error || { kind: "Error", message: "the answer failed" }, true));
+    l.wrap.classList.remove("upstage-live");
+    l.wrap.dataset.id = String(t.id);
+    turnsEl.appendChild(l.wrap);
+    turnEls.set(String(t.id), l.wrap);
+  }
+
+  function applyLive(msg) {
+    if (!live) return;
+    if (msg.reset) { live.frozen.innerHTML = msg.append || ""; decorateCode(live.frozen); }
+    else if (msg.append) {
+      const holder = document.createElement("div");
+      holder.innerHTML = msg.append;
+      decorateCode(holder);
+      const frag = document.createDocumentFragment();
+      while (holder.firstChild) frag.appendChild(holder.firstChild);
+      live.frozen.appendChild(frag);
+    }
+    live.tail.innerHTML = msg.tail || "";
+    decorateCode(live.tail);
+    if (msg.reasoning) {
+      live.reasoning.hidden = false;
+      live.reasoning.open = !(live.frozen.firstChild || live.tail.firstChild);
+      live.reasoning.querySelector(".upstage-reasoning-body").innerHTML = msg.reasoning;
+    }
+    if (msg.stats) live.meta.textContent = ((model.get("live") || {}).model || "assistant") + " · " + msg.stats;
+    followed();
+  }
+
+  // ------------------------------------------------------------------ status, notice, busy
+  function renderStatus() {
+    const s = model.get("status") || "";
+    status.textContent = (model.get("busy") ? "● " : "○ ") + s;
+  }
+  function renderNotice() {
+    const n = model.get("notice") || {};
+    noticeEl.replaceChildren();
+    if (n.kind) { noticeEl.appendChild(errorBox(n, false)); followed(); }
+  }
+  let wasBusy = !!model.get("busy");
+  function renderBusy() {
+    const busy = !!model.get("busy");
+    const ended = wasBusy && !busy;
+    wasBusy = busy;
+    sendBtn.disabled = busy || dead;
+    stopBtn.disabled = !busy || dead;
+    retryBtn.disabled = busy || dead;
+    for (const b of [newBtn, mdBtn, jsonBtn]) b.disabled = dead;  // they need the kernel
+    root.classList.toggle("upstage-busy", busy);
+    if (ended) focusInput();  // the answer is in: back to the box for the next question
+  }
+  function renderSettings() {
+    const s = model.get("settings") || {};
+    const set = (inp, v) => { if (document.activeElement !== inp) inp.value = v === null || v === undefined ? "" : String(v); };
+    set(modelIn, s.model);
+    modelIn.placeholder = s.default_model ? `default: ${s.default_model}` : "default";
+    set(systemIn, s.system_prompt);
+    set(tempIn, s.temperature);
+    set(maxIn, s.max_tokens);
+  }
+  function renderModels() {
+    modelList.replaceChildren(...(model.get("models") || []).map((m) => { const o = h("option"); o.value = m; return o; }));
+  }
+
+  // ------------------------------------------------------------------ kernel link
+  function setDead(text) {
+    banner.textContent = text;
+    banner.hidden = false;
+    if (text === DEAD_TEXT) {
+      dead = true;
+      root.classList.add("upstage-dead");
+      if (live) live.wrap.classList.add("upstage-interrupted");
+      renderBusy();
+    }
+  }
+  function heard() {
+    alive = true;
+    if (!banner.hidden) { banner.hidden = true; banner.textContent = ""; }
+    if (dead) { dead = false; root.classList.remove("upstage-dead"); renderBusy(); }
+  }
+  function ping(onTimeout) {
+    const id = ++seq;
+    const timer = setTimeout(() => { pending.delete(id); onTimeout(); }, ACK_TIMEOUT_MS);
+    pending.set(id, { text: null, timer });
+    try { model.send({ type: "hello", id }); } catch (_e) { /* no comm: the timer reports it */ }
+  }
+
+  function doSend() {
+    const text = input.value;
+    if (!text.trim()) return;
+    if (dead) { setDead(DEAD_TEXT); return; }
+    const id = ++seq;
+    lastQuestion = text;
+    const timer = setTimeout(() => {
+      pending.delete(id);
+      setDead(alive ? SLOW_TEXT : DEAD_TEXT);
+    }, ACK_TIMEOUT_MS);
+    pending.set(id, { text, timer });
+    stick = true;
+    try {
+      model.send({ type: "send", id, text });
+    } catch (_e) {
+      clearTimeout(timer);
+      pending.delete(id);
+      setDead(DEAD_TEXT);
+    }
+  }
+
+  function onAck(msg) {
+    const p = pending.get(msg.id);
+    if (!p) return;
+    clearTimeout(p.timer);
+    pending.delete(msg.id);
+    if (msg.type === "hello") return;
+    if (msg.ok) {
+      // Clear only what was sent: anything typed after pressing Enter stays.
+      if (input.value === p.text) input.value = "";
+      else if (input.value.startsWith(p.text)) input.value = input.value.slice(p.text.length).replace(/^\n/, "");
+      toBottom();
+      focusInput();
+    } else {
+      if (!input.value) input.value = p.text;  // the question goes back into the box
+      model_notice_local(msg.error);
+      focusInput();
+    }
+  }
+  function model_notice_local(err) {
+    noticeEl.replaceChildren(errorBox(err || { kind: "Error", message: "not sent" }, false));
+    followed();
+  }
+
+  function download(msg) {
+    const blob = new Blob([msg.text], { type: (msg.mime || "text/plain") + ";charset=utf-8" });
+    const url = URL.createObjectURL(blob);
+    const a = h("a", "upstage-download");
+    a.href = url;
+    a.download = msg.name || "upstage-chat.md";
+    a.hidden = true;
+    root.appendChild(a);
+    a.click();
+    setTimeout(() => { URL.revokeObjectURL(url); a.remove(); }, 1000);
+    status.textContent = "○ downloaded " + a.download;
+  }
+
+  const copyWaiters = new Map();
+  const onMsg = (msg) => {
+    if (!msg || typeof msg !== "object") return;
+    heard();
+    switch (msg.type) {
+      case "ack": case "hello": onAck(msg); break;
+      case "live": applyLive(msg); break;
+      case "adopt": adoptLive(msg); break;  // the state update adding the turn comes right after
+      case "export": download(msg); break;
+      case "copy": { const w = copyWaiters.get(msg.id); if (w) { copyWaiters.delete(msg.id); w(msg.text); } break; }
+      default: break;
+    }
+  };
+  model.on("msg:custom", onMsg);
+
+  // ------------------------------------------------------------------ events
+  input.addEventListener("keydown", (e) => {
+    if (e.isComposing || e.keyCode === 229) return;
+    if (e.key === "Enter" && !e.shiftKey && !e.altKey && !e.ctrlKey && !e.metaKey) {
+      e.preventDefault(); e.stopPropagation(); doSend();
+    } else if (e.key === "Enter" && e.shiftKey && !e.ctrlKey && !e.metaKey) {
+      // Insert the newline ourselves: JupyterLab cancels line breaks typed inside a cell.
+      e.preventDefault(); e.stopPropagation();
+      if (!document.execCommand || !document.execCommand("insertText", false, "\n")) {
+        input.setRangeText("\n", input.selectionStart, input.selectionEnd, "end");
+      }
+    } else if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
+      e.preventDefault(); e.stopPropagation(); doSend();
+    } else if (e.key === "Escape") {
+      e.preventDefault(); e.stopPropagation();
+      if (model.get("busy")) model.send({ type: "stop" });
+    } else if (e.key === "ArrowUp" && !input.value && lastQuestion) {
+      e.preventDefault(); input.value = lastQuestion;
+      input.setSelectionRange(input.value.length, input.value.length);
+    }
+  });
+  sendBtn.addEventListener("click", () => { doSend(); input.focus(); });
+  stopBtn.addEventListener("click", () => { model.send({ type: "stop" }); input.focus(); });
+  retryBtn.addEventListener("click", () => { stick = true; model.send({ type: "retry" }); input.focus(); });
+  newBtn.addEventListener("click", () => { model.send({ type: "new" }); input.focus(); });
+  mdBtn.addEventListener("click", () => model.send({ type: "export", format: "md" }));
+  jsonBtn.addEventListener("click", () => model.send({ type: "export", format: "json" }));
+  const sendSettings = () => model.send({ type: "settings", values: {
+    model: modelIn.value.trim(), system_prompt: systemIn.value,
+    temperature: tempIn.value === "" ? null : Number(tempIn.value),
+    max_tokens: maxIn.value === "" ? null : Number(maxIn.value),
+  } });
+  for (const inp of [modelIn, systemIn, tempIn, maxIn]) inp.addEventListener("change", sendSettings);
+
+  root.addEventListener("click", async (e) => {
+    const t = e.target;
+    if (!(t instanceof Element)) return;
+    if (t.closest(".upstage-copy-code")) {
+      const pre = t.closest(".upstage-code").querySelector("pre");
+      const ok = await writeClipboard(codeText(pre));
+      t.textContent = ok ? "Copied" : "Copy failed";
+      setTimeout(() => { t.textContent = "Copy"; }, 1500);
+    } else if (t.closest(".upstage-copy-answer")) {
+      const turn = t.closest(".upstage-turn");
+      const fallback = turn.querySelector(".upstage-answer-body").innerText;
+      let text = fallback;
+      if (!dead) {
+        const id = ++seq;
+        text = await new Promise((resolve) => {
+          const timer = setTimeout(() => { copyWaiters.delete(id); resolve(fallback); }, 2000);
+          copyWaiters.set(id, (v) => { clearTimeout(timer); resolve(v || fallback); });
+          model.send({ type: "copy", id, turn: Number(turn.dataset.id) });
+        });
+      }
+      const ok = await writeClipboard(text);
+      t.textContent = ok ? "Copied" : "Copy failed";
+      setTimeout(() => { t.textContent = "Copy answer"; }, 1500);
+    } else if (t.closest(".upstage-retry-turn")) {
+      stick = true;
+      model.send({ type: "retry" });
+      input.focus();
+    }
+  });
+
+  // ------------------------------------------------------------------ model events
+  const handlers = [
+    ["change:transcript change:hidden_turns change:shared", renderTranscript],
+    ["change:live", renderLive],
+    ["change:status change:busy", renderStatus],
+    ["change:busy", renderBusy],
+    ["change:notice", renderNotice],
+    ["change:settings", renderSettings],
+    ["change:models", renderModels],
+  ];
+  for (const [ev, fn] of handlers) model.on(ev, fn);
+  // ipywidgets marks models whose comm died (kernel restart/shutdown): check at once.
+  const onCommLive = () => ping(() => setDead(DEAD_TEXT));
+  model.on("comm_live_update", onCommLive);
+
+  renderTranscript(); renderLive(); renderStatus(); renderBusy(); renderNotice(); renderSettings(); renderModels();
+  ping(() => setDead(DEAD_TEXT));  // a saved notebook reopened without its kernel says so
+
+  return () => {
+    for (const [ev, fn] of handlers) model.off(ev, fn);
+    model.off("msg:custom", onMsg);
+    model.off("comm_live_update", onCommLive);
+    for (const p of pending.values()) clearTimeout(p.timer);
+    if (resizer) resizer.disconnect();
+  };
+}
+
+export default { initialize, render };
