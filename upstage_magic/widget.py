@@ -66,14 +66,7 @@ from .session import (
     plural,
 )
 
-try:  # the new renderer (markdown-it + Pygments + MathML + nh3); older trees have safe_html
-    from .render import render_html  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - until render.render_html lands
-    from .render import safe_html as _safe_html
-
-    def render_html(text: str, *, load_images: bool = False) -> str:
-        """Adapter: today's renderer (no highlighting/math)."""
-        return _safe_html(text)
+from .render import render_html
 
 __all__ = ["MAX_SHOWN", "MAX_SHOWN_CHARS", "ChatWidget", "answer_html", "stable_prefix"]
 
