@@ -465,14 +465,12 @@ def _fm_digest(text):
     return _fm_hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 def _fm_html(w):
-    """All HTML shown in a widget's transcript, joined."""
-    out, stack = [], [w.transcript]
-    while stack:
-        x = stack.pop(0)
-        if isinstance(x, _fm_widgets.HTML):
-            out.append(x.value)
-        stack.extend(getattr(x, "children", ()) or ())
-    return "\n".join(out)
+    """All HTML the widget's transcript holds (answers and reasoning), joined."""
+    return "\n".join(e.get("html", "") + e.get("reasoning_html", "") for e in w.transcript)
+
+def _fm_error(w):
+    """The last transcript entry's error form ({kind, message, hint}) or None."""
+    return w.transcript[-1].get("error") if w.transcript else None
 
 def _fm_state(**extra):
     turns = _fm_session().turns
@@ -601,12 +599,10 @@ class WidgetRunner(_KernelRunner):
     def run(self, f: Fault) -> Outcome:
         obs = Observation()
         k = self._prepare(f)
-        args = ["magics=_fm_m", "fetch_models=False"]
-        if f.model:
-            args.append(f"model={f.model!r}")
-        if f.max_tokens:
-            args.append(f"max_tokens={f.max_tokens}")
-        k.run(f"_fm_w = ChatWidget({', '.join(args)})\n_fm_t0 = _fm_time.monotonic()\n"
+        # The widget reads the kernel's settings at each send (the magic's traits are the
+        # same object), so the fault's model and max_tokens are set there.
+        setup = [f"_fm_m.model = {f.model or ''!r}", f"_fm_m.max_tokens = {f.max_tokens or None!r}"]
+        k.run("\n".join(setup) + "\n_fm_w = ChatWidget(fetch_models=False)\n_fm_t0 = _fm_time.monotonic()\n"
               f"_fm_task = _fm_w.send({PROMPT!r})\nassert _fm_task is not None")
         try:
             done = k.json("await _fm_asyncio.wait({_fm_task}, timeout=150)\n"
@@ -622,33 +618,28 @@ class WidgetRunner(_KernelRunner):
         state = k.json(
             "_fm_restore()\n_fm_h = _fm_html(_fm_w)\n"
             "_fm_state(html=_fm_h if len(_fm_h) < 50000 else _fm_h[-50000:], streaming=_fm_w.streaming, "
-            "send_disabled=_fm_w.send_button.disabled, input_disabled=_fm_w.input.disabled, "
-            "stop_disabled=_fm_w.stop_button.disabled, task_exc=repr(_fm_task.exception()) "
+            "busy=_fm_w.busy, error_form=_fm_error(_fm_w), task_exc=repr(_fm_task.exception()) "
             "if _fm_task.done() and not _fm_task.cancelled() and _fm_task.exception() else None)")
         _fill(obs, state)
         html_text = state["html"]
-        kinds = re.findall(r"⚠ (\w+)</b>", html_text)
-        obs.error = kinds[-1] if kinds else None
-        m = re.search(r"<div class='upstage-error'.*?</div>", html_text, re.S)
-        if m:
-            import html as _html
-
-            obs.message = _html.unescape(re.sub(r"<[^>]+>", " ", m.group(0))).strip()
-        if "Traceback" in html_text:
+        form = state["error_form"]
+        obs.error = form["kind"] if form else None
+        if form:
+            obs.message = f"{form['message']} {form['hint']}".strip()
+        if "Traceback" in html_text or (form and "Traceback" in obs.message):
             obs.problems.append("a traceback is shown in the transcript")
         exp = expected_text(f)
         if f.partial and exp:  # the partial answer stays visible in the transcript
             last_word = exp.split()[-1].strip("#*`.,:")
             if last_word not in html_text:
                 obs.problems.append(f"partial text {last_word!r} not shown in the transcript")
-        if state["streaming"] or state["send_disabled"] or state["input_disabled"] or not state["stop_disabled"]:
+        if state["streaming"] or state["busy"]:
             obs.problems.append(f"widget not ready for the next question: streaming={state['streaming']} "
-                                f"send_disabled={state['send_disabled']} input_disabled={state['input_disabled']} "
-                                f"stop_disabled={state['stop_disabled']}")
+                                f"busy={state['busy']}")
         if state["task_exc"]:
             obs.problems.append(f"the send task raised {state['task_exc']}")
         self.ctl.reset()
-        k.run("_fm_w.max_tokens.value = 0\n_fm_w.model_dropdown.value = 'solar-pro4'")
+        k.run("_fm_m.max_tokens = None\n_fm_m.model = 'solar-pro4'")
         nxt = k.json(f"_fm_task = _fm_w.send({NEXT_PROMPT!r})\n"
                      "await _fm_asyncio.wait({_fm_task}, timeout=100)\n"
                      "_fm_t = _fm_session().turns\n"
@@ -657,7 +648,7 @@ class WidgetRunner(_KernelRunner):
         obs.next_statuses = nxt[1]
         obs.next_ok = bool(nxt[0]) and f"You asked: {NEXT_PROMPT}" in nxt[2]
         obs.next_detail = nxt[2][:300]
-        k.run("_fm_w.close()")
+        k.run("_fm_w.close()\n_fm_m.model = ''")
         obs.alive = k.alive()
         return judge(f, self.entry, obs)
 
