@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from harness import TEST_KEY, EmulatorProcess, free_port, stop_process, wait_http
+from harness import ROOT, TEST_KEY, EmulatorProcess, free_port, stop_process, wait_http
 
 CHROMIUM = os.environ.get("UPSTAGE_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -71,6 +71,9 @@ class LabServer:
             "JUPYTER_PLATFORM_DIRS": "1",
             "LANG": "C.UTF-8",
             "PYTHONUNBUFFERED": "1",
+            # Kernels import this checkout's upstage_magic, not whatever the editable install
+            # points at (another worktree's files would be tested otherwise).
+            "PYTHONPATH": str(ROOT),
         }
         full_env.update(env or {})
         args = [
@@ -174,7 +177,7 @@ def save_diagnostics(page: Any | None, lab: LabServer | None, emulator: Emulator
     if page is not None:
         try:
             shot = artifacts / f"{name}-failure.png"
-            page.screenshot(path=str(shot), full_page=True)
+            page.screenshot(path=str(shot), full_page=True, timeout=15_000)  # huge pages: do not hang
             saved.append(shot)
             html = artifacts / f"{name}-failure.html"
             html.write_text(page.content())
