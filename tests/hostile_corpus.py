@@ -18,7 +18,7 @@ from __future__ import annotations
 import urllib.parse
 from dataclasses import dataclass
 
-__all__ = ["FLAG_PREFIX", "EXFIL_HOST", "Payload", "CORPUS", "Answer", "answers", "by_id", "counts"]
+__all__ = ["CORPUS", "EXFIL_HOST", "FLAG_PREFIX", "Answer", "Payload", "answers", "by_id", "counts"]
 
 FLAG_PREFIX = "__xss_"
 EXFIL_HOST = "attacker.example"

@@ -27,7 +27,6 @@ import urllib.parse
 from typing import Any
 
 import pytest
-
 from harness import ROOT, EmulatorProcess, free_port
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(600)]
