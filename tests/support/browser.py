@@ -176,7 +176,7 @@ def save_diagnostics(page: Any | None, lab: LabServer | None, emulator: Emulator
     if page is not None:
         try:
             shot = artifacts / f"{name}-failure.png"
-            page.screenshot(path=str(shot), full_page=True)
+            page.screenshot(path=str(shot), full_page=True, timeout=15_000)  # huge pages: do not hang
             saved.append(shot)
             html = artifacts / f"{name}-failure.html"
             html.write_text(page.content())
