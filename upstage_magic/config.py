@@ -78,6 +78,21 @@ class SettingsTraits(HasTraits):
                              f"{', '.join(REASONING_EFFORTS)} (or None for the model's default).")
         return value
 
+    @validate("base_url")
+    def _check_base_url(self, proposal: Any) -> str:
+        value = str(proposal["value"] or "").strip()
+        if "@" in value.partition("://")[2].partition("/")[0]:
+            from .errors import register_secret  # noqa: PLC0415
+
+            userinfo = value.partition("://")[2].partition("/")[0].rpartition("@")[0]
+            register_secret(userinfo)
+            register_secret(userinfo.partition(":")[2])
+            del value, proposal  # verbose tracebacks show frame locals
+            raise TraitError("base_url contains a user name or password; credentials in the URL are not "
+                             "supported. Remove the 'user:password@' part (the API key goes in "
+                             "UPSTAGE_API_KEY; a proxy login goes in HTTPS_PROXY).")
+        return value
+
     @validate("temperature")
     def _check_temperature(self, proposal: Any) -> float | None:
         value = proposal["value"]

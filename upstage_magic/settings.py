@@ -94,10 +94,28 @@ def get_base_url() -> str:
     """Env ``UPSTAGE_BASE_URL`` (else ``UPSTAGE_API_BASE``, the name langchain-upstage and
     llama-index read), without a trailing slash, else the Upstage default.
 
-    Returned as configured: pass it through ``errors.display_url`` before showing it.
+    A URL with a user name or password raises ``UpstageError`` here already, so it is
+    never returned (printed, shown in a config listing) nor sent.
     """
     url = os.environ.get("UPSTAGE_BASE_URL", "").strip() or os.environ.get("UPSTAGE_API_BASE", "").strip()
-    return (url or DEFAULT_BASE_URL).rstrip("/")
+    url = (url or DEFAULT_BASE_URL).rstrip("/")
+    if _has_credentials(url):
+        url = SecretURL(url)  # verbose tracebacks show frame locals: only a masked repr stays
+        _refuse_credentials(url)
+    return url
+
+
+def _refuse_credentials(url: str) -> None:
+    """Raise the error for a base URL with credentials (only the cleaned URL is kept)."""
+    shown = display_url(url)
+    del url  # verbose tracebacks show frame locals
+    raise UpstageError(
+        f"The base URL contains a user name or password ({shown}); "
+        "credentials in the URL are not supported, and were not sent.",
+        hint="Remove the 'user:password@' part from UPSTAGE_BASE_URL / base_url=...; "
+        "the API key goes in UPSTAGE_API_KEY (for a proxy that needs a login, use "
+        "HTTPS_PROXY or proxy=...).",
+    )
 
 
 def resolve_base_url(base_url: str | None = None) -> str:
@@ -113,16 +131,10 @@ def resolve_base_url(base_url: str | None = None) -> str:
     if url.endswith("/chat/completions"):
         url = url[: -len("/chat/completions")]
     if _has_credentials(url):
-        # Only the cleaned URL may stay in this frame: verbose tracebacks show frame locals.
-        shown = display_url(url)
-        del base_url, url
-        raise UpstageError(
-            f"The base URL contains a user name or password ({shown}); "
-            "credentials in the URL are not supported, and were not sent.",
-            hint="Remove the 'user:password@' part from UPSTAGE_BASE_URL / base_url=...; "
-            "the API key goes in UPSTAGE_API_KEY (for a proxy that needs a login, use "
-            "HTTPS_PROXY or proxy=...).",
-        )
+        # Only the cleaned URL may stay in a frame: verbose tracebacks show frame locals.
+        del base_url
+        url = SecretURL(url)
+        _refuse_credentials(url)
     return url
 
 

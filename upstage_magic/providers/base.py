@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import UpstageError, register_secret
 from ..events import StreamEvent
-from ..settings import Secret
+from ..settings import Secret, SecretURL
 
 __all__ = [
     "Messages",
@@ -142,8 +142,11 @@ def format_prompt(messages: Messages, add_special_tokens: bool = False) -> str:
 
 
 def _mask_key(kwargs: dict[str, Any]) -> None:
-    """Wrap an ``api_key=`` kwarg so tracebacks that show ``kwargs`` print it masked."""
+    """Wrap ``api_key=`` and ``base_url=`` kwargs so tracebacks that show ``kwargs`` mask them."""
     key = kwargs.get("api_key")
     if isinstance(key, str) and key and not isinstance(key, Secret):
         register_secret(key)
         kwargs["api_key"] = Secret(key)
+    url = kwargs.get("base_url")
+    if isinstance(url, str) and "@" in url and not isinstance(url, SecretURL):
+        kwargs["base_url"] = SecretURL(url)
