@@ -119,9 +119,9 @@ def run_streams(n: int = 500, words: int = 60, tps: float | None = 400.0, *,
 WIDGET_SETUP = r"""
 import asyncio, json, time
 from upstage_magic import ChatWidget
-from upstage_magic.session import default_session
-default_session().reset()
-ws = [ChatWidget(fetch_models=False) for _ in range({n})]
+from upstage_magic.session import ChatSession
+# One answer streams per conversation at a time, so each widget has its own conversation.
+ws = [ChatWidget(session=ChatSession(), fetch_models=False) for _ in range({n})]
 prompts = {prompts!r}
 print(len(ws))
 """
@@ -143,14 +143,9 @@ print(json.dumps(dict(before=before, after=sum(w.streaming for w in ws), loops=n
 
 WIDGET_WAIT = r"""
 def html_of(w):
-    out, stack = [], [w.transcript]
-    while stack:
-        x = stack.pop()
-        out.append(getattr(x, "value", "") if isinstance(getattr(x, "value", None), str) else "")
-        stack.extend(getattr(x, "children", ()) or ())
-    return "".join(out)
+    return "".join(e.get("html", "") for e in w.transcript)
 done, pending = await asyncio.wait(tasks, timeout={timeout})
-turns = default_session().turns
+turns = [t for w in ws for t in w.session.turns]
 by_prompt = {{}}
 for t in turns:
     by_prompt.setdefault(t.prompt, []).append(t)
@@ -158,7 +153,7 @@ rows = []
 for w, p in zip(ws, prompts):
     ts = by_prompt.get(p, [])
     rows.append(dict(n=len(ts), status=ts[0].status if ts else None, exact=bool(ts) and ts[0].answer == p,
-                     streaming=w.streaming, send_disabled=w.send_button.disabled,
+                     streaming=w.streaming, send_disabled=w.busy,
                      html_has_end=("end" + p.rsplit("end", 1)[1]) in html_of(w)))
 import resource
 print(json.dumps(dict(pending=len(pending), turns=len(turns), rows=rows, all_done_after=time.monotonic() - t_send,
