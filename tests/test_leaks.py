@@ -197,8 +197,10 @@ def test_notebooks_ran_the_paths_we_meant(leak_run: dict[str, Any]) -> None:
     widget_state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
     assert widget_state.get("state"), "nbclient stored no widget state"
     assert "widget question" in json.dumps(widget_state)
-    for name in NOTEBOOKS:
-        assert not [o for o in _outputs(leak_run[name]) if o.get("output_type") == "error"], name
+    for name in NOTEBOOKS:  # no errors but the one a cell is tagged to raise (quickstart's %upstage fix demo)
+        for cell in leak_run[name].cells:
+            if cell.cell_type == "code" and "raises-exception" not in cell.metadata.get("tags", []):
+                assert not [o for o in cell.outputs if o.get("output_type") == "error"], (name, cell.source)
     chat = leak_run["chat_widget.ipynb"]
     assert chat.metadata.get("widgets"), "chat_widget.ipynb: no widget state saved"
     assert (leak_run["work"] / "kernel.log").stat().st_size > 0  # the kernels' own output was captured
