@@ -117,7 +117,7 @@ def main() -> None:
         result = asyncio.run(abatch("{item}", items, on_progress=sample, **opts))
         wall = time.perf_counter() - t0
         bound = n / rps
-        lost = sum(1 for p, r in zip(items, result) if r != p)
+        lost = sum(1 for p, r in zip(items, result, strict=False) if r != p)
         dup = sum(c - 1 for c in emu.answered.values() if c > 1)
         missing_at_server = n - len(emu.answered)
         print(f"batch of {n} against the emulator limited to {rps:g} requests/s")

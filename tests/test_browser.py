@@ -29,6 +29,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from playwright import sync_api
+
 from tests.support.browser import (
     LabServer,
     browser_page,
@@ -37,8 +39,6 @@ from tests.support.browser import (
     wait_all_cells_ran,
 )
 from tests.support.harness import TEST_KEY, EmulatorProcess
-from playwright import sync_api
-
 from upstage_magic.emulator import HOSTILE_FLAGS
 
 pytestmark = pytest.mark.browser
@@ -49,7 +49,7 @@ ARTIFACTS = REPO / "artifacts"
 EXTREME_FLAGS = ("__pwned_huge", "__pwned_quote", "__pwned_list", "__pwned_bracket", "__pwned_emph",
                  "__pwned_svg", "__pwned_details", "__pwned_ahref", "__pwned_autolink", "__pwned_bt")
 ALL_FLAGS = (*HOSTILE_FLAGS, *EXTREME_FLAGS)
-FLAGS_JS = "() => (%s).map(f => [f, typeof window[f]])" % json.dumps(list(ALL_FLAGS))
+FLAGS_JS = "() => ({}).map(f => [f, typeof window[f]])".format(json.dumps(list(ALL_FLAGS)))
 EXTREME_END = "Extreme end."
 NO_TAGS = "script, img, iframe, svg, details, object, embed, video, audio, form, input"
 

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+from playwright import sync_api
+
 from tests.support.browser import (
     NotebookServer,
     browser_page,
@@ -21,7 +23,6 @@ from tests.support.browser import (
     wait_all_cells_ran,
 )
 from tests.support.harness import TEST_KEY, EmulatorProcess
-from playwright import sync_api
 
 pytestmark = pytest.mark.browser
 

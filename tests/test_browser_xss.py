@@ -38,9 +38,9 @@ from typing import Any
 import nbformat
 import pytest
 
+from tests.hostile_corpus import CORPUS, EXFIL_HOST, FLAG_PREFIX, answers, by_id, counts
 from tests.support.browser import LabServer, NotebookServer, browser_page, open_notebook, open_notebook7, run_all_cells
 from tests.support.harness import EmulatorProcess
-from tests.hostile_corpus import CORPUS, EXFIL_HOST, FLAG_PREFIX, answers, by_id, counts
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
@@ -52,23 +52,23 @@ PACED_TPS = 250  # tokens per second when streaming one token per display update
 DONE = "PATH DONE"
 
 # Reports every window.__xss_* property of this frame to the test (as soon as it appears).
-WATCH_JS = """(() => {
+WATCH_JS = """(() => {{
   const seen = new Set();
-  const check = () => {
-    try {
-      for (const k of Object.keys(window)) {
-        if (k.startsWith('%s') && !seen.has(k)) {
+  const check = () => {{
+    try {{
+      for (const k of Object.keys(window)) {{
+        if (k.startsWith('{}') && !seen.has(k)) {{
           seen.add(k);
           if (typeof window.__xssReport === 'function') window.__xssReport(k);
-        }
-      }
-    } catch (e) {}
-  };
+        }}
+      }}
+    }} catch (e) {{}}
+  }};
   setInterval(check, 50);
   addEventListener('pagehide', check);
   addEventListener('beforeunload', check);
-})();""" % FLAG_PREFIX
-FRAME_FLAGS_JS = "() => Object.keys(window).filter(k => k.startsWith(%s))" % json.dumps(FLAG_PREFIX)
+}})();""".format(FLAG_PREFIX)
+FRAME_FLAGS_JS = "() => Object.keys(window).filter(k => k.startsWith({}))".format(json.dumps(FLAG_PREFIX))
 
 # ------------------------------------------------------------------------ notebooks
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from tests.support.harness import KernelSession
 
 pytestmark = pytest.mark.kernel
@@ -103,7 +104,7 @@ def test_log_survives_a_restart_and_two_kernels_lose_nothing(kernel, home):
     other = start(home, notebook="work/other.ipynb")
     try:
         ids = [kernel.submit(APPEND.format(cid=cid, tag="A")), other.submit(APPEND.format(cid=cid, tag="B"))]
-        for k, msg_id in zip((kernel, other), ids):
+        for k, msg_id in zip((kernel, other), ids, strict=False):
             msgs = k.collect(msg_id, timeout=120)
             assert not [m for m in msgs if m["msg_type"] == "error"], msgs
     finally:

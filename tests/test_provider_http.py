@@ -10,8 +10,8 @@ import asyncio
 import inspect
 import json
 import traceback
-from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -531,7 +531,7 @@ async def test_5xx_retried_with_growing_backoff_then_success(m, sleeps):
     assert items[:2] == ["Hel", "lo"]
     assert len(calls(m)) == 4
     assert len(sleeps) == 3
-    for delay, base in zip(sleeps, (0.5, 1.0, 2.0)):
+    for delay, base in zip(sleeps, (0.5, 1.0, 2.0), strict=False):
         assert 0.75 * base <= delay <= 1.25 * base
 
 

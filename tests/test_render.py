@@ -5,8 +5,8 @@ import html
 import re
 
 import pytest
-from tests.test_render_props import code_blocks_text, html_problems, viewer_problems
 
+from tests.test_render_props import code_blocks_text, html_problems, viewer_problems
 from upstage_magic import render
 from upstage_magic.render import (
     CSS,

@@ -27,6 +27,7 @@ import urllib.parse
 from typing import Any
 
 import pytest
+
 from tests.support.harness import ROOT, EmulatorProcess, free_port
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(600)]

@@ -283,7 +283,7 @@ def test_partial_line_pieces_are_not_copied():
     for c in chunks:
         assert d.feed(c) == []
     assert len(d._pending) == 501
-    assert all(p is c for p, c in zip(d._pending, chunks))
+    assert all(p is c for p, c in zip(d._pending, chunks, strict=False))
     assert d.feed(b"\n\n") == [E(b"".join(chunks[1:]).decode())]
 
 

@@ -341,7 +341,7 @@ async def test_50_concurrent_streams_intact(emulator_env: Emulator) -> None:
         return await collect(messages=[{"role": "user", "content": prompt}])
 
     results = await asyncio.gather(*(one(p) for p in prompts))
-    for prompt, items in zip(prompts, results):
+    for prompt, items in zip(prompts, results, strict=False):
         assert text_of(items) == prompt
         assert items[-2] == FinishReason("stop") and isinstance(items[-1], Usage)
         assert items[-1].completion_tokens == len(tokenize(prompt))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.support.harness import TEST_KEY, EmulatorProcess, KernelSession
 
 pytestmark = pytest.mark.kernel

@@ -534,7 +534,7 @@ class Batch:
             chunk = range(start, min(n, start + 1000))
             keys = [self._key(self.messages(i)) for i in chunk]
             found = self.cache.get_many(keys)
-            for i, key in zip(chunk, keys):
+            for i, key in zip(chunk, keys, strict=False):
                 hit = found.get(key)
                 if hit is None:
                     todo.append(i)
@@ -608,7 +608,7 @@ class Batch:
             out.attrs["stats"] = self.stats
             return out
         if self.kind == "dict":
-            result: Any = BatchDict(zip(self.indexes, self.results))
+            result: Any = BatchDict(zip(self.indexes, self.results, strict=False))
         else:
             result = BatchResult(self.results)
         result.errors = errors

@@ -246,7 +246,7 @@ def _pandas_frame(obj: Any, w: _Writer) -> str:
     countable = min(listed, _MAX_NULL_COUNT_CELLS // max(rows, 1))
 
     def entries() -> Iterator[tuple[str, Any, Any]]:
-        for i, (name, dtype) in enumerate(zip(part.columns, part.dtypes)):
+        for i, (name, dtype) in enumerate(zip(part.columns, part.dtypes, strict=False)):
             if i >= countable:
                 yield name, dtype, None
             elif getattr(dtype, "kind", "") in "iub" and type(dtype).__module__.startswith("numpy"):
@@ -272,7 +272,7 @@ def _pandas_series(obj: Any, w: _Writer) -> str:
         w.add("first values:")
         head = obj.iloc[:_HEAD_ROWS]
         _table(w, [str(obj.name) if obj.name is not None else "value"],
-               ((i, v) for i, v in zip(head.index, head.tolist())), n)
+               ((i, v) for i, v in zip(head.index, head.tolist(), strict=False)), n)
     return f"Series {_fmt_int(n)}"
 
 
@@ -284,7 +284,7 @@ def _polars_frame(obj: Any, w: _Writer) -> str:
     countable = names[: max(0, min(listed, _MAX_NULL_COUNT_CELLS // max(rows, 1)))]
     nulls = obj.select(countable).null_count().row(0) if countable else ()
     _column_lines(w, ncols, ((n, d, nulls[i] if i < len(nulls) else None)
-                             for i, (n, d) in enumerate(zip(names, obj.dtypes[:listed]))))
+                             for i, (n, d) in enumerate(zip(names, obj.dtypes[:listed], strict=False))))
     k = min(ncols, _MAX_TABLE_COLUMNS)
     if rows and k and w.add(f"first {min(rows, _HEAD_ROWS)} rows"
                             + (f" (first {k} of {_fmt_int(ncols)} columns)" if k < ncols else "") + ":"):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 __all__ = ["Usage", "FinishReason", "Reasoning", "ToolCall", "StreamEvent"]
 
@@ -103,4 +103,4 @@ class ToolCall:
         return f"{self.name}({self.arguments})"
 
 
-StreamEvent = Union[Usage, FinishReason, Reasoning, ToolCall]
+StreamEvent = Usage | FinishReason | Reasoning | ToolCall

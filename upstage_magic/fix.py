@@ -347,7 +347,7 @@ def format_traceback(record: ErrorRecord, *, limit: int = MAX_TRACEBACK_CHARS) -
             skipped.clear()
 
     first_user = next((i for i, k in enumerate(keep) if k), len(frames))
-    for i, (frame, kept) in enumerate(zip(frames, keep)):
+    for i, (frame, kept) in enumerate(zip(frames, keep, strict=False)):
         if kept:
             flush()
             lines.append(frame.format())

@@ -32,7 +32,6 @@ line longer than :data:`MAX_LINE_BYTES` raises :class:`~upstage_magic.errors.Str
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 from .errors import StreamError
 
@@ -52,7 +51,7 @@ class ServerSentEvent:
     retry: int | None = None
 
 
-SSEItem = Union[str, ServerSentEvent]
+SSEItem = str | ServerSentEvent
 """What :meth:`SSEDecoder.feed` returns per event: the data ``str`` of a plain event, else
 the whole :class:`ServerSentEvent`."""
 

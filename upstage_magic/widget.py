@@ -57,6 +57,7 @@ from .config import Settings, default_settings
 from .display import Coalescer, stats_parts
 from .errors import UpstageError, mask_secrets, redact
 from .events import Reasoning
+from .render import render_html
 from .session import (
     ChatSession,
     Exchange,
@@ -65,8 +66,6 @@ from .session import (
     default_session,
     plural,
 )
-
-from .render import render_html
 
 __all__ = ["MAX_SHOWN", "MAX_SHOWN_CHARS", "ChatWidget", "answer_html", "stable_prefix"]
 

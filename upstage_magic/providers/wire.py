@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any, Union
+from typing import Any
 
 from ..errors import IncompleteStreamError, MalformedEventError, StreamErrorEvent
 from ..events import FinishReason, Reasoning, ToolCall, Usage
@@ -35,7 +35,7 @@ from ..sse import ServerSentEvent
 
 __all__ = ["Item", "StreamParser", "parse_completion", "malformed", "stream_error"]
 
-Item = Union[str, Reasoning, ToolCall, FinishReason, Usage]
+Item = str | Reasoning | ToolCall | FinishReason | Usage
 
 _OPEN = "<think>"
 _CLOSE = "</think>"
