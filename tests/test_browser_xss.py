@@ -120,9 +120,12 @@ def path_cells(path: str, n: int) -> list[str]:
     if path == "code":
         return ["emu(tokens_per_second=None)", *_chunks("ask({a}, {b}, '-f code')", n)]
     if path == "widget":
-        return ["from upstage_magic import ChatWidget\nemu(tokens_per_second=None)\n"
+        # One widget per cell, each with its own conversation: widgets on one shared
+        # conversation all re-render every finished turn, which this test is not about.
+        return ["from upstage_magic import ChatWidget\nfrom upstage_magic.session import ChatSession\n"
+                "emu(tokens_per_second=None)\n"
                 "async def widget_turns(start, stop):\n"
-                "    w = ChatWidget()\n"
+                "    w = ChatWidget(session=ChatSession())\n"
                 "    display(w)\n"
                 "    n = 0\n"
                 "    stuck = []\n"

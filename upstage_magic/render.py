@@ -828,6 +828,7 @@ CSS = """
 .um-answer a { color: var(--jp-content-link-color, #1a73e8); text-decoration: underline; }
 .um-answer .um-image-link { font-style: italic; }
 .um-answer .um-math-source { font-family: var(--jp-code-font-family, monospace); }
+.um-answer math { display: inline-block; max-width: 100%; overflow-x: auto; vertical-align: middle; }
 .um-answer math[display="block"] { display: block; margin: 0.5em 0; overflow-x: auto; }
 .um-answer .k, .um-answer .kc, .um-answer .kd, .um-answer .kn, .um-answer .kp, .um-answer .kr,
 .um-answer .ow { color: var(--jp-mirror-editor-keyword-color, #008000); font-weight: bold; }
