@@ -559,3 +559,25 @@ def test_each_answer_is_logged_once_and_resume_restores_it(shell, magics, fake, 
         assert "first question" in out and "logs.db" in out
     finally:
         magics.log_path = None
+
+
+# -- batch: %%upstage --map -----------------------------------------------------------------------
+
+
+def test_map_runs_the_cell_once_per_item_in_order(shell, magics, fake, capsys):
+    class Echo(FakeProvider):
+        async def create_async_generator(self, model, messages, proxy=None, **kwargs):
+            self.calls.append({"model": model, "messages": [dict(m) for m in messages], **kwargs})
+            yield "A:" + messages[-1]["content"]
+
+    magics.provider = echo = Echo()
+    shell.user_ns["rows"] = ["red", "green", "blue"]
+    shell.user_ns["topic"] = "colours"
+    cell(shell, "--map rows -o answers --no-cache -t 0.2", "Say {item} ({index}) about {topic}")
+    assert list(shell.user_ns["answers"]) == [f"A:Say {c} ({i}) about colours" for i, c in enumerate(["red", "green", "blue"])]
+    assert len(echo.calls) == 3 and all(c["temperature"] == 0.2 for c in echo.calls)
+    assert magics.session.turns == []  # a batch is not part of the conversation
+    with pytest.raises(UsageError, match="--map"):
+        cell(shell, "--map nowhere -o x --no-cache", "{item}")
+    with pytest.raises(UsageError, match="work with --map"):
+        cell(shell, "--no-cache", "q")

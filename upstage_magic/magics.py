@@ -423,13 +423,18 @@ class UpstageMagics(Magics, SettingsTraits):
         model = self._model(args.model)
         options = self._request_options(args, "text", model)  # -f json is batch's own business
         options.pop("stream", None)
+        # Notebook placeholders are filled once; {item...} and {index} are left for each row.
+        ns = self.shell.user_ns if self.shell is not None else {}
+        outer = {k: v for k, v in ns.items() if k not in ("item", "index")}
+        template = placeholders.fill(cell.strip("\n"), outer, raw=args.raw, errors=self.error_log).text
         try:
             return batch.map_cell(
-                cell.strip("\n"), args.map, self.shell.user_ns if self.shell is not None else {},
+                template, args.map, self.shell.user_ns if self.shell is not None else {},
                 out=args.out, schema=args.schema,
                 model=model, system=args.system or self.session.system_prompt,
                 format="json" if fmt == "json" else "text", cache=not args.no_cache,
-                fail_fast=args.fail_fast, concurrency=args.concurrency, **options)
+                fail_fast=args.fail_fast, concurrency=args.concurrency, provider=self._provider(),
+                progress=True, **options)
         except (ValueError, TypeError) as exc:
             raise UsageError(f"--map: {exc}") from None
         except UpstageError as exc:
