@@ -47,6 +47,7 @@ from tests.support.harness import KernelSession  # noqa: E402
 KEY = "bench-key-not-secret"
 
 _first_write: list[float] = []
+_first_reasoning_write: list[float] = []
 _lock = threading.Lock()
 
 
@@ -61,6 +62,10 @@ def _patch_emulator_writes() -> None:
             self._bench_seen = True
             with _lock:
                 _first_write.append(time.time())
+        if b'"reasoning":"' in data and not getattr(self, "_bench_seen_r", False):
+            self._bench_seen_r = True
+            with _lock:
+                _first_reasoning_write.append(time.time())
         return await original(self, data)
 
     web.StreamResponse.write = write  # type: ignore[method-assign]
@@ -188,6 +193,23 @@ def main() -> None:
                     d = [x * 1000 for x in r["first_display_delay"]]
                     print(f"  first text sent -> first display msg: "
                           f"{', '.join(f'{x:.1f}' for x in d)} ms (goal <= 50)")
+            print("\n[reasoning first: 40 reasoning + 30 answer tokens at 20 tok/s]")
+            emu.configure(answer_tokens=30, tokens_per_second=20, reasoning=True, reasoning_tokens=40)
+            firsts, thinking_first = [], []
+            for _ in range(args.runs):
+                with _lock:
+                    _first_reasoning_write.clear()
+                r = kernel.execute("%%upstage --no-history\nthink first", 300)
+                disp = [m for m in r.msgs if m["msg_type"] in ("display_data", "update_display_data")]
+                with _lock:
+                    first = _first_reasoning_write[0] if _first_reasoning_write else None
+                if first is not None and disp:
+                    firsts.append(_epoch(disp[0]["header"]["date"]) - first)
+                    page = disp[0]["content"]["data"].get("text/html", "")
+                    thinking_first.append("um-thinking" in page and "alpha" not in disp[0]["content"]["data"]["text/plain"])
+            emu.configure(reasoning=None, reasoning_tokens=None, answer_tokens=None, tokens_per_second=None)
+            print(f"  first reasoning byte sent -> first display msg (the Thinking block): "
+                  f"{', '.join(f'{x*1000:.1f}' for x in firsts)} ms (goal <= 50); thinking shown first: {thinking_first}")
             print("\n[interrupt during a paced stream]")
             emu.configure(answer_tokens=2000, tokens_per_second=50)
             lat = []

@@ -252,3 +252,24 @@ def test_no_key_in_any_output(fresh, emu, tmp_path):
     assert "set (from UPSTAGE_API_KEY)" in blob
     assert TEST_KEY not in blob and "SECRET123" not in blob
     assert "SECRET123" not in (tmp_path / "chat.json").read_text()
+
+
+def test_reasoning_shows_first_in_its_own_block_and_o_gets_the_answer_only(fresh, emu):
+    from upstage_magic.emulator import REASONING_TEXT, filler_text
+
+    k = fresh
+    emu.configure(answer_tokens=12, tokens_per_second=40, reasoning=True, reasoning_tokens=24)
+    try:
+        msgs = run(k, "%%upstage -o ans\nthink first")
+    finally:
+        emu.configure(reasoning=None, reasoning_tokens=None)
+    assert not errors(msgs)
+    first = displays(msgs)[0]["content"]["data"]
+    assert "um-thinking" in first["text/html"] and " open" in first["text/html"]  # open while thinking
+    assert "alpha" not in first["text/plain"]  # no answer text yet
+    final = answer_data(msgs)
+    assert "um-thinking" in final["text/html"] and "<details class=\"um-thinking\" open" not in final["text/html"]
+    ans = json.loads(k.run("import json; print(json.dumps(ans))"))
+    assert ans == filler_text(12) and REASONING_TEXT.split()[0] not in ans
+    footer = markdowns(msgs)[-1]
+    assert "reasoning tokens" in footer and "first answer token" in footer
