@@ -143,3 +143,23 @@ def test_settings_from_config_reach_the_widget_request(kernel: KernelSession, em
     custom(kernel, wid, type="settings", values={"max_tokens": None, "temperature": None})
     wait_for(kernel, "(default_settings().max_tokens, default_settings().temperature)", "(None, None)")
     assert json.loads(kernel.run("print(json.dumps(w.settings['max_tokens']))")) is None
+
+
+def test_fix_last_error_appears_after_an_error_and_asks_with_it(tmp_path: Path):
+    """After a failing cell the widget offers 'Fix last error'; pressing it sends the fix prompt."""
+    emu = EmulatorProcess(tmp_path, reply="echo")
+    k = KernelSession({"UPSTAGE_BASE_URL": emu.base_url, "UPSTAGE_API_KEY": TEST_KEY})
+    try:
+        k.run("%load_ext upstage_magic\nfrom upstage_magic import ChatWidget\n"
+              "from upstage_magic.session import ChatSession\n"
+              "w = ChatWidget(session=ChatSession(), fetch_models=False)\nprint(repr(w.last_error))")
+        r = k.execute("ratios = {'a': 1, 'b': 0}\n{x: 10 / v for x, v in ratios.items()}", 60)
+        assert r.error is not None and r.error["ename"] == "ZeroDivisionError"
+        assert "ZeroDivisionError" in k.run("print(w.last_error)")
+        out = k.run("w._dispatch({'type': 'fix'})\nawait w._task\n"
+                    "t = w.session.turns[-1]\nprint(t.status, 'ZeroDivisionError' in t.prompt, "
+                    "'10 / v' in t.prompt, 'ZeroDivisionError' in t.answer)")
+        assert out.split() == ["done", "True", "True", "True"], out
+    finally:
+        k.close()
+        emu.close()

@@ -210,6 +210,8 @@ class ChatWidget(anywidget.AnyWidget):
     busy = Bool(False).tag(sync=True)
     shared = Bool(True, help="The conversation is the kernel's, shared with %%upstage.").tag(sync=True)
     notice = Dict(help="An error not tied to an answer: kind, message, hint.").tag(sync=True)
+    last_error = Unicode("", help="The notebook's last recorded error, one line ('' if none): "
+                                  "the Fix last error button shows when set.").tag(sync=True)
 
     def __init__(
         self,
@@ -290,6 +292,7 @@ class ChatWidget(anywidget.AnyWidget):
                        if self.session.turns else "ready")
         if fetch_models:
             self._start_model_fetch()
+        self._watch_errors()
 
     # ------------------------------------------------------------------ public API
     def send(self, prompt: str | None = None) -> asyncio.Task | None:
@@ -310,6 +313,64 @@ class ChatWidget(anywidget.AnyWidget):
         if self._task is not None and not self._task.done():
             self.status = "stopping…"
             self._task.cancel()
+
+    def _error_log(self) -> Any:
+        """The kernel's error log (kept by ``%load_ext upstage_magic``), or None."""
+        try:
+            from IPython import get_ipython
+
+            shell = get_ipython()
+        except ImportError:  # pragma: no cover - IPython is a dependency
+            return None
+        magics = getattr(shell, "magics_manager", None)
+        m = magics.registry.get("UpstageMagics") if magics is not None else None
+        return getattr(m, "error_log", None)
+
+    def _watch_errors(self) -> None:
+        """Keep ``last_error`` current: after each cell, the last recorded error (masked)."""
+        try:
+            from IPython import get_ipython
+
+            shell = get_ipython()
+        except ImportError:  # pragma: no cover
+            return
+        if shell is None or not hasattr(shell, "events"):
+            return
+        ref = weakref.ref(self)
+
+        def after_cell(_result: Any = None) -> None:
+            me = ref()
+            if me is None:
+                try:
+                    shell.events.unregister("post_run_cell", after_cell)
+                except ValueError:
+                    pass
+                return
+            log = me._error_log()
+            record = log.last() if log is not None else None
+            me.last_error = mask_secrets(f"In[{record.execution_count}]: {record.summary or record.type}")[:200] \
+                if record is not None else ""
+
+        self._after_cell = after_cell
+        shell.events.register("post_run_cell", after_cell)
+        after_cell()
+
+    def fix_last_error(self) -> asyncio.Task | None:
+        """Ask the model to explain the notebook's last error and propose a corrected cell.
+
+        The same request as ``%upstage fix`` (error, traceback trimmed to your frames, the
+        cell), sent as a question in this chat. Needs ``%load_ext upstage_magic`` (which
+        records the errors of cells).
+        """
+        from .fix import build_fix_prompt
+
+        log = self._error_log()
+        record = log.last() if log is not None else None
+        if record is None:
+            self._notice(RuntimeError("No error recorded yet: run the failing cell (with %load_ext upstage_magic "
+                                      "loaded), then press Fix last error."))
+            return None
+        return self.send(build_fix_prompt(record))
 
     def retry(self) -> asyncio.Task | None:
         """Ask the last question again (its answer is replaced); returns the task."""
@@ -368,6 +429,16 @@ class ChatWidget(anywidget.AnyWidget):
 
     def close(self) -> None:
         """Stop streaming and detach from the session and the settings."""
+        after = getattr(self, "_after_cell", None)
+        if after is not None:
+            try:
+                from IPython import get_ipython
+
+                shell = get_ipython()
+                if shell is not None:
+                    shell.events.unregister("post_run_cell", after)
+            except (ImportError, ValueError):
+                pass
         try:
             for task in (getattr(self, "_task", None), getattr(self, "_models_task", None)):
                 if task is not None and not task.done():
@@ -436,6 +507,8 @@ class ChatWidget(anywidget.AnyWidget):
             self._apply_settings(msg.get("values") or {})
         elif kind == "dismiss":
             self.notice = {}
+        elif kind == "fix":
+            self.fix_last_error()
 
     def _answer_text(self, turn_id: Any) -> str:
         for turn in self.session.turns:

@@ -115,10 +115,11 @@ function render({ model, el }) {
   const newBtn = button("upstage-chat-new", "New chat", "Forget the conversation");
   const mdBtn = button("upstage-chat-export", "Export .md", "Download the conversation as Markdown");
   const jsonBtn = button("upstage-chat-export-json", "Export .json", "Download the conversation as JSON");
+  const fixBtn = button("upstage-chat-fix", "Fix last error", "Explain the notebook's last error and propose a corrected cell");
   const status = h("div", "upstage-chat-status");
   status.setAttribute("aria-live", "polite");
   const actions = h("div", "upstage-chat-actions");
-  actions.append(retryBtn, newBtn, mdBtn, jsonBtn);
+  actions.append(fixBtn, retryBtn, newBtn, mdBtn, jsonBtn);
 
   // Settings (collapsed): written to the kernel's Settings on change.
   const settings = h("details", "upstage-chat-settings");
@@ -374,6 +375,7 @@ function render({ model, el }) {
     sendBtn.disabled = busy || dead;
     stopBtn.disabled = !busy || dead;
     retryBtn.disabled = busy || dead;
+    fixBtn.disabled = busy || dead;
     for (const b of [newBtn, mdBtn, jsonBtn]) b.disabled = dead;  // they need the kernel
     root.classList.toggle("upstage-busy", busy);
     if (ended) focusInput();  // the answer is in: back to the box for the next question
@@ -509,6 +511,14 @@ function render({ model, el }) {
   });
   sendBtn.addEventListener("click", () => { doSend(); input.focus(); });
   stopBtn.addEventListener("click", () => { model.send({ type: "stop" }); input.focus(); });
+  // "Fix last error": shown only when the kernel has recorded an error in a cell.
+  function renderFix() {
+    const label = model.get("last_error") || "";
+    fixBtn.hidden = !label;
+    fixBtn.title = label ? "Explain and fix: " + label : "";
+  }
+  renderFix();
+  fixBtn.addEventListener("click", () => { stick = true; model.send({ type: "fix" }); input.focus(); });
   retryBtn.addEventListener("click", () => { stick = true; model.send({ type: "retry" }); input.focus(); });
   newBtn.addEventListener("click", () => { model.send({ type: "new" }); input.focus(); });
   mdBtn.addEventListener("click", () => model.send({ type: "export", format: "md" }));
@@ -559,6 +569,7 @@ function render({ model, el }) {
     ["change:notice", renderNotice],
     ["change:settings", renderSettings],
     ["change:models", renderModels],
+    ["change:last_error", renderFix],
   ];
   for (const [ev, fn] of handlers) model.on(ev, fn);
   // ipywidgets marks models whose comm died (kernel restart/shutdown): check at once.
