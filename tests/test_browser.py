@@ -416,6 +416,25 @@ def test_chat_widget_in_jupyterlab(tmp_path: Path) -> None:
             sync_api.expect(status).to_contain_text("settings saved")
             chat.locator(".upstage-chat-settings > summary").click()
 
+            # 3b. Reasoning: hostile text in the reasoning (a leading <think> block) shows in
+            # its own Thinking block, collapsed once the answer is in, and runs nothing.
+            emu.config(reply="<think>Thinking <img src=x onerror=\"window.__pwned_think=1\"> "
+                             "[x](javascript:window.__pwned_think_link=1)</think>\n\nThe answer.")
+            textarea.fill("Think first")
+            textarea.press("Enter")
+            last = chat.locator(".upstage-answer").last
+            sync_api.expect(last).to_contain_text("The answer.")
+            thinking = last.locator("details.upstage-reasoning")
+            sync_api.expect(thinking).to_be_visible()
+            assert thinking.evaluate("d => !d.open"), "the Thinking block is still open after the answer"
+            assert "Thinking" in thinking.inner_text() or "onerror" in thinking.evaluate("d => d.textContent")
+            assert "The answer." not in thinking.evaluate("d => d.textContent")  # kept apart from the answer
+            thinking.locator("summary").click()
+            page.wait_for_timeout(300)
+            assert page.evaluate("() => [window.__pwned_think, window.__pwned_think_link]") == [None, None]
+            emu.config(reply="markdown")
+            n_done = done.count()
+
             # 4. An error: one form (kind, message, what to do) and a Retry that works.
             emu.fault({"kind": "status", "status": 400, "message": "Slow down please", "times": 1})
             textarea.fill("This one fails")
