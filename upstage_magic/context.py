@@ -30,6 +30,7 @@ from typing import Any
 
 from . import settings
 from .errors import mask_secrets
+from .formats import fence_ticks
 
 __all__ = [
     "DEFAULT_BUDGET_TOKENS",
@@ -388,15 +389,6 @@ def _type_name(obj: Any) -> str:
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
 
-def _fence_for(text: str) -> str:
-    longest = 0
-    run = 0
-    for ch in text:
-        run = run + 1 if ch == "`" else 0
-        longest = max(longest, run)
-    return "`" * max(3, longest + 1)
-
-
 def parse_names(spec: str | Iterable[str]) -> list[str]:
     """``"df, arr"`` (or a list of such) as ``["df", "arr"]``; ContextError if one is not a name."""
     parts = [spec] if isinstance(spec, str) else list(spec)
@@ -477,7 +469,7 @@ def summarize(
             brief = kind
         body = mask_secrets("\n".join(w.lines))
         note = "(cut to fit the context budget)" if w.cut else ""
-        fence = _fence_for(body)
+        fence = fence_ticks(body)
         text = "\n".join([head, fence, body, fence] + ([note] if note else []))
         units = _units(text) + 2
         if units > share:  # should not happen; the hard guarantee is below

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from . import formats
+from .errors import mask_secrets
 
 __all__ = ["Coalescer", "stats_parts", "footer_text", "RichView", "PlainView", "thinking_html"]
 
@@ -199,6 +200,17 @@ def tool_calls_text(calls: list[Any]) -> str:
 # --------------------------------------------------------------------------------------
 
 
+_WARMED = False
+
+
+def _warm_up(render: Any) -> None:
+    """Load markdown-it, Pygments, latex2mathml and nh3 once, before a request, not mid-stream."""
+    global _WARMED
+    if not _WARMED:
+        render.render_html("warm `up`\n```python\nx = 1\n```\n$x$")
+        _WARMED = True
+
+
 class RichView:
     """One answer as a notebook output: displayed at first text, updated in place.
 
@@ -227,7 +239,7 @@ class RichView:
         # One renderer per answer: it re-parses only the end of a growing answer.
         self.renderer = render.AnswerRenderer(load_images=load_images)
         self._thinking = render.AnswerRenderer()
-        render.render_html("warm `up`\n```python\nx = 1\n```\n$x$")  # imports before the request, not mid-stream
+        _warm_up(render)
 
     # streaming -------------------------------------------------------------------------
     def changed(self) -> None:
@@ -331,7 +343,7 @@ class PlainView:
         out = self.out
         text = ex.text
         if ex.reasoning and not text:
-            masked = formats.errors.mask_secrets(ex.reasoning)
+            masked = mask_secrets(ex.reasoning)
             masked = masked[: len(masked) - formats.secret_tail(masked)]
             if len(masked) > self._reasoning_shown:
                 if not self._reasoning_shown:
@@ -341,7 +353,7 @@ class PlainView:
         if text:
             if not final:
                 text = text[: len(text) - formats.secret_tail(text)]
-            masked = formats.errors.mask_secrets(text)
+            masked = mask_secrets(text)
             if len(masked) > self._shown:
                 if self._reasoning_shown and not self._shown:
                     out.write("\n[answer]\n")

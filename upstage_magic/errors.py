@@ -348,4 +348,3 @@ def display_url(url: str | None) -> str | None:
     return (scheme + sep + rest) or None
 
 
-_display_url = display_url  # the old private name

@@ -28,6 +28,7 @@ from typing import Any
 
 from . import settings
 from .errors import mask_secrets
+from .formats import fence_ticks
 
 __all__ = [
     "FIX_INSTRUCTION",
@@ -358,12 +359,6 @@ def format_traceback(record: ErrorRecord, *, limit: int = MAX_TRACEBACK_CHARS) -
     return _mask(_cut_middle("\n".join(lines), limit))
 
 
-def _fence_for(text: str) -> str:
-    """A backtick fence longer than any backtick run in ``text``."""
-    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
-    return "`" * max(3, longest + 1)
-
-
 def build_fix_prompt(
     record: ErrorRecord,
     source: str | None = None,
@@ -385,7 +380,7 @@ def build_fix_prompt(
     src = record.source if source is None else source
     src = _cut_middle(src.strip("\n"), max_source_chars)
     where = f"In[{record.execution_count}]" if record.execution_count is not None else "the cell"
-    fence = _fence_for(src)
+    fence = fence_ticks(src)
     parts = [
         FIX_INSTRUCTION,
         "",

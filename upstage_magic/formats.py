@@ -28,6 +28,7 @@ __all__ = [
     "text_bundle",
     "mask_stream",
     "fence",
+    "fence_ticks",
     "extract_code",
     "strip_json_fence",
 ]
@@ -188,10 +189,15 @@ _FENCE_RE = re.compile(r"^( {0,3})(`{3,}|~{3,})([^\n`]*)\n(.*?)^ {0,3}\2[`~]*[ \
 _LANG_RE = re.compile(r"[^\w+#.\-]")
 
 
+def fence_ticks(text: str) -> str:
+    """A backtick fence longer than any backtick run in ``text`` (at least three)."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
 def fence(code: str, lang: str = "") -> str:
     """A fenced Markdown code block that holds ``code`` byte-exact."""
-    longest = max((len(m) for m in re.findall(r"`+", code)), default=0)
-    ticks = "`" * max(3, longest + 1)
+    ticks = fence_ticks(code)
     lang = _LANG_RE.sub("", lang)[:30]
     nl = "" if code.endswith("\n") else "\n"
     return f"{ticks}{lang}\n{code}{nl}{ticks}"

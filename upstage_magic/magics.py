@@ -22,7 +22,7 @@ from traitlets import link, observe
 from . import formats, models, placeholders, settings
 from .config import FORMATS, REASONING_EFFORTS, Settings, SettingsTraits, default_settings
 from .display import PlainView, RichView, footer_text
-from .errors import UpstageError, display_url, redact
+from .errors import UpstageError, display_url, mask_secrets, redact
 from .session import ChatSession, Exchange, SessionBusyError, default_session, plural
 
 __all__ = ["UpstageMagics", "load_ipython_extension", "unload_ipython_extension"]
@@ -291,7 +291,7 @@ class UpstageMagics(Magics, SettingsTraits):
         except TypeError as exc:
             raise UsageError(f"--schema {name}: {exc}") from None
 
-    def _request_options(self, args: Any, fmt: str, model: str) -> dict[str, Any]:
+    def _request_options(self, args: Any, fmt: str, model: str, schema: Any = None) -> dict[str, Any]:
         """The provider's options for this cell: the settings, the cell's options on top.
 
         The reasoning effort is checked against what ``model`` accepts before anything is
@@ -315,7 +315,6 @@ class UpstageMagics(Magics, SettingsTraits):
             models.check_effort(model, options.get("reasoning_effort"))
         except ValueError as exc:
             raise UsageError(f"{exc} Nothing was sent.") from None
-        schema = self._schema(args)
         options.update(formats.request_options_for(
             fmt, response_format=schema.response_format if schema is not None else None))
         if args.no_stream:
@@ -335,7 +334,8 @@ class UpstageMagics(Magics, SettingsTraits):
         model = self._model(args.model)
         session: ChatSession = self.session
         history = not args.no_history
-        options = self._request_options(args, fmt, model)  # checked before anything starts
+        schema = self._schema(args)  # looked up once: the request and the -o value use it
+        options = self._request_options(args, fmt, model, schema)  # checked before anything starts
         sent = [prompt, system or session.system_prompt or ""]
         if history:
             sent += [str(m.get("content", "")) for m in session.history_messages()]
@@ -392,7 +392,7 @@ class UpstageMagics(Magics, SettingsTraits):
 
         turn = exchange.finish()
         final = formats.final_for(fmt, exchange.text, load_images=self.load_images,
-                                  schema=self._schema(args) if args.schema else None)
+                                  schema=schema)
         show = final if exchange.text else None
         view.finish(show.bundle if show is not None and not exchange.reasoning and not exchange.tool_calls else None,
                     footer_text(exchange, turn.status) if self.footer else None,
@@ -476,7 +476,7 @@ class UpstageMagics(Magics, SettingsTraits):
 
         from .render import render_html  # noqa: PLC0415
 
-        body = render_html(formats.errors.mask_secrets(block.text))
+        body = render_html(mask_secrets(block.text))
         page = (f'<details class="um-context"><summary>{html_mod.escape(block.label)}</summary>'
                 f'<div class="um-context-body">{body}</div></details>')
         display(formats.html_bundle(page, f"[{block.label}]"), raw=True)
