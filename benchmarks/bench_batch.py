@@ -31,8 +31,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from upstage_magic.batch import BatchStats, abatch
 from upstage_magic.emulator import Emulator
+from upstage_magic.notebook.batch import BatchStats, abatch
 
 
 class CountingEmulator(Emulator):

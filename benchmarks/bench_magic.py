@@ -87,7 +87,7 @@ _MAGIC_CELL = (
 # with the magic's model and messages for the cell above (no system prompt, no history).
 _PROVIDER_SETUP = """
 import time as _t
-from upstage_magic.runner import run_coroutine as _bench_run
+from upstage_magic.notebook.runner import run_coroutine as _bench_run
 _bench_m = get_ipython().magics_manager.registry['UpstageMagics']
 _bench_p = _bench_m._provider()
 async def _bench_consume():

@@ -47,9 +47,9 @@ OLD_COMMIT = "fc914f3"
 SETUP = r'''
 import asyncio, json, re, time, importlib.util, sys
 import ipykernel.comm.comm as _cc
-from upstage_magic.config import Settings
+from upstage_magic.settings import Settings
 from upstage_magic.session import ChatSession
-from upstage_magic.widget import ChatWidget
+from upstage_magic.notebook.widget import ChatWidget
 
 _spec = importlib.util.spec_from_file_location("upstage_magic._bench_old_widget", {old_path!r})
 _old = importlib.util.module_from_spec(_spec); sys.modules[_spec.name] = _old; _spec.loader.exec_module(_old)

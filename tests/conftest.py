@@ -38,7 +38,7 @@ def emulator_env(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulato
 @pytest.fixture
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Record the provider's retry waits instead of sleeping."""
-    import upstage_magic.providers.upstage as upstage_module
+    import upstage_magic.providers.http as upstage_module
 
     delays: list[float] = []
 

@@ -18,8 +18,10 @@ from typing import Any
 
 import pytest
 
-import upstage_magic.batch as batch_module
-from upstage_magic.batch import (
+import upstage_magic.notebook.batch as batch_module
+from upstage_magic.emulator import Emulator, serve_in_thread
+from upstage_magic.errors import AuthenticationError, BadRequestError
+from upstage_magic.notebook.batch import (
     Batch,
     BatchDict,
     BatchError,
@@ -29,11 +31,9 @@ from upstage_magic.batch import (
     _Pacer,
     abatch,
     batch,
-    fill_template,
 )
-from upstage_magic.emulator import Emulator, serve_in_thread
-from upstage_magic.errors import AuthenticationError, BadRequestError
-from upstage_magic.progress import TextProgress, failures_table
+from upstage_magic.notebook.progress import TextProgress, failures_table
+from upstage_magic.placeholders import fill_item as fill_template
 from upstage_magic.providers import Upstage
 
 KEY = "test-key-SECRET123"
@@ -49,7 +49,7 @@ async def _close_sessions():
 @pytest.fixture(autouse=True)
 def _no_backoff(monkeypatch):
     """Retry waits of 5xx retries take no time (the rate-limit gate still waits)."""
-    monkeypatch.setattr(batch_module, "_backoff", lambda attempt: 0.0)
+    monkeypatch.setattr(batch_module, "backoff", lambda attempt, **kw: 0.0)
 
 
 @pytest.fixture
@@ -300,7 +300,7 @@ def test_sync_batch_interrupt_says_how_many_are_done(tmp_path, monkeypatch):
                 os.kill(os.getpid(), signal.SIGINT)  # like the kernel's interrupt
 
     stream = io.StringIO()
-    monkeypatch.setattr("upstage_magic.progress.make_progress", lambda: Interrupting(stream))
+    monkeypatch.setattr("upstage_magic.notebook.progress.make_progress", lambda: Interrupting(stream))
     with serve_in_thread(reply="echo") as emu:
         emu.configure(rate_limit={"rps": 5})
         items = [f"q{i}" for i in range(20)]
@@ -357,14 +357,14 @@ def test_text_progress_summary_and_failures_table_escaped():
     assert "<script>" not in html and "&lt;script&gt;" in html
 
 
-def test_package_batch_is_callable_after_the_submodule_is_imported(tmp_path):
+def test_package_batch_is_the_function_whatever_was_imported(tmp_path):
     import upstage_magic
-    import upstage_magic.batch  # makes the package attribute the submodule
+    import upstage_magic.notebook.batch
     from upstage_magic import batch as from_package
 
+    assert from_package is upstage_magic.batch is upstage_magic.notebook.batch.batch
     assert from_package(["a"].__class__.__name__ + " {item}", [1], cache=False, progress=False,
                         provider=_Echo) == ["list 1"]
-    assert upstage_magic.batch("{item}", [2], cache=False, progress=False, provider=_Echo) == ["2"]
 
 
 class _Echo:
@@ -378,7 +378,7 @@ def test_importing_batch_loads_no_pandas_pydantic_or_http():
         "import sys\n"
         "import upstage_magic\n"
         "from upstage_magic import batch\n"
-        "import upstage_magic.batch, upstage_magic.cache, upstage_magic.schema\n"
+        "import upstage_magic.notebook.batch, upstage_magic.cache, upstage_magic.schema\n"
         "print(sorted(m for m in ('pandas', 'pydantic', 'aiohttp', 'IPython', 'ipywidgets') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -463,7 +463,7 @@ async def test_emulator_tokens_per_minute_and_control_endpoint(emu):
 
 def test_map_cell_resolves_names_and_stores_the_result(tmp_path):
     pd = pytest.importorskip("pandas")
-    from upstage_magic.batch import map_cell
+    from upstage_magic.notebook.batch import map_cell
 
     ns: dict[str, Any] = {
         "df": pd.DataFrame({"text": ["a", "b"]}, index=["x", "y"]),
@@ -526,13 +526,39 @@ def test_kernel_progress_updates_then_interrupt_then_resume(tmp_path):
 
 
 def test_batch_follows_the_kernels_settings_under_its_own_options(monkeypatch):
-    """batch() called from code uses %config's model and sampling unless the call says otherwise."""
-    from upstage_magic import batch as batch_mod
-    from upstage_magic.config import Settings
+    """batch() called from code plans with %config's model and sampling unless the call says otherwise."""
+    from upstage_magic.settings import Settings
 
     settings = Settings(model="solar-mini4", temperature=0.3, max_tokens=50, stream=False)
-    monkeypatch.setattr("upstage_magic.config._DEFAULT", settings)
-    model, options = batch_mod._with_settings(None, {"max_tokens": 7})
-    assert model == "solar-mini4"
-    assert options == {"temperature": 0.3, "max_tokens": 7}  # the call wins; never "stream"
-    assert batch_mod._with_settings("solar-pro4", {})[0] == "solar-pro4"
+    monkeypatch.setattr("upstage_magic.settings._DEFAULT", settings)
+    job = Batch("{item}", [1], max_tokens=7, cache=False, provider=Upstage)
+    assert job.model == "solar-mini4"
+    assert job.request.options == {"temperature": 0.3, "max_tokens": 7, "stream": False, "max_retries": 0}
+    assert Batch("{item}", [1], model="solar-pro4", cache=False, provider=Upstage).model == "solar-pro4"
+    monkeypatch.setattr("upstage_magic.settings._DEFAULT", Settings())
+    assert Batch("{item}", [1], cache=False, provider=Upstage).model == Upstage.get_model(None)  # the provider's
+
+
+def test_a_row_missing_a_template_field_fails_alone(tmp_path):
+    """Defect: a missing {item.field} raised KeyError outside the per-item try and stopped the batch."""
+    rows = [{"text": "a"}, {"other": "b"}, {"text": "c"}]
+    out = batch("Say {item.text}", rows, cache=False, progress=False, provider=_Echo)
+    assert out[0] == "Say a" and out[2] == "Say c"
+    assert not out[1] and out.errors[0].kind == "RequestError" and "item.text" in out.errors[0].message
+
+
+def test_map_fills_placeholders_in_the_system_prompt_too(tmp_path):
+    """Defect: --map left {placeholders} in -s unfilled (one plan now fills prompt and system)."""
+    from upstage_magic.request import Ask
+
+    seen: list = []
+
+    class Spy:
+        @staticmethod
+        async def create_async_generator(model, messages, **kw):
+            seen.append(messages)
+            yield "ok"
+
+    ask = Ask("Rate {item}", system="Answer in {lang}.", history=False, namespace={"lang": "French"})
+    batch(ask, ["x"], cache=False, progress=False, provider=Spy)
+    assert seen[0][0] == {"role": "system", "content": "Answer in French."}

@@ -25,7 +25,7 @@ def home(tmp_path_factory):
 def start(home, notebook: str = "work/analysis.ipynb") -> KernelSession:
     k = KernelSession({"UPSTAGE_API_KEY": CANARY, "UPSTAGE_MAGIC_HOME": str(home),
                        "JPY_SESSION_NAME": notebook})
-    k.run("from upstage_magic.fix import install_error_recorder\n"
+    k.run("from upstage_magic.notebook.fix import install_error_recorder\n"
           "ERRORS = install_error_recorder(get_ipython())")
     return k
 
@@ -53,7 +53,7 @@ def test_fix_prompt_from_a_real_error_in_a_library(kernel):
     assert bad.error is not None and bad.error["ename"] == "KeyError"  # IPython still reports it
     failed = previous_cell(kernel)
     assert kernel.run('print(ERRORS.last().execution_count)').strip() == str(failed)
-    prompt = kernel.json("import json\nfrom upstage_magic.fix import build_fix_prompt\n"
+    prompt = kernel.json("import json\nfrom upstage_magic.notebook.fix import build_fix_prompt\n"
                          "print(json.dumps(build_fix_prompt(ERRORS.last())))")
     assert f"Cell In[{failed}], line 2, in <module>" in prompt
     assert f"Cell In[{defined_in}], line 3, in pick" in prompt and "return df['missing']" in prompt

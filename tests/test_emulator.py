@@ -924,7 +924,7 @@ def test_command_line_prints_url_and_stops_cleanly(sig: signal.Signals, flags: l
 
 async def test_request_log_is_bounded(monkeypatch):
     """A long-running demo emulator keeps only the most recent request bodies."""
-    import upstage_magic.emulator as emulator_mod
+    import upstage_magic.emulator.server as emulator_mod
 
     monkeypatch.setattr(emulator_mod, "MAX_RECORDED_REQUESTS", 3)
     emu = Emulator()
@@ -948,8 +948,35 @@ def test_start_offline_points_the_package_at_a_running_emulator(monkeypatch):
     url = start_offline(reply="echo")
     assert url and url.startswith("http://127.0.0.1:")
     assert settings.get_base_url() == url and settings.get_api_key()
+    assert os.environ["UPSTAGE_BASE_URL"] == url and os.environ["UPSTAGE_API_KEY"]  # the package is told by its environment
     req = urllib.request.Request(url + "/models", headers={"Authorization": f"Bearer {settings.get_api_key()}"})
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.status == 200
     # Once a base URL (or key) is set, it changes nothing.
     assert start_offline() is None
+
+
+def test_emulator_imports_nothing_else_of_the_package() -> None:
+    """The emulator states the API's facts itself: no client module (models, settings, ...) loads with it.
+
+    Importing it, starting it for a notebook and answering one request must load no
+    ``upstage_magic`` module outside ``upstage_magic.emulator`` (the top-level package's
+    ``__init__`` is lazy and imports none either).
+    """
+    code = (
+        "import json, sys, urllib.request\n"
+        "from upstage_magic.emulator import start_offline\n"
+        "url = start_offline()\n"
+        "req = urllib.request.Request(url + '/chat/completions', headers={'Content-Type': 'application/json',\n"
+        "    'Authorization': 'Bearer any'}, data=json.dumps({'model': 'solar-pro4', 'stream': True,\n"
+        "    'messages': [{'role': 'user', 'content': 'hi'}]}).encode())\n"
+        "assert b'[DONE]' in urllib.request.urlopen(req, timeout=10).read()\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('upstage_magic'))))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("UPSTAGE_API_KEY", "UPSTAGE_BASE_URL")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "upstage_magic.emulator.server" in loaded  # the check sees the emulator's own modules
+    others = [m for m in loaded if m != "upstage_magic" and not m.startswith("upstage_magic.emulator")]
+    assert others == [], f"the emulator imported other modules of the package: {others}"

@@ -9,7 +9,7 @@ import weakref
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from upstage_magic.fix import (
+from upstage_magic.notebook.fix import (
     FIX_INSTRUCTION,
     ErrorLog,
     build_fix_prompt,

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from upstage_magic.errors import UpstageError
 from upstage_magic.events import FinishReason, Reasoning, ToolCall, Usage
+from upstage_magic.providers.sse import SSEDecoder
 from upstage_magic.providers.wire import StreamParser, parse_completion
-from upstage_magic.sse import SSEDecoder
 
 ITEM_TYPES = (str, Usage, FinishReason, Reasoning, ToolCall)
 

@@ -104,12 +104,12 @@ ERROR_CELLS = [
     "default_session().export_json()",
     # Unhandled errors: a full traceback in the output (context mode, then verbose with locals).
     "fault({'kind': 'status', 'status': 401, 'message': 'Incorrect API key provided: ' + settings.get_api_key()})\n"
-    "await Upstage.create_async('solar-mini', 'hi')",
+    "await Upstage.create_async('solar-mini4', 'hi')",
     "%xmode Verbose",
     "fault({'kind': 'status', 'status': 401, 'message': 'Incorrect API key provided: ' + settings.get_api_key()})\n"
-    "await Upstage.create_async('solar-mini', 'hi')",
+    "await Upstage.create_async('solar-mini4', 'hi')",
     "%xmode Context",
-    "fault({'kind': 'cut', 'after': 4})\nasync for c in Upstage.create_async_generator('solar-mini', 'hi'):\n    print(repr(c))",
+    "fault({'kind': 'cut', 'after': 4})\nasync for c in Upstage.create_async_generator('solar-mini4', 'hi'):\n    print(repr(c))",
     # The widget: an error turn, a good turn, the export link (base64 data: URL), its repr.
     "fault({'kind': 'status', 'status': 401, 'message': 'Incorrect API key provided: ' + settings.get_api_key()})\n"
     "w = ChatWidget()\nt = w.send('widget question')\nw",
@@ -319,25 +319,26 @@ def test_settings_outputs_and_module_mask_the_key(key_set: str) -> None:
     from upstage_magic import settings
 
     assert settings.get_api_key() == KEY  # by contract the provider gets the key...
-    texts = [repr(settings), settings.get_base_url(), settings.get_default_model(), repr(vars(settings).keys())]
+    texts = [repr(settings), settings.get_base_url(), settings.env_model(), repr(vars(settings).keys())]
     hits = [h for t in texts for h in find_leaks(t, "settings")]  # ...nothing else shows it
     assert not hits, hits
 
 
 async def test_provider_class_session_exchange_turn_mask_the_key(key_set: str) -> None:
+    from tests.support.fake import FakeProvider, request
     from upstage_magic.emulator import Emulator
     from upstage_magic.providers import Upstage
     from upstage_magic.session import ChatSession
 
     async with Emulator(api_key=KEY) as base_url:
         session = ChatSession(system_prompt="be brief")
-        ex = session.start("hi", model="solar-mini")
-        async for chunk in Upstage.create_async_generator("solar-mini", ex.messages, base_url=base_url):
-            ex.add(chunk)
+        ex = session.start(request("hi", session=session, provider=Upstage, model="solar-mini4", base_url=base_url))
+        async for chunk in ex.stream(Upstage):
             _assert_masked(chunk, "stream event")
-        ex.finish()
-        bad = session.start("again", model="solar-mini")
-        bad.finish(error=RuntimeError(f"boom with {KEY} inside"))
+        bad = session.start(request("again", session=session))
+        with pytest.raises(RuntimeError):
+            async for _ in bad.stream(FakeProvider().enqueue(RuntimeError(f"boom with {KEY} inside"))):
+                pass
         await Upstage.aclose()
     for obj, label in ((Upstage, "Upstage"), (session, "ChatSession"), (ex, "Exchange"), (bad, "Exchange(error)"),
                        (session.turns[0], "Turn"), (session.turns[1], "Turn(error)")):
@@ -369,8 +370,8 @@ def test_magics_repr_and_config_output_mask_the_key(key_set: str, shell, capsys)
 
 async def test_chat_widget_repr_and_state_mask_the_key(key_set: str, tmp_path: Path) -> None:
     from upstage_magic.errors import AuthenticationError
+    from upstage_magic.notebook.widget import ChatWidget
     from upstage_magic.session import ChatSession
-    from upstage_magic.widget import ChatWidget
 
     class Provider:
         models = ["m"]

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from upstage_magic.events import Usage
+import upstage_magic.log as log_module
+from tests.support.fake import answer, request
+from upstage_magic.events import Reasoning, ToolCall, Usage
 from upstage_magic.log import (
     ConversationLog,
     LogError,
@@ -148,10 +150,7 @@ def test_latest_by_notebook_for_resume(log):
 def test_import_of_an_export(log, tmp_path):
     session = ChatSession(system_prompt="Be brief.", model="solar-mini")
     for q, a in [("q1", "a1"), ("q2", "a2")]:
-        ex = session.start(q, model="solar-mini")
-        ex.add(a)
-        ex.add(Usage(2, 3, 5))
-        ex.finish()
+        answer(session, q, a, Usage(2, 3, 5), model="solar-mini")
     path = session.export(tmp_path / "chat.json")
     cid = log.import_json(path)
     got = log.load(cid)
@@ -168,11 +167,11 @@ def test_resume_into_a_session_sends_the_earlier_turns(log):
     log.append(cid, turn("q2", "partial", status="stopped"))
     log.append(cid, turn("q3", "", status="error", error="HTTP 500"))
     session = ChatSession()
-    session.turns = session_turns(log.load(log.latest("nb.ipynb")))
+    session.load_turns(session_turns(log.load(log.latest("nb.ipynb"))))
     assert [t.prompt for t in session.turns] == ["q1", "q2", "q3"]
     assert session.turns[0].usage.total_tokens == 3 and session.turns[2].error == "HTTP 500"
     assert session.turns[1].created > 1.7e9
-    sent = session.build_messages("q4")
+    sent = request("q4", session=session).messages
     assert [m["content"] for m in sent] == ["q1", "a1", "q2", "partial", "q4"]  # error turns are not sent
 
 
@@ -191,20 +190,42 @@ def test_import_rejects_other_files_clearly(log, tmp_path, content, match):
         log.import_json(tmp_path / "missing.json")
 
 
-def test_turn_record_from_an_exchange(log):
+def test_turn_record_from_a_turn_and_resume_keeps_reasoning_and_tool_calls(log):
+    """Defect: %upstage resume dropped reasoning and tool calls."""
     session = ChatSession()
-    ex = session.start("hi", model="solar-pro3", system="sys")
-    ex.add("hel")
-    ex.add("lo")
-    ex.add(Usage(1, 2, 3))
-    ex.finish()
-    rec = turn_record(ex, options={"temperature": 0.5})
+    ex = answer(session, "hi", Reasoning("let me see"), "hel", "lo", ToolCall("f", '{"x": 1}', "c1"),
+                Usage(1, 2, 3), system="sys", temperature=0.5)
+    rec = turn_record(ex.turn)
     assert rec["prompt"] == "hi" and rec["answer"] == "hello" and rec["system"] == "sys"
     assert rec["usage"]["total_tokens"] == 3 and rec["status"] == "done"
-    assert "elapsed_s" in rec["timings"]
+    assert "total" in rec["timings"] and rec["options"] == {"temperature": 0.5}
     cid = log.new_conversation()
     log.append(cid, rec)
-    assert log.load(cid)[0]["answer"] == "hello"
+    back = session_turns(log.load(cid))[0]
+    assert (back.answer, back.reasoning, back.tool_calls) == ("hello", "let me see", ex.turn.tool_calls)
+    assert back.usage == ex.turn.usage and back.options == {"temperature": 0.5}
+
+
+def test_a_deleted_turn_is_not_resumed(log):
+    cid = log.new_conversation()
+    first = log.append(cid, turn("q1"))
+    second = log.append(cid, turn("q2"))
+    log.delete_turn(second)
+    assert [t["prompt"] for t in log.load(cid)] == ["q1"] and log.load(cid)[0]["id"] == first
+
+
+def test_a_version_1_file_gains_the_tool_calls_column(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "v1.db"
+    old = sqlite3.connect(path)
+    old.executescript(log_module._SCHEMA.replace(",\n    tool_calls TEXT", ""))
+    old.execute("INSERT INTO conversations (notebook, title, created, updated) VALUES (NULL, 't', 'x', 'x')")
+    old.commit()
+    old.close()
+    clog = ConversationLog(path)
+    clog.append(1, {**turn("q"), "tool_calls": [{"name": "f"}]})
+    assert clog.load(1)[0]["tool_calls"] == [{"name": "f"}]
 
 
 def test_a_broken_file_gives_a_clear_error(tmp_path):

@@ -1,54 +1,19 @@
 """%%upstage / %upstage with an InteractiveShell and a fake provider (no HTTP)."""
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
-from typing import Any
 
 import pytest
 from IPython.core.displaypub import CapturingDisplayPublisher
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
+from tests.support.fake import FakeProvider
 from upstage_magic.errors import AuthenticationError
 from upstage_magic.events import FinishReason, Usage
-from upstage_magic.magics import UpstageMagics
+from upstage_magic.notebook.magics import UpstageMagics
 from upstage_magic.session import ChatSession
-
-
-class FakeProvider:
-    """A provider whose answers are queued with ``enqueue([...])`` (simonw/llm style)."""
-
-    default_model = "fake-default"
-    models = ["fake-default", "fake-mini"]
-    model_aliases = {"fake": "fake-default"}
-
-    def __init__(self) -> None:
-        self.queue: list[list[Any]] = []
-        self.calls: list[dict[str, Any]] = []
-        self.pause: float | None = None  # seconds between chunks (None: one burst, like a fast network)
-
-    def enqueue(self, chunks: list[Any]) -> None:
-        self.queue.append(list(chunks))
-
-    def get_model(self, model: str | None) -> str:
-        if not model:
-            return self.default_model
-        return self.model_aliases.get(model, model)
-
-    async def create_async_generator(self, model, messages, proxy=None, **kwargs):
-        self.calls.append({"model": model, "messages": [dict(m) for m in messages], **kwargs})
-        chunks = self.queue.pop(0) if self.queue else ["ok"]
-        for chunk in chunks:
-            if isinstance(chunk, BaseException):
-                raise chunk
-            yield chunk
-            if self.pause is not None:
-                await asyncio.sleep(self.pause)
-
-    async def list_models(self, **kwargs):
-        return ["fake-default", "fake-mini", "fake-large"]
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +100,7 @@ def test_prompt_history_and_options(shell, magics, fake, capsys):
     out = capsys.readouterr().out
     assert "Hello there" in out and "3 prompt + 2 answer tokens" in out
     call = fake.calls[-1]
-    assert call["model"] == "fake-default"
+    assert call["model"] == "fake-model"
     assert (call["temperature"], call["max_tokens"], call["top_p"], call["reasoning_effort"]) == (0.3, 50, 0.9, "low")
     assert call["messages"] == [{"role": "user", "content": "Hi!"}]
     fake.enqueue(["Second"])
@@ -306,7 +271,7 @@ def test_length_finish_reason_explained(shell, magics, fake, capsys):
 
 def test_provider_error_is_one_line_usage_error_partial_kept(shell, magics, fake, capsys):
     fake.enqueue(["partial ", AuthenticationError("Invalid key test-key-SECRET123.", status=401)])
-    from upstage_magic.errors import register_secret
+    from upstage_magic.secrets import register_secret
 
     register_secret("test-key-SECRET123")
     with pytest.raises(AuthenticationError) as info:
@@ -343,7 +308,7 @@ def test_interrupt_keeps_partial_marked_stopped(shell, magics, fake, capsys):
 
 def test_interrupt_in_caller_thread_cancels_stream(shell, magics, fake, capsys, monkeypatch):
     """A KeyboardInterrupt in the main thread (where SIGINT lands) stops the stream."""
-    import upstage_magic.display as display_mod
+    import upstage_magic.notebook.display as display_mod
 
     calls = {"n": 0}
     original = display_mod.PlainView.changed
@@ -431,7 +396,7 @@ def test_line_models_config_history_reset_export(shell, magics, fake, capsys, tm
     assert "fake-large" in out and "from the API" in out
     line(shell, "config")
     out = capsys.readouterr().out
-    assert "set (from UPSTAGE_API_KEY)" in out and "SECRET123" not in out and "fake-default" in out
+    assert "set (from UPSTAGE_API_KEY)" in out and "SECRET123" not in out and "fake-model" in out
     cell(shell, "", "remember me")
     capsys.readouterr()
     line(shell, "history")
@@ -476,7 +441,7 @@ def test_line_key_uses_getpass_and_masks(shell, magics, capsys, monkeypatch):
 
 
 def test_line_chat_without_widget_is_clear(shell, magics, monkeypatch):
-    monkeypatch.setitem(sys.modules, "upstage_magic.widget", None)  # import fails
+    monkeypatch.setitem(sys.modules, "upstage_magic.notebook.widget", None)  # import fails
     with pytest.raises(UsageError, match="chat widget is not available"):
         line(shell, "chat")
 
@@ -543,7 +508,7 @@ def test_models_listing_is_grouped_and_cached(shell, magics, fake, capsys):
 def test_each_answer_is_logged_once_and_resume_restores_it(shell, magics, fake, capsys, tmp_path):
     magics.log_path = str(tmp_path / "logs.db")
     try:
-        magics._new_conversation()
+        magics.new_conversation()
         cell(shell, "", "first question")
         cell(shell, "", "second question")
         cell(shell, "--no-history", "a one-off")  # not part of the conversation: not logged
@@ -581,3 +546,102 @@ def test_map_runs_the_cell_once_per_item_in_order(shell, magics, fake, capsys):
         cell(shell, "--map nowhere -o x --no-cache", "{item}")
     with pytest.raises(UsageError, match="work with --map"):
         cell(shell, "--no-cache", "q")
+
+
+# -- defects found in the redesign (each failed before it) -----------------------------------------
+
+
+def test_code_and_json_keep_their_format_when_the_model_reasons_or_calls_a_tool(shell, magics, fake, captured):
+    from upstage_magic.events import Reasoning, ToolCall
+
+    fake.enqueue([Reasoning("thinking about it"), "Sure, here it is:\n```python\nx = 1\n```\nHope that helps."])
+    cell(shell, "-f code -o code_out", "q")
+    final = [o for o in captured if o["update"]][-1]["data"]
+    assert "Hope that helps" not in final["text/plain"] and final["text/plain"] == "x = 1\n"
+    assert "um-thinking" in final["text/html"] and "Hope that helps" not in final["text/html"]
+    assert shell.user_ns["code_out"] == "x = 1\n"
+    captured.clear()
+    fake.enqueue(['{"a": 1}', ToolCall("f", "{}", "c1")])
+    cell(shell, "-f json -o data", "q (JSON)")
+    final = [o for o in captured if o.get("update")][-1]["data"]
+    assert final["text/plain"].startswith(json.dumps({"a": 1}, indent=2)) and shell.user_ns["data"] == {"a": 1}
+
+
+def test_resume_of_an_unknown_id_and_a_corrupt_log_are_one_line_errors(shell, magics, tmp_path):
+    magics.log_path = str(tmp_path / "logs.db")
+    try:
+        with pytest.raises(UsageError, match="no conversation 999 in the log"):
+            line(shell, "resume 999")
+        (tmp_path / "bad.db").write_bytes(b"not a database" * 100)
+        magics.log_path = str(tmp_path / "bad.db")
+        with pytest.raises(UsageError, match="cannot be used|Cannot open"):
+            line(shell, "log")
+    finally:
+        magics.log_path = None
+
+
+def test_map_takes_a_quoted_schema_name_like_a_single_cell(shell, magics, fake):
+    fake.enqueue(['{"label": "pos"}'])
+    shell.user_ns["rows"] = ["good"]
+    shell.user_ns["S"] = {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}
+    cell(shell, "--map rows -o labels -f json --schema 'S' --no-cache", "Label {item} as JSON")
+    assert list(shell.user_ns["labels"]) == [{"label": "pos"}]
+
+
+def test_an_unexpected_exception_keeps_its_traceback(shell, magics, fake, capsys):
+    fake.enqueue(["partial ", ZeroDivisionError("a bug somewhere")])
+    with pytest.raises(ZeroDivisionError) as info:
+        cell(shell, "", "q")
+    assert not hasattr(info.value, "_render_traceback_")  # IPython shows the whole traceback
+    assert "partial" in capsys.readouterr().out  # what was shown stays
+    assert magics.session.turns[-1].status == "error"
+
+
+def test_widget_retry_takes_the_answer_back_out_of_the_log(shell, magics, fake, tmp_path):
+    from upstage_magic.log import ConversationLog
+
+    magics.log_path = str(tmp_path / "logs.db")
+    try:
+        magics.new_conversation()
+        cell(shell, "", "first")
+        fake.enqueue(["an answer to retry"])
+        cell(shell, "", "second")
+        magics.session.pop_last()  # what the widget's Retry does before asking again
+        rows = ConversationLog(tmp_path / "logs.db").load(magics.log.conversation)
+        assert [r["prompt"] for r in rows] == ["first"]
+    finally:
+        magics.log_path = None
+
+
+def test_the_live_model_list_is_cached_per_key(shell, magics, fake, capsys, monkeypatch):
+    from upstage_magic import settings
+
+    lists = iter([["fake-one"], ["fake-two"]])
+
+    async def listing(**kw):
+        return next(lists)
+
+    fake.list_models = listing
+    monkeypatch.setattr(settings, "_api_key", None)
+    monkeypatch.setenv("UPSTAGE_API_KEY", "test-key-FIRST1")
+    line(shell, "models")
+    assert "fake-one" in capsys.readouterr().out
+    settings.set_api_key("test-key-SECOND2")  # %upstage key with another key
+    line(shell, "models")
+    assert "fake-two" in capsys.readouterr().out
+
+
+def test_a_thousand_cells_under_a_tiny_switch_interval_store_exact_values(shell, magics, fake):
+    """One owner per answer: the worker moves raw items, the cell's thread applies them."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        magics.max_history = 0
+        for n in range(1000):
+            pieces = [f"{n}.{i} " for i in range(n % 13 + 1)]
+            fake.enqueue(pieces)
+            cell(shell, "-o got", f"q{n}")
+            assert shell.user_ns["got"] == magics.session.turns[-1].answer == "".join(pieces), n
+    finally:
+        sys.setswitchinterval(old)
+        magics.max_history = 20

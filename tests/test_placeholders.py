@@ -5,7 +5,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from upstage_magic.fix import ErrorLog, record_exception
+from upstage_magic.notebook.fix import ErrorLog, record_exception
 from upstage_magic.placeholders import Filled, code_spans, fill
 
 NS = {"name": "Bob", "i": 3, "seq": [1, 2, 3], "d": {"k": "v"}, "n": 7}

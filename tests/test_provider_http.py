@@ -21,9 +21,10 @@ from aioresponses import aioresponses
 from aioresponses import core as aioresponses_core
 from yarl import URL
 
-from upstage_magic import errors, settings
+from upstage_magic import errors, secrets, settings
 from upstage_magic.events import FinishReason, Reasoning, ToolCall, Usage
 from upstage_magic.providers import Upstage
+from upstage_magic.providers import http as http_mod
 from upstage_magic.providers import upstage as upstage_mod
 
 KEY = "test-key-SECRET123"
@@ -252,10 +253,10 @@ async def test_unknown_kwargs_pass_through(m):
     ("given", "sent"),
     [
         ("solar", "solar-pro4"),
-        ("solar-pro", "solar-pro4"),
-        ("solar-mini", "solar-mini4"),
-        ("solar-1-mini-chat", "solar-mini4"),
-        ("solar-1-mini-chat-ja", "solar-mini4"),
+        ("solar", "solar-pro4"),
+        ("solar-pro", "solar-pro"),  # retired names go as written: the server decides
+        ("solar-mini", "solar-mini"),
+        ("solar-1-mini-chat-ja", "solar-1-mini-chat-ja"),
         ("", "solar-pro4"),
         (None, "solar-pro4"),
         ("solar-pro3", "solar-pro3"),
@@ -274,11 +275,11 @@ async def test_model_resolution_in_body(m, given, sent):
 async def test_env_default_model_read_at_call_time(m, monkeypatch):
     ok(m)
     ok(m)
-    monkeypatch.setenv("UPSTAGE_MODEL", "solar-mini")
+    monkeypatch.setenv("UPSTAGE_MODEL", "solar")
     await collect(model=None)
     monkeypatch.setenv("UPSTAGE_MODEL", "solar-pro3")
     await collect(model="")
-    assert [json.loads(c.kwargs["data"])["model"] for c in calls(m)] == ["solar-mini4", "solar-pro3"]
+    assert [json.loads(c.kwargs["data"])["model"] for c in calls(m)] == ["solar-pro4", "solar-pro3"]
     assert Upstage.default_model == "solar-pro4"
 
 
@@ -288,13 +289,13 @@ async def test_proxy_and_timeouts_per_request(m):
     kwargs = calls(m)[0].kwargs
     assert kwargs["proxy"] == "http://proxy.local:3128"
     t = kwargs["timeout"]
-    assert (t.total, t.sock_connect, t.sock_read) == (None, upstage_mod.CONNECT_TIMEOUT, 5)
+    assert (t.total, t.sock_connect, t.sock_read) == (None, http_mod.CONNECT_TIMEOUT, 5)
 
 
 async def test_default_idle_timeout(m):
     ok(m)
     await collect()
-    assert calls(m)[0].kwargs["timeout"].sock_read == upstage_mod.DEFAULT_TIMEOUT == 60
+    assert calls(m)[0].kwargs["timeout"].sock_read == http_mod.DEFAULT_TIMEOUT == 60
 
 
 async def test_one_session_per_loop_reused_and_closed(m):
@@ -302,37 +303,37 @@ async def test_one_session_per_loop_reused_and_closed(m):
     ok(m)
     await collect()
     loop = asyncio.get_running_loop()
-    first = upstage_mod._sessions[loop].session
+    first = http_mod._sessions[loop].session
     await collect()
-    assert upstage_mod._sessions[loop].session is first
+    assert http_mod._sessions[loop].session is first
     assert first.trust_env is True
-    assert first.connector.limit == upstage_mod.CONNECTION_LIMIT
+    assert first.connector.limit == http_mod.CONNECTION_LIMIT
     await Upstage.aclose()
-    assert first.closed and loop not in upstage_mod._sessions
+    assert first.closed and loop not in http_mod._sessions
 
 
 def test_asyncio_run_closes_the_session_without_aclose():
     """asyncio.run shuts down async generators before closing: the session goes with it."""
     async def open_session():
-        return upstage_mod._session()
+        return http_mod.client_session()
 
     session = asyncio.run(open_session())
     assert session.closed
-    upstage_mod._sweep_closed_loops()
-    assert all(not loop.is_closed() for loop in upstage_mod._sessions)
+    http_mod._sweep_closed_loops()
+    assert all(not loop.is_closed() for loop in http_mod._sessions)
 
 
 def test_session_of_closed_loop_is_swept():
     """A loop closed without aclose(): its session is closed on the next use elsewhere."""
     async def open_session():
-        return upstage_mod._session()
+        return http_mod.client_session()
 
     loop = asyncio.new_event_loop()
     session = loop.run_until_complete(open_session())
     loop.close()
     assert not session.closed
-    upstage_mod._sweep_closed_loops()
-    assert session.closed and loop not in upstage_mod._sessions
+    http_mod._sweep_closed_loops()
+    assert session.closed and loop not in http_mod._sessions
 
 
 # ------------------------------------------------------------------------ stream contents
@@ -417,7 +418,7 @@ async def test_stream_false_yields_whole_answer_once(m):
     call = calls(m)[0]
     assert call.kwargs["headers"]["Accept"] == "application/json"
     assert json.loads(call.kwargs["data"])["stream"] is False
-    assert call.kwargs["timeout"].sock_read == upstage_mod.DEFAULT_NONSTREAM_TIMEOUT
+    assert call.kwargs["timeout"].sock_read == http_mod.DEFAULT_NONSTREAM_TIMEOUT
 
 
 async def test_stream_false_malformed_body(m):
@@ -487,7 +488,7 @@ async def test_key_from_env_and_from_settings(m, monkeypatch):
     await collect(api_key=None)
     auths = [c.kwargs["headers"]["Authorization"] for c in calls(m)]
     assert auths == ["Bearer test-key-ENV456", "Bearer test-key-MEM789"]
-    assert "test-key-MEM789" not in errors.redact("x test-key-MEM789 y")
+    assert "test-key-MEM789" not in secrets.redact("x test-key-MEM789 y")
 
 
 async def test_provider_stores_no_key():
@@ -696,7 +697,7 @@ async def test_html_error_page_becomes_its_title(m, sleeps):
 
 
 def test_html_without_title_is_tag_stripped():
-    message, _, body = upstage_mod._server_message(
+    message, _, body = http_mod._server_message(
         b"<!DOCTYPE html><html><body><script>x()</script><p>Service   temporarily\n unavailable</p></body></html>")
     assert message == "Service temporarily unavailable" and body is None
 

@@ -279,6 +279,19 @@ def test_streaming_view_restarts_for_a_different_answer():
     assert view.render("Other\n\nthing") == render_html("Other\n\nthing")
 
 
+def test_split_freezes_finished_blocks_and_says_when_to_start_over():
+    view = AnswerRenderer()
+    assert view.split("One\n\nTwo") == ("<p>One</p>\n", "<p>Two</p>\n", False)
+    frozen, tail, reset = view.split("One\n\nTwo\n\nThree")
+    assert (frozen, tail, reset) == ("<p>One</p>\n<p>Two</p>\n", "<p>Three</p>\n", False)
+    assert view.frozen_chars == len("One\n\nTwo\n\n")
+    assert view.split("Other") == ("", "<p>Other</p>\n", True)  # not an extension: replace
+    # A link reference definition changes links before it: everything is the tail again.
+    text, view = "See [r].\n\nMore\n\n[r]: https://x.org\n\nEnd", AnswerRenderer()
+    assert view.split(text[:14]) == ("<p>See [r].</p>\n", "<p>More</p>\n", False)
+    assert view.split(text) == ("", render_html(text), True)
+
+
 # ---------------------------------------------------------------- other API
 
 

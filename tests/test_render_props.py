@@ -240,12 +240,33 @@ answers = st.lists(st.tuples(BLOCKS, st.sampled_from(["\n", "\n\n", "\n\n\n", " 
                    max_size=8).map(lambda parts: "".join(b + sep for b, sep in parts))
 
 
+def check_splits(view: AnswerRenderer, texts: list[str]) -> None:
+    """Each split joins to a fresh render; frozen HTML only grows by appending unless reset."""
+    held, last = "", ""
+    for text in texts:
+        frozen, tail, reset = view.split(text)
+        assert frozen + tail == render_html(text), text
+        assert reset or frozen.startswith(held), (last, text)
+        extends = text.startswith(last)
+        assert not reset or not extends or "]:" in text, (last, text)  # a reset needs a reason
+        if "\r" not in text + last:  # (CR is read as a line end: "a\r" and "a\n" extend each other)
+            assert reset or extends, (last, text)
+        held, last = frozen, text
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=answers, step=st.integers(min_value=1, max_value=9))
-def test_cached_streaming_equals_fresh_render(text: str, step: int) -> None:
+def test_streamed_splits_join_to_a_fresh_render(text: str, step: int) -> None:
     view = AnswerRenderer()
-    for i in [*range(0, len(text), step), len(text)]:
-        assert view.render(text[:i]) == render_html(text[:i]), text[:i]
+    check_splits(view, [text[:i] for i in [*range(0, len(text), step), len(text)]])
+    assert view.render(text) == render_html(text)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=st.one_of(answers, any_text), cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12))
+def test_any_prefix_sequence_splits_into_append_only_frozen_html(text: str, cuts: list[int]) -> None:
+    """Random cut points, also going back (a shorter text must reset, never keep stale blocks)."""
+    check_splits(AnswerRenderer(), [text[: c % (len(text) + 1)] for c in cuts] + [text])
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -255,6 +276,7 @@ def test_cached_view_given_unrelated_texts_equals_fresh_render(texts: list[str])
     view = AnswerRenderer()
     for text in texts:
         assert view.render(text) == render_html(text)
+    check_splits(AnswerRenderer(), texts)
 
 
 # ---------------------------------------------------------------------------- exports

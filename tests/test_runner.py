@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from upstage_magic import runner
-from upstage_magic.runner import MIN_INTERVAL, run_coroutine, run_stream
+from upstage_magic.notebook import runner
+from upstage_magic.notebook.runner import MIN_INTERVAL, run_coroutine, run_stream
 
 
 async def burst(n: int, *, fail: BaseException | None = None) -> AsyncIterator[int]:

@@ -107,8 +107,8 @@ ECHO = "emu(reply=echo_key())"
 ECHO_CODE = "emu(reply='```python\\nAPI_KEY = \"' + str(settings.get_api_key()) + '\"\\n```')"
 GOOD = "emu(reply='markdown'); fault(None)"
 ECHO_401 = "fault({'kind': 'status', 'status': 401, 'message': 'Incorrect API key provided: ' + str(settings.get_api_key())})"
-DIRECT = "await Upstage.create_async('solar-mini', 'hi', max_retries=0)"
-DIRECT_STREAM = "async for c in Upstage.create_async_generator('solar-mini', 'hi', max_retries=0):\n    pass"
+DIRECT = "await Upstage.create_async('solar-mini4', 'hi', max_retries=0)"
+DIRECT_STREAM = "async for c in Upstage.create_async_generator('solar-mini4', 'hi', max_retries=0):\n    pass"
 
 CELLS: list[tuple[str, str]] = [
     ("setup", SETUP),
@@ -141,7 +141,7 @@ CELLS: list[tuple[str, str]] = [
                   "'times': 10})\nget_ipython().run_cell_magic('upstage', '', 'hi')"),
     ("500 direct", "fault({'kind': 'status', 'status': 500, 'times': 10})\n" + DIRECT),
     ("refused magic", GOOD + "\nget_ipython().run_cell_magic('upstage', '--base-url http://127.0.0.1:{dead}/v1', 'hi')"),
-    ("refused direct", "await Upstage.create_async('solar-mini', 'hi', base_url='http://127.0.0.1:{dead}/v1', max_retries=0)"),
+    ("refused direct", "await Upstage.create_async('solar-mini4', 'hi', base_url='http://127.0.0.1:{dead}/v1', max_retries=0)"),
     ("cut magic", "fault({'kind': 'cut', 'after': 3})\nget_ipython().run_cell_magic('upstage', '', 'hi')"),
     ("cut direct", "fault({'kind': 'cut', 'after': 3})\n" + DIRECT_STREAM),
     ("malformed magic", "fault({'kind': 'malformed', 'after': 2})\nget_ipython().run_cell_magic('upstage', '', 'hi')"),
@@ -151,7 +151,7 @@ CELLS: list[tuple[str, str]] = [
     ("timeout magic", "fault({'kind': 'stall', 'after': 2, 'seconds': 5})\n"
                       "%config UpstageMagics.timeout = 0.5\nget_ipython().run_cell_magic('upstage', '', 'hi')"),
     ("timeout direct", "fault({'kind': 'stall', 'after': 2, 'seconds': 5})\n"
-                       "async for c in Upstage.create_async_generator('solar-mini', 'hi', timeout=0.5, max_retries=0):\n"
+                       "async for c in Upstage.create_async_generator('solar-mini4', 'hi', timeout=0.5, max_retries=0):\n"
                        "    pass"),
     ("timeout reset", "%config UpstageMagics.timeout = None\nfault(None)"),
     ("models ok", "%upstage models"),
@@ -177,7 +177,7 @@ CELLS: list[tuple[str, str]] = [
     ("cred url magic", "get_ipython().run_cell_magic('upstage', '', 'hi')"),
     ("cred url widget", "w2 = ChatWidget()\ndisplay(w2)\nt = w2.send('hi')\nif t is not None:\n    await t\n"
                         "while w2.streaming:\n    await asyncio.sleep(0.05)\nprint(repr(w2)[:3000])"),
-    ("cred url direct", "await Upstage.create_async('solar-mini', 'hi', base_url=CRED_URL, max_retries=0)"),
+    ("cred url direct", "await Upstage.create_async('solar-mini4', 'hi', base_url=CRED_URL, max_retries=0)"),
     ("cred url list direct", "await Upstage.list_models(base_url=CRED_URL, max_retries=0)"),
     ("cred url env", "%config UpstageMagics.base_url = ''\nos.environ['UPSTAGE_BASE_URL'] = CRED_URL\n%upstage config"),
     ("cred url env models", "%upstage models"),

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from upstage_magic import sse
 from upstage_magic.errors import StreamError, UpstageError
-from upstage_magic.sse import ServerSentEvent as E
-from upstage_magic.sse import SSEDecoder, as_event
+from upstage_magic.providers import sse
+from upstage_magic.providers.sse import ServerSentEvent as E
+from upstage_magic.providers.sse import SSEDecoder, as_event
 
 
 class Decoder(SSEDecoder):

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-import upstage_magic.providers.upstage as upstage_module
+import upstage_magic.providers.http as upstage_module
 from upstage_magic.emulator import (
     REASONING_TEXT,
     Emulator,
@@ -375,7 +375,7 @@ async def test_verbose_traceback_shows_no_key(emulator_env: Emulator, monkeypatc
     vtb = VerboseTB()
     vtb.skip_hidden = False  # show the hidden frames too (as %xmode with hidden frames would)
     text = vtb.text(type(err), err, err.__traceback__.tb_next)  # from create_async on (not this test)
-    assert "_send" in text and "headers" in text  # the frames holding the key were shown...
+    assert "http.py" in text and "headers" in text  # the frames holding the key were shown...
     assert TEST_KEY not in text  # ...masked
     assert "'***'" in text
 
@@ -512,8 +512,7 @@ async def test_base_url_with_credentials_is_refused_without_showing_them(
 
 
 def test_display_url_hides_credentials_even_in_odd_urls() -> None:
-    from upstage_magic.errors import display_url
-    from upstage_magic.settings import SecretURL
+    from upstage_magic.secrets import SecretURL, display_url
 
     for url in (f"http://u:{PASSWORD}@h:1/v1?q=1", f"https://u:{PASSWORD}@[::1/v1", f"u:{PASSWORD}@h/v1",
                 f"http://u:{PASSWORD[:5]}/{PASSWORD[5:]}@h/v1", f"http://u:{PASSWORD[:5]}?{PASSWORD[5:]}@h/v1"):
@@ -562,10 +561,13 @@ async def test_a_header_aiohttp_refuses_is_mapped_without_its_frames(emulator_en
     """aiohttp raises ValueError for a header with a line break; it is mapped like the rest
     (the key check makes this unreachable through the public API: this calls _send)."""
     key = _canary()
-    headers = upstage_module._Headers({"Authorization": f"Bearer {key[:10]}\r\nX-Injected: {key[10:]}"})
+    from upstage_magic.providers.upstage import _Headers
+    from upstage_magic.secrets import Secret
+
+    headers = _Headers({"Authorization": f"Bearer {key[:10]}\r\nX-Injected: {key[10:]}"})
     with pytest.raises(APIConnectionError) as info:
-        await upstage_module._send("GET", emulator_env.base_url + "/models", headers=headers, data=None,
-                                   proxy=None, timeout=5, max_retries=0, key=upstage_module.Secret(key),
+        await upstage_module.send("GET", emulator_env.base_url + "/models", headers=headers, data=None,
+                                   proxy=None, timeout=5, max_retries=0, key=Secret(key),
                                    what="model list request")
     assert "could not be sent" in str(info.value)
     _assert_clean(info.value, key)

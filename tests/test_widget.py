@@ -12,26 +12,28 @@ import random
 import re
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from upstage_magic.config import Settings, default_settings
+from tests.support.fake import FakeProvider, record, request
 from upstage_magic.emulator import HOSTILE_REPLY
 from upstage_magic.errors import RateLimitError
 from upstage_magic.events import Reasoning
-from upstage_magic.session import ChatSession, default_session
-from upstage_magic.widget import (
+from upstage_magic.notebook.chatview import LiveAnswer
+from upstage_magic.notebook.widget import (
     MAX_SHOWN,
     MAX_SHOWN_CHARS,
     ChatWidget,
     answer_html,
     render_html,
-    stable_prefix,
 )
+from upstage_magic.secrets import mask_partial
+from upstage_magic.session import ChatSession, default_session
+from upstage_magic.settings import Settings, default_settings
 
 BAD_TAGS = {"script", "img", "iframe", "svg", "object", "embed", "style", "form", "input", "details", "video"}
 
@@ -54,32 +56,6 @@ class TagCollector(HTMLParser):
 
 
 SETTING_NAMES = ("model", "system_prompt", "temperature", "max_tokens", "update_interval")
-
-
-class FakeProvider:
-    """Records each request and streams queued scripts (like simonw/llm's test model)."""
-
-    models: ClassVar[list[str]] = ["fake-small", "fake-large"]
-
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
-        self.scripts: list[dict[str, Any]] = []
-
-    def enqueue(self, chunks: list[Any], *, delay: float = 0.0, error: Exception | None = None) -> None:
-        self.scripts.append({"chunks": chunks, "delay": delay, "error": error})
-
-    @staticmethod
-    def get_model(name: str | None) -> str:
-        return name or "fake-small"
-
-    async def create_async_generator(self, model: str, messages: list[dict], **kwargs: Any):
-        self.calls.append({"model": model, "messages": messages, **kwargs})
-        script = self.scripts.pop(0) if self.scripts else {"chunks": ["ok"], "delay": 0.0, "error": None}
-        for chunk in script["chunks"]:
-            await asyncio.sleep(script["delay"])
-            yield chunk
-        if script["error"] is not None:
-            raise script["error"]
 
 
 @pytest.fixture(autouse=True)
@@ -179,14 +155,15 @@ async def test_empty_text_is_refused_with_the_reason(fake: FakeProvider) -> None
 async def test_busy_session_refuses_with_inline_error_and_question_kept(fake: FakeProvider) -> None:
     shared = default_session()
     w, out = make(fake, session=shared)
-    other = shared.start("a cell's question", model="m")  # a %%upstage cell streaming
+    other = shared.start(request("a cell's question", session=shared))  # a %%upstage cell streaming
     front(w, type="send", text="my question", id=4)
     (ack,) = acks(out)
     assert ack["ok"] is False and ack["error"]["kind"] == "Busy"
     assert "Wait" in ack["error"]["hint"]
     assert not fake.calls and not w.busy
     assert w.send("from code") is None and w.notice["kind"] == "Busy"
-    other.finish()
+    other.apply(["its answer"])
+    other._end()
     front(w, type="send", text="my question", id=5)
     assert acks(out)[-1] == {"type": "ack", "id": 5, "ok": True}
     await finish(w)
@@ -424,9 +401,7 @@ async def test_shared_session_shows_cell_turns(fake: FakeProvider) -> None:
     shared = default_session()
     w, _out = make(fake, session=shared)
     assert w.shared
-    ex = shared.start("from a cell", model="m")
-    ex.add("cell answer")
-    ex.finish()
+    record(shared, "from a cell", "cell answer")
     assert [e["prompt"] for e in w.transcript] == ["from a cell"]
     private, _ = make(fake, session=ChatSession())
     assert not private.shared and private.transcript == []
@@ -444,7 +419,7 @@ def test_repr_is_short(fake: FakeProvider) -> None:
     assert repr(w).startswith("<ChatWidget idle, 0 turns")
 
 
-# ---------------------------------------------------------------------------- stable_prefix
+# ---------------------------------------------------------------------------- live pieces
 CORPUS = [
     "# Heading\n\nText para.\n\n",
     "```python\ndef f():\n\n    return 1\n```\n\n",
@@ -462,32 +437,34 @@ CORPUS = [
 ]
 
 
-def split_render(text: str, cuts: list[int]) -> str:
-    """Render as the widget streams: frozen pieces as they become stable at each cut."""
-    frozen, html = 0, []
+def live_render(text: str, cuts: list[int]) -> list[str]:
+    """What the browser shows after each live update at ``cuts`` (frozen pieces + tail), as the widget streams."""
+    live, frozen, shown = LiveAnswer(load_images=False), "", []
     for cut in sorted(cuts) + [len(text)]:
-        end = stable_prefix(text[:cut], frozen)
-        if end > frozen:
-            html.append(answer_html(text[frozen:end]))
-            frozen = end
-    return "".join(html) + (answer_html(text[frozen:]) if text[frozen:] else "")
+        append, tail, reset = live.update(text[:cut])
+        frozen = "".join(live.frozen_html) if reset else frozen + append
+        assert frozen == "".join(live.frozen_html)
+        shown.append(frozen + tail)
+    return shown
 
 
 @pytest.mark.parametrize("seed", range(20))
-def test_stable_prefix_pieces_render_like_the_whole(seed: int) -> None:
+def test_live_pieces_render_like_the_whole(seed: int) -> None:
     rng = random.Random(seed)
     text = "".join(rng.choice(CORPUS) for _ in range(8)) + "last words"
-    cuts = [rng.randrange(len(text)) for _ in range(10)]
-    assert split_render(text, cuts) == answer_html(text)
+    cuts = sorted(rng.randrange(len(text)) for _ in range(10))
+    assert live_render(text, cuts) == [answer_html(mask_partial(text[:c])) for c in cuts + [len(text)]]
 
 
 @hsettings(max_examples=150, deadline=None)
-@given(st.lists(st.sampled_from(CORPUS + ["\n", "x\n", "  - sub\n", "```\n", "$$\n", "para\n"]), max_size=12),
+@given(st.lists(st.sampled_from(CORPUS + ["\n", "x\n", "  - sub\n", "```\n", "$$\n", "para\n", "[r]: https://x.y\n", "[r]\n"]),
+                max_size=12),
        st.lists(st.integers(0, 400), max_size=6))
-def test_stable_prefix_never_splits_a_block(blocks: list[str], cuts: list[int]) -> None:
+def test_live_pieces_never_split_a_block(blocks: list[str], cuts: list[int]) -> None:
+    """Frozen pieces + tail == answer_html at every update, block newlines dropped per piece."""
     text = "".join(blocks)
-    cuts = [c % (len(text) + 1) for c in cuts]
-    assert split_render(text, cuts) == answer_html(text)
+    cuts = sorted(c % (len(text) + 1) for c in cuts)
+    assert live_render(text, cuts) == [answer_html(mask_partial(text[:c])) for c in cuts + [len(text)]]
 
 
 @pytest.mark.parametrize("text", CORPUS + [HOSTILE_REPLY, "```\n</p>\n<li>\n```\n", "a  \nb\n\n---\n\nc"])
@@ -497,3 +474,16 @@ def test_sent_html_differs_from_rendered_only_by_block_newlines(text: str) -> No
     # Code keeps every newline (the browser's Copy takes its text).
     for block in re.findall(r"<pre>.*?</pre>", full, re.DOTALL):
         assert block in sent
+
+
+def test_a_slowly_streamed_key_never_shows_its_beginning_live() -> None:
+    """Issue 22: the live render masks a possible key prefix, as the cell path does."""
+    from upstage_magic.secrets import register_secret
+
+    key = "canary-LIVE-" + "q" * 12
+    register_secret(key)
+    text = f"The key is {key}, done."
+    shown = live_render(text, list(range(len("The key is "), len(text))))
+    for page in shown:
+        assert "canary-" not in page and "LIVE" not in page
+    assert "The key is ***, done." in shown[-1]

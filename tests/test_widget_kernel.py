@@ -131,7 +131,7 @@ def test_stop_from_front_end_then_magic_shares_the_conversation(
 
 def test_settings_from_config_reach_the_widget_request(kernel: KernelSession, emulator: EmulatorProcess) -> None:
     emulator.config(tokens_per_second=None, answer_tokens=None)
-    wid = kernel.json("import json\nfrom upstage_magic import ChatWidget\nfrom upstage_magic.config import "
+    wid = kernel.json("import json\nfrom upstage_magic import ChatWidget\nfrom upstage_magic.settings import "
                       "default_settings\nw = ChatWidget()\nprint(json.dumps(w.model_id))")
     # What %config UpstageMagics.max_tokens = 7 does once the magic's traits are linked.
     kernel.run("default_settings().max_tokens = 7\ndefault_settings().temperature = 0.25")

@@ -12,8 +12,8 @@ from upstage_magic.errors import (
     StreamErrorEvent,
 )
 from upstage_magic.events import FinishReason, Reasoning, ToolCall, Usage
+from upstage_magic.providers.sse import ServerSentEvent
 from upstage_magic.providers.wire import StreamParser, parse_completion
-from upstage_magic.sse import ServerSentEvent
 
 
 def delta(**fields: Any) -> str:
@@ -133,6 +133,16 @@ def test_tool_calls_assembled_from_fragments():
     assert str(calls[1]) == "now({})"
     assert items[2:] == [FinishReason("tool_calls"), Usage.from_dict(USAGE)]
     assert not any(isinstance(i, str) for i in items)
+
+
+def test_servers_that_repeat_the_name_and_id_in_every_fragment():
+    """Some OpenAI-compatible servers send the full name and id with each argument piece."""
+    pieces = ['{"city"', ': "Se', 'oul"}']
+    frag = [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": p}}
+            for p in pieces]
+    items = parse(*[delta(tool_calls=[f]) for f in frag], finish("tool_calls"), "[DONE]")
+    assert [i for i in items if isinstance(i, ToolCall)] == [
+        ToolCall(name="get_weather", arguments='{"city": "Seoul"}', id="call_1", index=0)]
 
 
 def test_tool_calls_without_finish_reason_come_at_done():

@@ -41,7 +41,7 @@ def run_demo(
     from nbclient import NotebookClient
     from nbconvert import HTMLExporter
 
-    from .errors import redact, register_secret
+    from .secrets import redact, register_secret
 
     key = os.environ.get("UPSTAGE_API_KEY", "").strip()
     if offline is None:
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             out_dir=out_dir,
         )
     except Exception as exc:  # nbclient's CellExecutionError carries the cell's error
-        from .errors import redact
+        from .secrets import redact
 
         print(f"error: the notebook failed: {redact(exc)}", file=sys.stderr)
         return 1

@@ -6,9 +6,8 @@ What never goes into the key or the file: the API key, ``api_key``/``proxy``/tim
 retry settings, and any user:password or query string of the base URL (the bare base URL
 is part of the key, so emulator answers never mix with real ones).
 
-Location: ``cache.sqlite3`` in ``$UPSTAGE_MAGIC_HOME`` if set, else
-``$XDG_DATA_HOME/upstage-magic`` (``~/.local/share/upstage-magic``; on Windows
-``%LOCALAPPDATA%\\upstage-magic``). The directory is created 0700, the file 0600. Writes are
+Location: ``cache.sqlite3`` in the data directory (``settings.data_dir``, shared with the
+conversation log). The directory is created 0700, the file 0600. Writes are
 one short transaction per answer in WAL mode, so an interrupted run keeps every answer
 that had arrived. ``clear_cache()`` empties it (``%upstage cache clear``).
 """
@@ -18,7 +17,6 @@ import hashlib
 import json
 import os
 import sqlite3
-import sys
 import threading
 import time
 from pathlib import Path
@@ -28,21 +26,13 @@ from urllib.parse import urlsplit, urlunsplit
 __all__ = ["AnswerCache", "CachedAnswer", "cache_key", "clear_cache", "default_cache_path"]
 
 FILE_NAME = "cache.sqlite3"
-# Options that never change the answer (or are secrets): left out of the key.
-_NOT_IN_KEY = frozenset({
-    "api_key", "proxy", "timeout", "max_retries", "stream", "stream_options", "base_url",
-})
 
 
 def default_cache_path() -> Path:
     """Where the cache lives unless told otherwise (see the module docstring)."""
-    home = os.environ.get("UPSTAGE_MAGIC_HOME", "").strip()
-    if home:
-        return Path(home).expanduser() / FILE_NAME
-    if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
-        return Path(os.environ["LOCALAPPDATA"]) / "upstage-magic" / FILE_NAME
-    data = os.environ.get("XDG_DATA_HOME", "").strip() or str(Path.home() / ".local" / "share")
-    return Path(data).expanduser() / "upstage-magic" / FILE_NAME
+    from .settings import data_dir  # noqa: PLC0415
+
+    return data_dir() / FILE_NAME
 
 
 def _bare_url(url: Any) -> str:
@@ -57,7 +47,9 @@ def _bare_url(url: Any) -> str:
 def cache_key(model: str, messages: list[dict[str, Any]], options: dict[str, Any] | None = None,
               *, base_url: str | None = None) -> str:
     """SHA-256 hex of (base URL without credentials, model, messages, answer-relevant options)."""
-    opts = {k: v for k, v in (options or {}).items() if k not in _NOT_IN_KEY and v is not None}
+    from .request import answer_options  # noqa: PLC0415
+
+    opts = answer_options(options)
     payload = json.dumps(
         {"base_url": _bare_url(base_url), "model": model, "messages": messages, "options": opts},
         sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=repr,

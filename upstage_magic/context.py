@@ -28,9 +28,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import settings
-from .errors import mask_secrets
 from .formats import fence_ticks
+from .secrets import mask_secrets
 
 __all__ = [
     "DEFAULT_BUDGET_TOKENS",
@@ -406,6 +405,29 @@ def parse_names(spec: str | Iterable[str]) -> list[str]:
     return names
 
 
+def _summary(name: str, obj: Any, share: int) -> ContextItem | None:
+    """One variable's summary within ``share`` units (None when even a short one does not fit)."""
+    kind = _type_name(obj)
+    head = f"### {name} ({kind})"
+    w = _Writer(share - _NOTE_RESERVE - _units(head) - 2 * 12)  # 12 ≈ two fence lines
+    if w.units < 40:
+        return None
+    key = _summariser_key(obj)
+    summariser = _SUMMARISERS[key] if key is not None else _other
+    try:
+        brief = summariser(obj, w)
+    except Exception as exc:  # noqa: BLE001 - a strange object must not sink the prompt
+        w.add(f"(could not summarise: {type(exc).__name__}: {_fit(str(exc), 80)})", cut_to_fit=True)
+        brief = kind
+    body = mask_secrets("\n".join(w.lines))
+    note = "(cut to fit the context budget)" if w.cut else ""
+    fence = fence_ticks(body)
+    text = "\n".join([head, fence, body, fence] + ([note] if note else []))
+    if _units(text) + 2 > share:  # should not happen; the hard guarantee is in summarize
+        text = _fit(text, share - 2)
+    return ContextItem(name, kind, text, w.cut, brief)
+
+
 def summarize(
     names: list[str] | str,
     namespace: Mapping[str, Any],
@@ -439,7 +461,6 @@ def summarize(
         listed = ", ".join(repr(n) for n in missing)
         raise ContextError(f"--context: no variable named {listed} in the notebook. "
                            "Run the cell that defines it first, or check the spelling.")
-    settings.get_api_key()  # registers an env-var key so mask_secrets catches it
     total_units = budget_tokens * 4
     intro = ("Context: summaries of notebook variables the user attached "
              "(not the full data).")
@@ -453,31 +474,13 @@ def summarize(
     started = time.perf_counter()
     for i, name in enumerate(names):
         share = remaining // (len(names) - i)
-        obj = namespace[name]
-        kind = _type_name(obj)
-        head = f"### {name} ({kind})"
-        w = _Writer(share - _NOTE_RESERVE - _units(head) - 2 * 12)  # 12 ≈ two fence lines
-        if w.units < 40:
+        item = _summary(name, namespace[name], share)
+        if item is None:
             omitted.append(name)
             continue
-        key = _summariser_key(obj)
-        summariser = _SUMMARISERS[key] if key is not None else _other
-        try:
-            brief = summariser(obj, w)
-        except Exception as exc:  # noqa: BLE001 - a strange object must not sink the prompt
-            w.add(f"(could not summarise: {type(exc).__name__}: {_fit(str(exc), 80)})", cut_to_fit=True)
-            brief = kind
-        body = mask_secrets("\n".join(w.lines))
-        note = "(cut to fit the context budget)" if w.cut else ""
-        fence = fence_ticks(body)
-        text = "\n".join([head, fence, body, fence] + ([note] if note else []))
-        units = _units(text) + 2
-        if units > share:  # should not happen; the hard guarantee is below
-            text = _fit(text, share - 2)
-            units = _units(text) + 2
-        remaining -= units
-        chunks.append(text)
-        items.append(ContextItem(name, kind, text, w.cut, brief))
+        remaining -= _units(item.text) + 2
+        chunks.append(item.text)
+        items.append(item)
     cut_notes = [f"{it.name}: cut to fit" for it in items if it.cut]
     if omitted:
         cut_notes.append("not included (over budget): " + ", ".join(omitted))

@@ -1,7 +1,7 @@
 """The one exception tree of upstage-magic.
 
 Pure module: no aiohttp, no IPython. Third-party errors are mapped onto this tree in
-exactly one place (``providers/upstage.py``: ``TRANSPORT_ERRORS`` and
+exactly one place (``providers/http.py``: ``TRANSPORT_ERRORS`` and
 ``map_transport_error``), with the third-party tracebacks dropped.
 
 ::
@@ -23,17 +23,17 @@ exactly one place (``providers/upstage.py``: ``TRANSPORT_ERRORS`` and
         ├── StreamErrorEvent          the server sent ``data: {"error": ...}``
         └── IncompleteStreamError     the stream ended before it finished
 
-Every message says what happened and what to do. ``redact()`` removes secrets from any
-text that goes into a message; all constructors pass their text through it. It also masks
-key-shaped tokens (``up_<20+ alnum>``, ``Bearer <token>``), so it is for error and server
-texts only; conversation content (prompts, answers, exports) goes through
-``mask_secrets()``, which masks only the registered secrets and leaves ordinary text alone.
+Every message says what happened and what to do; all constructors pass their text through
+``secrets.redact`` (registered secrets and key-shaped tokens), so no message shows a key.
 """
 from __future__ import annotations
 
 import json
+import random
 import re
 from typing import Any
+
+from .secrets import cut, display_url, redact, scrub
 
 __all__ = [
     "UpstageError",
@@ -48,69 +48,12 @@ __all__ = [
     "APIConnectionError",
     "APITimeoutError",
     "StreamError",
+    "backoff",
     "MalformedEventError",
     "StreamErrorEvent",
     "IncompleteStreamError",
-    "display_url",
-    "mask_secrets",
-    "redact",
-    "register_secret",
     "status_error",
 ]
-
-# Secrets known to this process (keys seen by the provider). Kept as a set of strings
-# only so that redact() can strip them from any message; never printed.
-_SECRETS: set[str] = set()
-# Upstage keys look like ``up_`` + ~30 alphanumerics, standing alone (not inside a word
-# such as ``set_up_database``); also catch any "Bearer <token>" text in error texts.
-_KEY_PATTERNS = (
-    re.compile(r"(?<![\w-])up_[A-Za-z0-9]{20,}(?![\w-])"),
-    re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9_\-\.=]{4,}"),
-)
-
-
-def register_secret(secret: str | None) -> None:
-    """Remember a secret so redact() removes it from every later message."""
-    if secret and len(secret) >= 4:
-        _SECRETS.add(secret)
-
-
-def mask_secrets(text: Any) -> str:
-    """Return ``str(text)`` with every registered secret (exact match) masked.
-
-    For conversation content (prompts, answers, exports, chat bubbles): unlike
-    :func:`redact` it never touches ordinary text such as ``group_by_category``.
-    """
-    s = str(text)
-    for secret in sorted(_SECRETS, key=len, reverse=True):
-        if secret in s:
-            s = s.replace(secret, "***")
-    return s
-
-
-def redact(text: Any) -> str:
-    """Return ``str(text)`` with every known secret and key-like token masked.
-
-    For error and server texts; use :func:`mask_secrets` for conversation content.
-    """
-    s = mask_secrets(text)
-    s = _KEY_PATTERNS[0].sub("up_***", s)
-    s = _KEY_PATTERNS[1].sub(lambda m: m.group(1) + "***", s)
-    return s
-
-
-def _redact_value(value: Any) -> Any:
-    """A copy of a parsed JSON value with every string (key or value) passed through redact()."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {_redact_value(k): _redact_value(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact_value(v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_redact_value(v) for v in value)
-    return value
-
 
 _SENTENCE_END = (".", "!", "?", ":", ";", "\u2026")
 
@@ -183,7 +126,7 @@ class APIStatusError(UpstageError):
         self.status = status
         self.server_message = redact(server_message) if server_message else None
         self.code = code
-        self.body = _redact_value(body)
+        self.body = scrub(body, redacting=True)
         super().__init__(message, hint=hint)
 
 
@@ -242,7 +185,7 @@ class MalformedEventError(StreamError, json.JSONDecodeError):
 
     def __init__(self, message: str, doc: str = "", pos: int = 0, *, hint: str | None = None) -> None:
         # JSONDecodeError.__init__ formats its own message; set its fields by hand.
-        self.doc = redact(doc[:200])
+        self.doc = cut(doc, 200)
         self.pos = pos
         self.lineno = doc.count("\n", 0, pos) + 1
         self.colno = pos - doc.rfind("\n", 0, pos)
@@ -329,22 +272,9 @@ def _mentions_model(server_message: str | None, code: str | None, model: str | N
     return re.search(r"(?i)\bmodels?\b", server_message) is not None
 
 
-def display_url(url: str | None) -> str | None:
-    """``url`` as it may be shown: no query string, fragment or user:password part.
+def backoff(attempt: int, *, base: float = 0.5, cap: float = 8.0) -> float:
+    """Seconds to wait before retry number ``attempt`` (1-based): exponential, capped, +-25 % jitter.
 
-    Every URL that reaches a message, a repr or printed output goes through this
-    (None if ``url`` is empty). Conservative on odd input: everything up to the last ``@``
-    is dropped, so a password holding ``/``, ``?`` or ``#`` is never shown in part.
+    The one retry schedule of the package (the provider's retries and batch's per-item ones).
     """
-    if not url:
-        return None
-    text = str(url)
-    scheme, sep, rest = text.partition("://")
-    if not sep:
-        scheme, rest = "", text
-    rest = rest.rpartition("@")[2]
-    for mark in ("?", "#"):
-        rest = rest.split(mark, 1)[0]
-    return (scheme + sep + rest) or None
-
-
+    return min(cap, base * 2 ** (attempt - 1)) * (0.75 + 0.5 * random.random())

@@ -40,10 +40,17 @@ class Usage:
             prompt_tokens=num(data.get("prompt_tokens")),
             completion_tokens=num(data.get("completion_tokens")),
             total_tokens=num(data.get("total_tokens")),
-            reasoning_tokens=num(ctd.get("reasoning_tokens")) if isinstance(ctd, dict) else 0,
-            cached_tokens=num(ptd.get("cached_tokens")) if isinstance(ptd, dict) else 0,
+            # the server's details objects, else the flat counts ``to_dict`` stores
+            reasoning_tokens=num((ctd if isinstance(ctd, dict) and ctd else data).get("reasoning_tokens")),
+            cached_tokens=num((ptd if isinstance(ptd, dict) and ptd else data).get("cached_tokens")),
             raw=dict(data),
         )
+
+    def to_dict(self) -> dict[str, int]:
+        """The counts as a plain dict (what exports, the log and output metadata store)."""
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.total_tokens, "reasoning_tokens": self.reasoning_tokens,
+                "cached_tokens": self.cached_tokens}
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(

@@ -4,11 +4,10 @@ Pure module (stdlib ``sqlite3`` only). Every turn is appended with its model, op
 usage, timings and status, so ``%upstage log`` can list past conversations and
 ``%upstage resume`` can load one into a new kernel.
 
-* Where: :func:`default_log_path` (``$UPSTAGE_MAGIC_HOME/logs.db``, else
-  ``$XDG_DATA_HOME/upstage-magic/logs.db``, else ``~/.local/share/upstage-magic/logs.db``);
+* Where: :func:`default_log_path` (``logs.db`` in ``settings.data_dir()``);
   :func:`resolve_log_path` turns a setting into a path (``""`` = logging off).
 * Safety: the file is created with mode 0600 (its directory 0700); stored text passes
-  through ``errors.mask_secrets`` and options lose any key-like entry, so the API key is
+  through ``secrets.mask_secrets`` and options lose any key-like entry, so the API key is
   never written.
 * Concurrency: WAL mode, one short ``BEGIN IMMEDIATE`` transaction per write, a busy
   timeout; several kernels can append to the same file at once and nothing is lost.
@@ -17,7 +16,7 @@ usage, timings and status, so ``%upstage log`` can list past conversations and
 
     log = ConversationLog(resolve_log_path(setting))
     cid = log.latest(current_notebook()) or log.new_conversation(current_notebook())
-    log.append(cid, turn_record(exchange, options={"temperature": 0.2}))
+    row = log.append(cid, turn_record(turn))     # log.delete_turn(row) when it is retried away
 """
 from __future__ import annotations
 
@@ -33,12 +32,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import settings
-from .dryrun import public_options
-from .errors import mask_secrets
+from .request import public_options
+from .secrets import mask_secrets, scrub
 
 __all__ = [
     "ConversationLog",
+    "SessionLog",
     "ConversationSummary",
     "LogError",
     "current_notebook",
@@ -49,7 +48,7 @@ __all__ = [
     "turn_record",
 ]
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2  # 2: turns.tool_calls
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -74,7 +73,8 @@ CREATE TABLE IF NOT EXISTS turns (
     prompt_tokens INTEGER NOT NULL DEFAULT 0,
     completion_tokens INTEGER NOT NULL DEFAULT 0,
     total_tokens INTEGER NOT NULL DEFAULT 0,
-    created TEXT NOT NULL
+    created TEXT NOT NULL,
+    tool_calls TEXT
 );
 CREATE INDEX IF NOT EXISTS turns_by_conversation ON turns(conversation_id, id);
 CREATE INDEX IF NOT EXISTS conversations_by_notebook ON conversations(notebook, updated);
@@ -87,17 +87,10 @@ class LogError(RuntimeError):
 
 
 def default_log_path() -> Path:
-    """``$UPSTAGE_MAGIC_HOME/logs.db``, else ``$XDG_DATA_HOME/upstage-magic/logs.db``, else
-    ``~/.local/share/upstage-magic/logs.db`` (``%LOCALAPPDATA%`` on Windows)."""
-    home = os.environ.get("UPSTAGE_MAGIC_HOME", "").strip()
-    if home:
-        return Path(home).expanduser() / "logs.db"
-    xdg = os.environ.get("XDG_DATA_HOME", "").strip()
-    if xdg:
-        return Path(xdg).expanduser() / "upstage-magic" / "logs.db"
-    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
-        return Path(os.environ["LOCALAPPDATA"]) / "upstage-magic" / "logs.db"
-    return Path.home() / ".local" / "share" / "upstage-magic" / "logs.db"
+    """``logs.db`` in the data directory (``settings.data_dir()``: ``$UPSTAGE_MAGIC_HOME``, ...)."""
+    from .settings import data_dir  # noqa: PLC0415
+
+    return data_dir() / "logs.db"
 
 
 def resolve_log_path(setting: str | os.PathLike[str] | None) -> Path | None:
@@ -137,15 +130,8 @@ def _iso(value: Any) -> str:
 
 
 def _mask(text: Any) -> str | None:
-    """Text with registered secrets masked; None stays None (see _register_env_key)."""
-    if text is None:
-        return None
-    return mask_secrets(text)
-
-
-def _register_env_key() -> None:
-    """Make sure a key given only in UPSTAGE_API_KEY is known to mask_secrets."""
-    settings.get_api_key()
+    """Text with registered secrets masked; None stays None."""
+    return None if text is None else mask_secrets(text)
 
 
 def _json(value: Any) -> str | None:
@@ -156,37 +142,14 @@ def _json(value: Any) -> str | None:
 
 def _usage(value: Any) -> dict[str, int] | None:
     """A usage dict from a dict or an ``events.Usage``."""
-    if value is None:
-        return None
-    if isinstance(value, Mapping):
-        return {k: int(v) for k, v in value.items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    fields = ("prompt_tokens", "completion_tokens", "total_tokens", "reasoning_tokens", "cached_tokens")
-    return {f: int(getattr(value, f, 0) or 0) for f in fields}
+    if value is None or hasattr(value, "to_dict"):
+        return None if value is None else value.to_dict()
+    return {k: int(v) for k, v in dict(value).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def turn_record(exchange: Any, *, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The dict :meth:`ConversationLog.append` takes, from a finished ``session.Exchange``."""
-    turn = getattr(exchange, "turn", None)
-    timings = {
-        "elapsed_s": getattr(exchange, "elapsed", None),
-        "ttft_s": getattr(exchange, "ttft", None),
-        "tokens_per_second": getattr(exchange, "tokens_per_second", None),
-    }
-    return {
-        "prompt": getattr(exchange, "prompt", ""),
-        "answer": getattr(exchange, "text", ""),
-        "reasoning": getattr(exchange, "reasoning", "") or None,
-        "system": getattr(exchange, "system", None),
-        "model": getattr(exchange, "model", None),
-        "status": getattr(exchange, "status", "done"),
-        "error": getattr(turn, "error", None),
-        "options": dict(options or {}),
-        "usage": _usage(getattr(exchange, "usage", None)),
-        "finish_reason": getattr(exchange, "finish_reason", None),
-        "timings": {k: round(v, 4) for k, v in timings.items() if isinstance(v, (int, float))},
-        "created": getattr(turn, "created", None) or time.time(),
-    }
+def turn_record(turn: Any) -> dict[str, Any]:
+    """The dict :meth:`ConversationLog.append` takes, from a recorded ``session.Turn``."""
+    return {**turn.to_dict(), "created": turn.created}
 
 
 @dataclass(frozen=True)
@@ -297,6 +260,8 @@ class ConversationLog:
         conn.execute("BEGIN IMMEDIATE")
         for stmt in filter(str.strip, _SCHEMA.split(";")):
             conn.execute(stmt)
+        if "tool_calls" not in {r[1] for r in conn.execute("PRAGMA table_info(turns)")}:  # a version 1 file
+            conn.execute("ALTER TABLE turns ADD COLUMN tool_calls TEXT")
         conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
         conn.execute("COMMIT")
 
@@ -304,7 +269,6 @@ class ConversationLog:
     def new_conversation(self, notebook: str | None = None, *, title: str | None = None) -> int:
         """Start a conversation (for ``notebook``, a path or None); return its id."""
         now = _now()
-        _register_env_key()
         with self._connect(write=True) as conn:
             assert conn is not None
             cur = conn.execute(
@@ -319,12 +283,17 @@ class ConversationLog:
         Keys: ``prompt``, ``answer`` (required), ``reasoning``, ``system``, ``model``,
         ``status`` (default "done"), ``error``, ``options`` (dict; key-like entries are
         dropped), ``usage`` (dict or ``Usage``), ``timings`` (dict), ``finish_reason``,
-        ``created`` (epoch seconds or ISO string; default now).
+        ``tool_calls`` (list), ``created`` (epoch seconds or ISO string; default now).
         """
         return self._append_many(conversation_id, [turn])[-1]
 
+    def delete_turn(self, turn_id: int) -> None:
+        """Remove one turn (an answer that was retried away), so a resumed conversation lacks it."""
+        with self._connect(write=True) as conn:
+            assert conn is not None
+            conn.execute("DELETE FROM turns WHERE id = ?", (int(turn_id),))
+
     def _append_many(self, conversation_id: int, turns: Sequence[Mapping[str, Any]]) -> list[int]:
-        _register_env_key()
         rows = [self._row(conversation_id, t) for t in turns]
         ids: list[int] = []
         with self._connect(write=True) as conn:
@@ -335,8 +304,8 @@ class ConversationLog:
             for row in rows:
                 cur = conn.execute(
                     "INSERT INTO turns (conversation_id, prompt, answer, reasoning, system, model, status,"
-                    " error, options, usage, timings, prompt_tokens, completion_tokens, total_tokens, created)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+                    " error, options, usage, timings, prompt_tokens, completion_tokens, total_tokens, created,"
+                    " tool_calls) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
                 ids.append(int(cur.lastrowid or 0))
             title = conv["title"] or (rows[0][1][:_TITLE_CHARS] if rows else None)
             conn.execute("UPDATE conversations SET updated = ?, title = ? WHERE id = ?",
@@ -358,8 +327,8 @@ class ConversationLog:
             _mask(t["answer"]) or "",
             _mask(t.get("reasoning")),
             _mask(t.get("system")),
-            t.get("model"),
-            str(t.get("status") or "done"),
+            _mask(t.get("model")),
+            _mask(t.get("status") or "done"),
             _mask(t.get("error")),
             _json(public_options(t.get("options"))),
             _json(usage),
@@ -368,6 +337,7 @@ class ConversationLog:
             int(u.get("completion_tokens", 0)),
             int(u.get("total_tokens", 0)) or int(u.get("prompt_tokens", 0)) + int(u.get("completion_tokens", 0)),
             _iso(t.get("created")),
+            _json(scrub(t.get("tool_calls")) or None),
         )
 
     def import_json(self, path: str | os.PathLike[str], *, notebook: str | None = None) -> int:
@@ -440,7 +410,8 @@ class ConversationLog:
                 "options": json.loads(r["options"]) if r["options"] else {},
                 "usage": json.loads(r["usage"]) if r["usage"] else None,
                 "timings": json.loads(r["timings"]) if r["timings"] else {},
-                "created": r["created"],
+                "tool_calls": json.loads(r["tool_calls"]) if r["tool_calls"] else [],
+                "created": r["created"], "id": r["id"],
             })
         return out
 
@@ -461,8 +432,8 @@ class ConversationLog:
 
 def session_turns(rows: Sequence[Mapping[str, Any]]) -> list[Any]:
     """``session.Turn`` objects from :meth:`ConversationLog.load` rows (for ``%upstage resume``)."""
-    from .events import Usage  # imported here: the log itself does not need the session
-    from .session import Turn
+    from .events import Usage  # noqa: PLC0415 - the log itself does not need the session
+    from .session import Turn  # noqa: PLC0415
 
     turns = []
     for r in rows:
@@ -475,12 +446,87 @@ def session_turns(rows: Sequence[Mapping[str, Any]]) -> list[Any]:
                 when = float(created)
         except ValueError:
             pass
+        timings = dict(r.get("timings") or {})
+        finish = timings.pop("finish_reason", None)
         turns.append(Turn(
             prompt=r["prompt"], answer=r["answer"], status=r.get("status") or "done",
             model=r.get("model"), usage=Usage.from_dict(r["usage"]) if r.get("usage") else None,
-            error=r.get("error"), system=r.get("system"), created=when,
+            error=r.get("error"), system=r.get("system"), created=when, reasoning=r.get("reasoning") or "",
+            tool_calls=list(r.get("tool_calls") or []), finish_reason=finish, options=dict(r.get("options") or {}),
+            timings=timings,
         ))
     return turns
+
+
+class SessionLog:
+    """Keeps a ChatSession in the log: each recorded turn appended as it ends, a retried one removed.
+
+    ``path_setting()`` gives the ``log_path`` setting (None: default file, "": off) and
+    ``namespace()`` the user namespace (to name the notebook). A log that cannot be written
+    is turned off for the process with one ``warn(message)``; the answer is never affected.
+    """
+
+    def __init__(self, path_setting: Any, namespace: Any = None, *, warn: Any = None) -> None:
+        self._path_setting = path_setting
+        self._namespace = namespace or (lambda: None)
+        self._warn = warn or (lambda message: None)
+        self._log: ConversationLog | None = None
+        self.conversation: int | None = None
+        self._rows: dict[int, int] = {}  # id(turn) -> row id
+        self.failed = False
+
+    def open(self) -> ConversationLog | None:
+        """The ConversationLog of the current setting (None when the log is off)."""
+        path = resolve_log_path(self._path_setting())
+        if path is None:
+            return None
+        if self._log is None or self._log.path != path:
+            self._log = ConversationLog(path)
+        return self._log
+
+    def attach(self, session: Any) -> None:
+        session.on_end(self.ended)
+        session.on_remove(self.removed)
+
+    def detach(self, session: Any) -> None:
+        session.remove_callback(self.ended)
+        session.remove_callback(self.removed)
+        self.conversation = None
+
+    def new_conversation(self) -> None:
+        """The next answer starts a new conversation in the log."""
+        self.conversation = None
+
+    def ended(self, exchange: Any) -> None:
+        """Append a finished, recorded answer."""
+        if not exchange.record or self.failed or exchange.turn is None:
+            return
+        try:
+            clog = self.open()
+            if clog is None:
+                return
+            if self.conversation is None:
+                self.conversation = clog.new_conversation(current_notebook(self._namespace()))
+            self._rows[id(exchange.turn)] = clog.append(self.conversation, turn_record(exchange.turn))
+        except (LogError, OSError) as exc:
+            self.failed = True
+            self._warn(f"Note: the conversation log is off for this kernel ({mask_secrets(exc)}). "
+                       "Set UpstageMagics.log_path to a writable file, or '' to turn it off.")
+
+    def removed(self, turn: Any) -> None:
+        """Delete a turn that was taken back (Retry), so a resumed conversation lacks it."""
+        row = self._rows.pop(id(turn), None)
+        clog = self._log
+        if row is not None and clog is not None and not self.failed:
+            try:
+                clog.delete_turn(row)
+            except (LogError, OSError):
+                pass
+
+    def resumed(self, conversation: int, turns: list[Any], rows: Sequence[Mapping[str, Any]]) -> None:
+        """``turns`` (loaded from ``rows`` of ``conversation``) continue that conversation."""
+        self.conversation = conversation
+        self._rows = {id(t): int(r["id"]) for t, r in zip(turns, rows, strict=False) if r.get("id") is not None}
 
 
 def format_conversations(rows: list[ConversationSummary], *, width: int = 60) -> str:

@@ -6,7 +6,9 @@ a gate: the live ``GET /models`` list is the truth, and names this table does no
 
 Public API:
 
-- ``DEFAULT_MODEL``: the model used when none is chosen (``"solar-pro4"``).
+- ``DEFAULT_MODEL``: the model used when none is chosen (``"solar-pro4"``); ``ALIASES``:
+  the only names resolved to another (``"solar"`` -> the default). Retired and legacy names
+  are sent as written, with a notice; the server decides.
 - ``KNOWN_MODELS``: every :class:`ModelInfo`, current first, then older, then retired.
 - ``model_info(name)``: alias or dated id -> :class:`ModelInfo`, ``None`` when unknown.
 - ``dated_id(name)``: the dated id the API answers with (``"solar-pro4-260806"``).
@@ -18,6 +20,7 @@ Public API:
 - ``retired_notice(model)``: a one-line notice naming the replacement, or ``None``.
 - ``listed_model_ids()``: the ids a live ``GET /models`` returns today (the offline fallback).
 - ``group_models(ids)``: a short grouped listing: aliases first, dated ids folded under them.
+- ``fetch_models(provider, ...)``: the live list, cached per provider, server and key.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
+    "ALIASES",
     "ALL_EFFORTS",
     "DEFAULT_MODEL",
     "KNOWN_MODELS",
@@ -34,6 +38,7 @@ __all__ = [
     "check_effort",
     "dated_id",
     "effort_for_think",
+    "fetch_models",
     "group_models",
     "listed_model_ids",
     "model_info",
@@ -96,6 +101,9 @@ KNOWN_MODELS: tuple[ModelInfo, ...] = (
     ModelInfo("solar-1-mini-chat", None, "retired", False, None, replacement="solar-mini4"),
     ModelInfo("solar-1-mini-chat-ja", None, "retired", False, None, replacement="solar-mini4"),
 )
+
+#: Names the client resolves to another id before sending (the provider's ``model_aliases``).
+ALIASES: dict[str, str] = {"solar": DEFAULT_MODEL}
 
 _BY_NAME: dict[str, ModelInfo] = {name: m for m in KNOWN_MODELS for name in m.names}
 _DATED_RE = re.compile(r"^(?P<base>.+)-(?P<date>\d{6}|\d{8})$")
@@ -213,17 +221,25 @@ def group_models(ids: list[str]) -> list[tuple[str, list[str]]]:
 
 # ---------------------------------------------------------------------------- the live list
 
-_LIVE: dict[tuple[int, str], list[str]] = {}
+_LIVE: dict[tuple[int, str, str], list[str]] = {}
 
 
 async def fetch_models(provider: object, *, base_url: str | None = None, refresh: bool = False,
                        **options: object) -> tuple[list[str], str | None]:
-    """The live model list of ``base_url`` (cached for the session), or the known list.
+    """The live model list of ``base_url`` (cached per provider, server and key), or the known list.
 
     Returns ``(ids, note)``: ``note`` is ``None`` for a live list, else one line saying the
     known list is shown and why. ``provider`` is anything with an async ``list_models``.
+    The ids come from a server: registered secrets are masked in them.
     """
-    key = (id(provider), base_url or "")
+    from .secrets import cut, fingerprint, scrub  # noqa: PLC0415
+    from .settings import get_api_key  # noqa: PLC0415
+
+    try:
+        who = fingerprint(str(options.get("api_key") or get_api_key() or ""))
+    except Exception:  # noqa: BLE001 - a malformed key: the list call will say so
+        who = ""
+    key = (id(provider), base_url or "", who)
     if not refresh and key in _LIVE:
         return list(_LIVE[key]), None
     known = [str(m) for m in getattr(provider, "models", None) or listed_model_ids()]
@@ -233,14 +249,9 @@ async def fetch_models(provider: object, *, base_url: str | None = None, refresh
     try:
         if base_url:
             options["base_url"] = base_url
-        ids = [str(i) for i in await list_models(**options)]
+        ids = [cut(str(i), 200) for i in scrub(list(await list_models(**options)))]  # type: ignore[operator,unused-ignore]
     except Exception as exc:  # noqa: BLE001 - any failure: fall back, say why in one line
-        reason = str(exc).split("\n", 1)[0].rstrip(".")
+        reason = cut(str(exc).split("\n", 1)[0].rstrip("."), 300)
         return known, f"known list; the API could not be asked: {reason}"
     _LIVE[key] = ids
     return list(ids), None
-
-
-def forget_live_models() -> None:
-    """Drop the cached live lists (a new key or server)."""
-    _LIVE.clear()

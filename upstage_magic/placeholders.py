@@ -25,13 +25,14 @@ Pure module (no IPython). The rules:
 """
 from __future__ import annotations
 
+import json
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Filled", "code_spans", "fill"]
+__all__ = ["Filled", "code_spans", "fill", "fill_item", "read_field"]
 
 _NAME = r"[A-Za-z_]\w*"
 _FIELD = rf"{_NAME}(?:\.{_NAME}|\[[^\[\]{{}}\s]+\])*"
@@ -257,3 +258,58 @@ def fill(
     pieces.append(_TOKEN_RE.sub(sub, text[prev:]))
     result.text = "".join(pieces)
     return result
+
+
+# ------------------------------------------------------------------ batch rows
+_ITEM_FIELD = re.compile(r"\{(item|index)((?:\.[A-Za-z_][A-Za-z0-9_]*|\[[^\[\]{}]*\])*)\}")
+_ITEM_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[([^\[\]{}]*)\]")
+
+
+def read_field(value: Any, name: str, bracket: bool, where: str) -> Any:
+    """``value[name]`` / ``value.name`` without calling anything (``KeyError`` naming ``where``)."""
+    if isinstance(value, dict):
+        if name in value:
+            return value[name]
+        raise KeyError(f"{where}: no {name!r} (has {', '.join(map(str, list(value)[:12]))})")
+    if bracket and isinstance(value, (list, tuple)) and name.lstrip("-").isdigit():
+        try:
+            return value[int(name)]
+        except IndexError:
+            raise KeyError(f"{where}: index {name} is out of range (length {len(value)})") from None
+    if type(value).__module__.startswith("pandas"):  # a Series row: by label
+        try:
+            return value[name]
+        except (KeyError, IndexError, TypeError):
+            raise KeyError(f"{where}: no column {name!r}") from None
+    if name.startswith("_"):
+        raise KeyError(f"{where}: private attribute {name!r} is not allowed in templates")
+    if not bracket and hasattr(value, name):
+        got = getattr(value, name)
+        if callable(got):
+            raise KeyError(f"{where}: {name!r} is a method; templates only read values")
+        return got
+    raise KeyError(f"{where}: {type(value).__name__} has no {name!r}")
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
+
+
+def fill_item(template: str, item: Any, index: Any) -> str:
+    """A batch row's template: ``{item}``, ``{item.a}``, ``{item[k]}``, ``{index}`` filled.
+
+    Other braces stay as written. ``.a`` reads a dict's key, a row's column or a public,
+    non-callable attribute (nothing is called). A missing field raises ``KeyError`` naming it.
+    """
+
+    def sub(m: re.Match[str]) -> str:
+        value = item if m.group(1) == "item" else index
+        for attr, key in _ITEM_PART.findall(m.group(2)):
+            value = read_field(value, attr or key.strip("'\""), bool(key), f"{m.group(0)} at index {index!r}")
+        return _text(value)
+
+    return _ITEM_FIELD.sub(sub, template)

@@ -22,6 +22,8 @@ import re
 from typing import Any
 
 from .errors import UpstageError
+from .formats import strip_json_fence
+from .secrets import cut
 
 __all__ = [
     "Schema",
@@ -32,7 +34,6 @@ __all__ = [
 ]
 
 _SHOWN_CHARS = 200
-_FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*[ \t]*\n(.*?)\n?```\s*$", re.DOTALL)
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -56,17 +57,15 @@ class SchemaValidationError(UpstageError, ValueError):
 
 
 def _cut(text: str, limit: int = _SHOWN_CHARS) -> str:
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+    return cut(text, limit, more=f"... ({len(text)} characters)")
 
 
 def parse_json(text: str) -> Any:
     """Parse a reply as JSON, after stripping a surrounding ```json fence if present."""
     if not isinstance(text, str):
         raise SchemaValidationError(f"Expected the reply as text, got {type(text).__name__}.", text=repr(text))
-    m = _FENCE.match(text)
-    body = m.group(1) if m else text
     try:
-        return json.loads(body)
+        return json.loads(strip_json_fence(text))
     except ValueError as exc:
         raise SchemaValidationError(
             f"The reply is not valid JSON ({exc}). Reply: {_cut(text)!r}.", text=text, errors=[str(exc)]

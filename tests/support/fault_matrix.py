@@ -16,7 +16,7 @@ The table and its runners live here (``tests.support.fault_matrix``);
 
     .venv/bin/python benchmarks/fault_matrix.py [--entry provider,magic,widget] [--fault NAME]
 
-Retries: the provider's retry wait (``upstage_magic.providers.upstage._sleep``) is wrapped
+Retries: the provider's retry wait (``upstage_magic.providers.http._sleep``) is wrapped
 by a recorder that logs every requested delay and sleeps at most ``Fault.sleep_cap``
 seconds, so "for ever" faults stay fast while the delay the provider *asked for* (e.g. the
 Retry-After value) is still checked exactly. "429 then success" sleeps for real (cap None)
@@ -356,37 +356,39 @@ class ProviderRunner:
 
     async def run(self, f: Fault) -> Outcome:
         from upstage_magic.errors import UpstageError
+        from upstage_magic.providers import http as up_http
         from upstage_magic.providers import upstage as up
+        from upstage_magic.request import Ask, plan
         from upstage_magic.session import ChatSession
+        from upstage_magic.settings import Settings
 
         obs = Observation()
         self.ctl.prepare(f)
         opts = self.ctl.request_options(f)
         recorder = SleepRecorder()
         recorder.cap = f.sleep_cap
-        saved = up._sleep
-        up._sleep = recorder
+        saved = up_http._sleep
+        up_http._sleep = recorder
         session = ChatSession()
         t0 = time.monotonic()
+        def ask(prompt: str, model: str, **options: object) -> Ask:
+            base_url = str(options.pop("base_url", self.ctl.base_url))
+            return Ask(prompt, model=model, base_url=base_url, extra={"api_key": KEY, **options})
+
         try:
-            ex = session.start(PROMPT, model=f.model or "solar-pro4")
+            ex = session.start(plan(Settings(), ask(PROMPT, f.model or "solar-pro4", **opts), session=session,
+                                    provider=up.Upstage))
             try:
-                async for chunk in up.Upstage.create_async_generator(ex.model, ex.messages, api_key=KEY,
-                                                                     base_url=opts.pop("base_url", self.ctl.base_url),
-                                                                     **opts):
-                    ex.add(chunk)
+                async for _ in ex.stream(up.Upstage):
+                    pass
             except UpstageError as exc:
                 obs.error = type(exc).__name__
                 obs.message = str(exc)
-                ex.finish(error=exc)
             except Exception as exc:  # noqa: BLE001 - a foreign exception is a finding
                 obs.error = f"{type(exc).__module__}.{type(exc).__name__}"
                 obs.message = repr(exc)
-                ex.finish(error=exc)
-            else:
-                ex.finish()
         finally:
-            up._sleep = saved
+            up_http._sleep = saved
         obs.elapsed = time.monotonic() - t0
         obs.delays = recorder.delays
         obs.text = ex.text
@@ -395,11 +397,9 @@ class ProviderRunner:
         obs.attempts = self.ctl.chat_requests()
         self.ctl.reset()
         try:
-            ex2 = session.start(NEXT_PROMPT, model="solar-pro4")
-            async for chunk in up.Upstage.create_async_generator(ex2.model, ex2.messages, api_key=KEY,
-                                                                 base_url=self.ctl.base_url):
-                ex2.add(chunk)
-            ex2.finish()
+            ex2 = session.start(plan(Settings(), ask(NEXT_PROMPT, "solar-pro4"), session=session, provider=up.Upstage))
+            async for _ in ex2.stream(up.Upstage):
+                pass
             obs.next_ok = f"You asked: {NEXT_PROMPT}" in ex2.text
             obs.next_detail = ex2.text[:200]
         except Exception as exc:  # noqa: BLE001
@@ -420,7 +420,7 @@ class ProviderRunner:
 KERNEL_SETUP = r'''
 %load_ext upstage_magic
 import asyncio as _fm_asyncio, hashlib as _fm_hashlib, json as _fm_json, os as _fm_os, re as _fm_re, time as _fm_time
-import upstage_magic.providers.upstage as _fm_up
+import upstage_magic.providers.http as _fm_up
 from upstage_magic.session import default_session as _fm_session
 from upstage_magic import ChatWidget
 import ipywidgets as _fm_widgets

@@ -47,7 +47,7 @@ async def _streams(base_url: str, n: int, words: int) -> dict[str, Any]:
         parts: list[str] = []
         chunks = 0
         async for chunk in Upstage.create_async_generator(
-            "solar-mini", [{"role": "user", "content": prompt_for(i, words)}],
+            "solar-mini4", [{"role": "user", "content": prompt_for(i, words)}],
             api_key=KEY, base_url=base_url, timeout=120,
         ):
             if isinstance(chunk, str):
@@ -78,7 +78,7 @@ async def _streams(base_url: str, n: int, words: int) -> dict[str, Any]:
 def run_streams(n: int = 500, words: int = 60, tps: float | None = 400.0, *,
                 workdir: Path | None = None) -> dict[str, Any]:
     """N concurrent provider streams against an emulator subprocess; figures as a dict."""
-    from upstage_magic.providers import upstage as up
+    from upstage_magic.providers import http as up
 
     with tempfile.TemporaryDirectory() as tmp:
         emu = EmulatorProcess(Path(workdir or tmp), api_key=KEY, reply="echo", tokens_per_second=tps)

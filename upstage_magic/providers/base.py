@@ -10,9 +10,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ..errors import UpstageError, register_secret
+from ..errors import UpstageError
 from ..events import StreamEvent
-from ..settings import Secret, SecretURL
+from ..secrets import Secret, SecretURL, register_secret
 
 __all__ = [
     "Messages",

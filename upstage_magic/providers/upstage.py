@@ -1,107 +1,35 @@
 """The Upstage Solar chat provider (OpenAI-compatible HTTP + Server-Sent Events).
 
-aiohttp is imported here and nowhere else in the package's core. This module is transport
-only: what the bytes mean is read by the pure ``sse`` (bytes -> events) and
-``providers.wire`` (events -> our items) modules. It is also the one place where
-third-party errors and HTTP statuses become ``upstage_magic.errors``: every await that
-touches the network catches ``TRANSPORT_ERRORS`` (aiohttp, OS/ssl, asyncio timeouts and the
-``ValueError`` aiohttp raises for a bad URL or header) and maps them with
-``map_transport_error``, which also drops aiohttp's frames (their locals hold the request
-headers); HTTP error statuses go through ``_status_error``.
+Transport is :mod:`.http` (sessions, retries, the error mapping); what the bytes mean is
+read by the pure :mod:`.sse` (bytes -> events) and :mod:`.wire` (events -> our items)
+modules. This module builds the request body and turns the response into items.
 
 Usage in streams
     ``stream_options: {"include_usage": true}`` is sent when streaming, so the server sends
     the token counts. A server that refuses the field (a 400 naming ``stream_options``) is
     asked once more without it, and that base URL is remembered for the process
     (``_NO_STREAM_OPTIONS``); nothing is retried once an answer has started.
-
-Connection handling
-    One ``aiohttp.ClientSession`` per event loop, created lazily and reused (keep-alive).
-    ``trust_env=True`` so HTTP(S)_PROXY / NO_PROXY work; ``proxy=`` per call wins.
-    A ``TCPConnector(limit=100)`` makes many concurrent streams queue instead of
-    exhausting file descriptors. After ``[DONE]`` the rest of the body (the chunked
-    terminator, often a separate read) is drained, briefly and bounded, so the connection
-    goes back to the pool. ``await Upstage.aclose()`` closes the running loop's
-    session; sessions of loops that have since closed are closed on the next use and at
-    interpreter exit, so no "Unclosed client session" warnings are left behind.
-
-Timeouts
-    Connecting a socket: ``CONNECT_TIMEOUT`` (10 s). Idle time between reads (also the
-    wait for the first byte): ``timeout=`` (default 60 s when streaming, 300 s for
-    ``stream=False`` where the server sends nothing until the whole answer is ready).
-    A stalled stream ends with ``APITimeoutError``; there is no total deadline.
-
-Retries (``max_retries``, default 3; 0 disables)
-    429, 408 and 5xx (except 501) answers and connection failures (refused, reset, DNS,
-    proxy unreachable, connect timeout) are retried with exponential backoff and jitter
-    (0.5 s, 1 s, 2 s, ... capped at 8 s, +-25 %). A ``Retry-After`` (seconds or HTTP
-    date) is honoured exactly; if it asks for more than ``MAX_RETRY_AFTER`` (60 s) we give
-    up at once with a ``RateLimitError`` carrying ``retry_after`` rather than block.
-    Read timeouts and TLS/URL errors are not retried. Nothing is retried once an OK
-    response has started: the text is never duplicated.
 """
 from __future__ import annotations
 
-import asyncio
-import atexit
-import email.utils
 import json
-import os
-import random
-import re
-import threading
-from collections.abc import Awaitable
-from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 
+from .. import models as model_table
 from .. import settings
-from ..errors import (
-    APIConnectionError,
-    APIStatusError,
-    APITimeoutError,
-    BadRequestError,
-    IncompleteStreamError,
-    MalformedEventError,
-    MissingAPIKeyError,
-    UpstageError,
-    display_url,
-    register_secret,
-    status_error,
-)
-from ..settings import Secret, SecretURL
-from ..sse import SSEDecoder
+from ..errors import APIStatusError, BadRequestError, MalformedEventError, MissingAPIKeyError
+from ..secrets import Secret, SecretURL, register_secret
 from .base import AsyncGeneratorProvider, AsyncResult, Messages, ProviderModelMixin
-from .wire import StreamParser, malformed, parse_completion, stream_error
+from .http import DEFAULT_NONSTREAM_TIMEOUT, DEFAULT_TIMEOUT, aclose_running_loop, drain, json_body, read, send
+from .sse import SSEDecoder
+from .wire import StreamParser, parse_completion
 
 __all__ = ["Upstage"]
 
-CONNECT_TIMEOUT = 10.0
-DEFAULT_TIMEOUT = 60.0
-DEFAULT_NONSTREAM_TIMEOUT = 300.0
-MAX_RETRY_AFTER = 60.0
-RETRY_BASE_DELAY = 0.5
-RETRY_MAX_DELAY = 8.0
-CONNECTION_LIMIT = 100
-_RETRY_STATUSES = frozenset({408, 429})
-_ERROR_BODY_LIMIT = 65536
-_DRAIN_LIMIT = 65536  # after [DONE]: bytes read to reach the body's end (keep-alive)
-_DRAIN_TIMEOUT = 1.0  # ... within this many seconds in all
-_USER_AGENT = "upstage-magic/0.1"
-
-# Patchable in tests (module global looked up at call time): the retry wait.
-_sleep = asyncio.sleep
-
-#: What a network operation can raise that is not ours; mapped by ``map_transport_error``.
-#: ``ValueError``: aiohttp/yarl refuse a malformed URL or a header with a line break so.
-TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
-    aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError)
-
 #: Base URLs whose server refused ``stream_options`` (a 400 naming it): not sent again.
 _NO_STREAM_OPTIONS: dict[str, bool] = {}
-
-_T = TypeVar("_T")
 
 
 class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
@@ -120,32 +48,17 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
     supports_system_message = True
     supports_message_history = True
 
-    # Built-in default; env UPSTAGE_MODEL overrides it at call time (see get_default_model).
-    default_model = settings.DEFAULT_MODEL
-    # The current models (UPSTAGE_API.md). The full capability table (dated ids, retired
-    # names, reasoning efforts) belongs in one pure module; this list is the fallback
-    # ``%upstage models`` shows when the API cannot be asked.
-    models = ["solar-pro4", "solar-mini4", "syn-pro", "solar-pro3"]
-    # Aliases are fixed mappings (only the default model depends on the environment).
-    # - "solar": the family name, meaning the built-in default model.
-    # - "solar-pro": the retired first Solar Pro; its successor is the current Pro.
-    # - "solar-mini", "solar-1-mini-chat" / "-ja": legacy small-model names, absent from the
-    #   current API reference; the current small model is solar-mini4 (multilingual).
-    # Names not listed here (including dated ids like "solar-pro4-260806", and retired
-    # ones such as "solar-pro2", which the server refuses with its own message) are sent
-    # unchanged.
-    model_aliases = {
-        "solar": settings.DEFAULT_MODEL,
-        "solar-pro": "solar-pro4",
-        "solar-mini": "solar-mini4",
-        "solar-1-mini-chat": "solar-mini4",
-        "solar-1-mini-chat-ja": "solar-mini4",
-    }
+    # One model table for the client (models.py): the default, today's models (the fallback
+    # list when the API cannot be asked) and the only alias ("solar"). Everything else,
+    # dated ids and retired names included, is sent as written; the server decides.
+    default_model = model_table.DEFAULT_MODEL
+    models = [m.id for m in model_table.KNOWN_MODELS if m.status != "retired"]
+    model_aliases = dict(model_table.ALIASES)
 
     @classmethod
     def get_default_model(cls) -> str:
         """Env ``UPSTAGE_MODEL`` (read on every call), else ``default_model``."""
-        return os.environ.get("UPSTAGE_MODEL", "").strip() or cls.default_model
+        return settings.env_model(cls.default_model)
 
     @classmethod
     async def create_async_generator(
@@ -185,27 +98,10 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
         api_key = None  # only the masked copy stays in this frame
         base_url = SecretURL(base_url) if base_url else None  # its repr hides credentials
         base = settings.resolve_base_url(base_url)
-        body: dict[str, Any] = {
-            "model": cls.get_model(model),
-            "messages": _messages(messages),
-            "stream": bool(stream),
-        }
-        for name, value in (
-            ("temperature", temperature),
-            ("top_p", top_p),
-            ("max_tokens", max_tokens),
-            ("stop", stop),
-            ("reasoning_effort", reasoning_effort),
-            ("response_format", response_format),
-        ):
-            if value is not None:
-                body[name] = value
         ask_usage = stream and "stream_options" not in extra and base not in _NO_STREAM_OPTIONS
-        if ask_usage:
-            body["stream_options"] = {"include_usage": True}
-        for name, value in extra.items():
-            if value is not None:
-                body[name] = value
+        body = cls._body(model, messages, stream=stream, ask_usage=ask_usage, extra=extra, temperature=temperature,
+                         top_p=top_p, max_tokens=max_tokens, stop=stop, reasoning_effort=reasoning_effort,
+                         response_format=response_format)
         headers = _Headers({
             "Authorization": f"Bearer {key}",
             "Accept": "text/event-stream" if stream else "application/json",
@@ -215,18 +111,9 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
             timeout = DEFAULT_TIMEOUT if stream else DEFAULT_NONSTREAM_TIMEOUT
 
         async def post() -> aiohttp.ClientResponse:
-            return await _send(
-                "POST",
-                base + "/chat/completions",
-                headers=headers,
-                data=json.dumps(body, ensure_ascii=False).encode(),
-                proxy=proxy,
-                timeout=timeout,
-                max_retries=max_retries,
-                key=key,
-                what="chat request",
-                model=body.get("model"),
-            )
+            return await send("POST", base + "/chat/completions", headers=headers,
+                              data=json.dumps(body, ensure_ascii=False).encode(), proxy=proxy, timeout=timeout,
+                              max_retries=max_retries, key=key, what="chat request", model=body.get("model"))
 
         refused = False
         try:
@@ -240,32 +127,21 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
             del body["stream_options"]
             response = await post()
         try:
-            if not stream:
-                raw = await _io(response.read(), key=key, started=True)
-                for item in parse_completion(_parse_json_body(raw)):
-                    yield item
-                return
-            # Transport only: the decoder cuts bytes into events and the pure parser turns
-            # a whole read's events into items (one call each per network read).
-            decoder = SSEDecoder()
-            parser = StreamParser()
-            chunks = response.content.iter_any()  # per chunk (KBs), not per event
-            while True:
-                try:
-                    chunk = await _io(chunks.__anext__(), key=key, started=True)
-                except StopAsyncIteration:
-                    for item in parser.feed(decoder.flush()):
-                        yield item
-                    break
-                for item in parser.feed(decoder.feed(chunk)):
-                    yield item
-                if parser.done:
-                    await _drain(response)
-                    break
-            for item in parser.close():
+            async for item in _items(response, stream=stream, key=key):
                 yield item
         finally:
             response.release()
+
+    @classmethod
+    def _body(cls, model: str | None, messages: Messages | str, *, stream: bool, ask_usage: bool,
+              extra: dict[str, Any], **options: Any) -> dict[str, Any]:
+        """The request body: model, role messages, the options that are set, then ``extra`` as given."""
+        body: dict[str, Any] = {"model": cls.get_model(model), "messages": _messages(messages), "stream": bool(stream)}
+        body.update({name: value for name, value in options.items() if value is not None})
+        if ask_usage:
+            body["stream_options"] = {"include_usage": True}
+        body.update({name: value for name, value in extra.items() if value is not None})
+        return body
 
     @classmethod
     async def list_models(
@@ -283,7 +159,7 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
         key = _api_key(api_key)
         api_key = None
         base_url = SecretURL(base_url) if base_url else None
-        response = await _send(
+        response = await send(
             "GET",
             settings.resolve_base_url(base_url) + "/models",
             headers=_Headers({"Authorization": f"Bearer {key}", "Accept": "application/json"}),
@@ -295,7 +171,7 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
             what="model list request",
         )
         try:
-            obj = _parse_json_body(await _io(response.read(), key=key, started=True))
+            obj = json_body(await read(response.read(), key=key, started=True))
         finally:
             response.release()
         items = obj.get("data") if isinstance(obj, dict) else obj
@@ -307,7 +183,7 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
     @classmethod
     async def aclose(cls) -> None:
         """Close the running loop's HTTP session (and any left over by closed loops)."""
-        await _aclose_running_loop()
+        await aclose_running_loop()
 
 
 # --------------------------------------------------------------------------- request
@@ -349,458 +225,29 @@ def _messages(messages: Messages | str) -> list[dict[str, Any]]:
     return list(messages)
 
 
-async def _send(
-    method: str,
-    url: str,
-    *,
-    headers: dict[str, str],
-    data: bytes | None,
-    proxy: str | None,
-    timeout: float,
-    max_retries: int,
-    key: str,
-    what: str,
-    model: str | None = None,
-) -> aiohttp.ClientResponse:
-    """Send a request, retrying while no answer has started; return an OK response.
-
-    The caller must ``release()`` the response. ``headers`` and ``key`` hold the key: pass
-    them masked (``_Headers``, ``Secret``) so a verbose traceback cannot show it.
-    """
-    __tracebackhide__ = True  # noqa: F841
-    session = _session()
-    client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=timeout)
-    attempt = 0
+async def _items(response: aiohttp.ClientResponse, *, stream: bool, key: str) -> AsyncResult:
+    """The answer's items from an OK response: a whole JSON body, or the SSE stream read by read."""
+    if not stream:
+        raw = await read(response.read(), key=key, started=True)
+        for item in parse_completion(json_body(raw)):
+            yield item
+        return
+    # Transport only: the decoder cuts bytes into events and the pure parser turns a whole
+    # read's events into items (one call each per network read).
+    decoder = SSEDecoder()
+    parser = StreamParser()
+    chunks = response.content.iter_any()  # per chunk (KBs), not per event
     while True:
-        failure: UpstageError | None = None
         try:
-            response = await session.request(
-                method, url, headers=headers, data=data, proxy=proxy or None, timeout=client_timeout
-            )
-        except TRANSPORT_ERRORS as exc:
-            failure, retryable = map_transport_error(exc, started=False, key=key)
-        if failure is not None:  # raised outside the except: no implicit chaining
-            if retryable and attempt < max_retries:
-                attempt += 1
-                await _sleep(_backoff(attempt))
-                continue
-            raise failure
-        if response.status < 400:
-            return response
-        retry_after = _parse_retry_after(response.headers)
-        try:
-            err = await _status_error(response, what=what, retry_after=retry_after, url=url, model=model)
-        finally:
-            response.release()
-        delay = _retry_delay(response.status, retry_after, attempt + 1) if attempt < max_retries else None
-        if delay is None:
-            raise err
-        attempt += 1
-        await _sleep(delay)
-
-
-async def _io(operation: Awaitable[_T], *, key: str, started: bool) -> _T:
-    """Await one read from the network; its transport errors become ours (see above)."""
-    __tracebackhide__ = True  # noqa: F841
-    try:
-        return await operation
-    except TRANSPORT_ERRORS as exc:
-        failure, _ = map_transport_error(exc, started=started, key=key)
-    raise failure  # outside the except: the aiohttp error is at most a sanitised cause
-
-
-def _backoff(attempt: int) -> float:
-    """Exponential backoff with +-25 % jitter for retry number ``attempt`` (1-based)."""
-    base = min(RETRY_MAX_DELAY, RETRY_BASE_DELAY * 2 ** (attempt - 1))
-    return base * (0.75 + 0.5 * random.random())
-
-
-def _retry_delay(status: int, retry_after: float | None, attempt: int) -> float | None:
-    """Seconds to wait before retrying after HTTP ``status``, or None to give up."""
-    if not (status in _RETRY_STATUSES or (status >= 500 and status != 501)):
-        return None
-    if retry_after is None:
-        return _backoff(attempt)
-    if retry_after > MAX_RETRY_AFTER:
-        return None
-    return retry_after
-
-
-def _parse_retry_after(headers: Any) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            ms = float(value)
-            if ms >= 0 and ms == ms:
-                return ms / 1000.0
-        except ValueError:
-            pass
-    value = headers.get("Retry-After")
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when is None:
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - datetime.now(timezone.utc)).total_seconds()
-    if seconds != seconds or seconds == float("inf"):
-        return None
-    return max(0.0, seconds)
-
-
-def _parse_json_body(raw: bytes) -> Any:
-    """A whole JSON body; an error envelope in place of an answer raises StreamErrorEvent."""
-    text = raw.decode("utf-8", "replace")
-    try:
-        obj = json.loads(text)
-    except ValueError as exc:
-        raise malformed(text, exc) from None
-    if isinstance(obj, dict) and obj.get("error") and not obj.get("choices"):
-        raise stream_error(obj["error"])
-    return obj
-
-
-# ------------------------------------------------------------ error mapping (one place)
-
-
-def _safe_cause(exc: BaseException, key: str) -> BaseException | None:
-    """``exc`` to chain as ``__cause__`` if nothing about it shows the key, else None.
-
-    The tracebacks of ``exc`` and of the exceptions chained to it are dropped: their
-    frames are aiohttp's, whose locals hold the request headers (with the key), and a
-    verbose traceback (``%xmode Verbose``) prints every frame's locals.
-    """
-    seen: set[int] = set()
-    chain: list[BaseException] = []
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        chain.append(e)
-        e = e.__cause__ or e.__context__
-    for e in chain:
-        e.__traceback__ = None
-    try:
-        for e in chain:
-            texts = (str(e), repr(e), repr(e.args), repr(getattr(e, "request_info", "")))
-            if any(key in t for t in texts):
-                return None
-    except Exception:  # a broken __repr__: do not chain what we cannot check
-        return None
-    return exc
-
-
-def _describe(exc: BaseException) -> str:
-    """``"ErrorType: text"``, without nested exception reprs like ``<XError: ...>``."""
-    text = _NESTED_REPR.sub("", str(exc)).strip().rstrip(":").strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-_NESTED_REPR = re.compile(r":?\s*<\w*(?:Error|Exception)\b[^>]*>")
-
-
-def map_transport_error(exc: BaseException, *, started: bool, key: str) -> tuple[UpstageError, bool]:
-    """The one mapping of a ``TRANSPORT_ERRORS`` error to (our error, retryable).
-
-    The error's ``__cause__`` is ``exc`` with every traceback in its chain dropped (or
-    nothing, when ``exc`` shows the key), so no traceback mode can show aiohttp's frames
-    and their request headers. Raise it outside the ``except`` block that caught ``exc``.
-    """
-    err, retryable = _transport_error(exc, started=started)
-    err.__cause__ = _safe_cause(exc, key)
-    err.__suppress_context__ = True
-    return err, retryable
-
-
-def _transport_error(exc: BaseException, *, started: bool) -> tuple[UpstageError, bool]:
-    """Map an aiohttp/asyncio/OS error to (UpstageError, retryable).
-
-    ``started``: an OK response had begun, so a break is an incomplete answer, and
-    nothing may be retried. Messages go through ``errors.redact`` in UpstageError.
-    """
-    detail = _describe(exc)
-    if isinstance(exc, asyncio.TimeoutError):  # includes aiohttp's ServerTimeoutError family
-        connect_timeout = getattr(aiohttp, "ConnectionTimeoutError", None)
-        if connect_timeout is not None and isinstance(exc, connect_timeout):
-            return APITimeoutError(
-                f"Timed out connecting to the Upstage API after {CONNECT_TIMEOUT:g} s ({detail})."
-            ), not started
-        if started:
-            return APITimeoutError(
-                "The answer stream stalled: no data arrived within the idle timeout; "
-                "the text so far was kept."
-            ), False
-        return APITimeoutError(
-            "The Upstage API did not answer within the timeout (waiting for the first byte)."
-        ), False
-    if started:
-        if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError)):
-            return IncompleteStreamError(
-                "The connection closed before the answer finished."
-            ), False
-        return IncompleteStreamError(
-            f"The connection broke while the answer was arriving ({detail})."
-        ), False
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return APIConnectionError(f"TLS/SSL error talking to the Upstage API ({detail})."), False
-    if isinstance(exc, aiohttp.ClientProxyConnectionError):
-        return APIConnectionError(f"Could not connect to the proxy ({detail})."), True
-    if isinstance(exc, aiohttp.ClientHttpProxyError):
-        return APIConnectionError(
-            f"The proxy refused the connection (HTTP {getattr(exc, 'status', '?')})."
-        ), False
-    dns_error = getattr(aiohttp, "ClientConnectorDNSError", None)
-    if dns_error is not None and isinstance(exc, dns_error):
-        return APIConnectionError(f"Could not resolve the API host ({detail})."), True
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return APIConnectionError(f"Could not connect to the Upstage API ({detail})."), True
-    if isinstance(exc, (aiohttp.InvalidURL, getattr(aiohttp, "NonHttpUrlClientError", aiohttp.InvalidURL))):
-        shown = display_url(str(getattr(exc, "url", "") or "")) or "?"
-        return APIConnectionError(
-            f"Invalid API URL ({type(exc).__name__}: {shown}).",
-            hint="Check UPSTAGE_BASE_URL / base_url: it should look like https://api.upstage.ai/v1.",
-        ), False
-    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionError)):
-        return APIConnectionError(
-            f"The connection to the Upstage API broke before an answer arrived ({detail})."
-        ), True
-    if isinstance(exc, ValueError) and not isinstance(exc, aiohttp.ClientError):
-        return APIConnectionError(
-            f"The request could not be sent ({type(exc).__name__}: a malformed URL or header).",
-            hint="Check UPSTAGE_BASE_URL / base_url (it should look like "
-            "https://api.upstage.ai/v1) and the API key (no spaces or line breaks).",
-        ), False
-    return APIConnectionError(f"Request to the Upstage API failed ({detail})."), False
-
-
-async def _drain(response: aiohttp.ClientResponse) -> None:
-    """Read what is left of a finished stream's body (normally just the chunked-encoding
-    terminator) so ``release()`` returns the connection to the pool instead of closing it.
-    Bounded: about ``_DRAIN_LIMIT`` bytes within ``_DRAIN_TIMEOUT`` s in all; errors ignored
-    (the connection is then simply not reused)."""
-    content = response.content
-    if content.at_eof():
-        return
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + _DRAIN_TIMEOUT
-    size = 0
-    try:
-        while size <= _DRAIN_LIMIT:
-            left = deadline - loop.time()
-            if left <= 0:
-                return
-            part = await asyncio.wait_for(content.readany(), left)
-            if not part:
-                return
-            size += len(part)
-    except TRANSPORT_ERRORS:
-        pass
-
-
-_HTML_START = re.compile(r"\s*<(?:!doctype\s+html|html|head|body|title)\b", re.I)
-_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.I | re.S)
-_HTML_DROP = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->", re.I | re.S)
-_HTML_TAG = re.compile(r"<[^>]*>")
-
-
-def _html_text(text: str) -> str:
-    """The readable text of an HTML error page: its <title>, else its tag-stripped text."""
-    import html
-
-    match = _HTML_TITLE.search(text)
-    if match and match.group(1).strip():
-        found = match.group(1)
-    else:
-        found = _HTML_TAG.sub(" ", _HTML_DROP.sub(" ", text))
-    found = " ".join(html.unescape(found).split())
-    return found[:200] + ("..." if len(found) > 200 else "")
-
-
-def _server_message(raw: bytes) -> tuple[str | None, str | None, Any]:
-    """(message, code, parsed body) from an error body: OpenAI envelope, JSON, HTML or text."""
-    text = raw.decode("utf-8", "replace").strip()
-    try:
-        body: Any = json.loads(text) if text else None
-    except ValueError:
-        body = None
-    message = code = None
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict):
-            message = err.get("message") or err.get("detail") or err.get("msg")
-            code = err.get("code") or err.get("type")
-        elif isinstance(err, str):
-            message = err
-        if not message and isinstance(body.get("message"), str):
-            message = body["message"]
-        if not message and isinstance(body.get("detail"), str):
-            message = body["detail"]
-    if message is not None and not isinstance(message, str):
-        message = json.dumps(message)
-    if not message and text:
-        message = _html_text(text) if _HTML_START.match(text) else " ".join(text.split())
-    if message and len(message) > 500:
-        message = message[:500] + "..."
-    return message or None, (str(code) if code is not None else None), body
-
-
-async def _status_error(
-    response: aiohttp.ClientResponse,
-    *,
-    what: str,
-    retry_after: float | None,
-    url: str | None = None,
-    model: str | None = None,
-) -> APIStatusError:
-    """The APIStatusError for an HTTP error response (reads at most 64 KiB of its body)."""
-    parts: list[bytes] = []
-    size = 0
-    try:
-        while size < _ERROR_BODY_LIMIT:
-            part = await response.content.read(_ERROR_BODY_LIMIT - size)
-            if not part:
-                break
-            parts.append(part)
-            size += len(part)
-    except TRANSPORT_ERRORS:
-        pass  # keep what arrived; the status alone still maps to the right error
-    raw = b"".join(parts)
-    message, code, body = _server_message(raw)
-    return status_error(
-        response.status,
-        server_message=message,
-        code=code,
-        body=body,
-        retry_after=retry_after,
-        what=what,
-        url=url,
-        model=model,
-    )
-
-
-# ------------------------------------------------------------- sessions (one per loop)
-#
-# Keyed by loop (a WeakKeyDictionary would not help: a session refers to its loop, so the
-# loop would never be collected). Each session gets a "guard": an async generator parked
-# at its first ``yield`` and registered with the loop through the asyncgen hooks. When the
-# loop shuts down its async generators (``asyncio.run`` and ``asyncio.Runner`` do this just
-# before closing the loop, as do pytest-asyncio's loops), the guard's ``finally`` closes
-# the session inside that loop, so scripts that never call ``aclose()`` leave no
-# "Unclosed client session". Loops closed without that step are swept on the next use
-# and at interpreter exit.
-
-
-class _Entry:
-    __slots__ = ("session", "guard")
-
-    def __init__(self, session: aiohttp.ClientSession, guard: Any) -> None:
-        self.session = session
-        self.guard = guard
-
-
-_sessions: dict[asyncio.AbstractEventLoop, _Entry] = {}
-_lock = threading.Lock()
-
-
-async def _close_with_loop(loop: asyncio.AbstractEventLoop, session: aiohttp.ClientSession):
-    """Guard: parked until the loop (or aclose) finalises it; then closes the session."""
-    try:
-        yield
-    finally:
-        if loop.is_closed():
-            _close_now(session)
-        elif not session.closed:
-            await session.close()
-
-
-def _session() -> aiohttp.ClientSession:
-    """The running loop's ClientSession, created on first use."""
-    loop = asyncio.get_running_loop()
-    entry = _sessions.get(loop)
-    if entry is not None and not entry.session.closed:
-        return entry.session
-    _sweep_closed_loops()
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=CONNECTION_LIMIT),
-        trust_env=True,
-        headers={"User-Agent": _USER_AGENT},
-    )
-    guard = _close_with_loop(loop, session)
-    try:  # start it synchronously: runs the loop's firstiter hook, stops at the yield
-        guard.asend(None).send(None)
-    except StopIteration:
-        pass
-    with _lock:
-        old = _sessions.get(loop)
-        _sessions[loop] = _Entry(session, guard)
-    if old is not None:
-        _finish_now(old)
-    return session
-
-
-def _close_now(session: aiohttp.ClientSession) -> None:
-    """Close a session without awaiting (its loop cannot run any more)."""
-    connector = session.connector
-    if connector is None or connector.closed:
-        return
-    close = getattr(connector, "_close", None)  # sync; public close() returns an awaitable
-    try:
-        if close is not None:
-            close()
-        else:  # pragma: no cover - very old aiohttp
-            connector.close()
-    except Exception:
-        pass
-
-
-def _finish_now(entry: _Entry) -> None:
-    """Finish a guard synchronously (no loop needed when the session is closed/its loop is)."""
-    try:
-        entry.guard.aclose().send(None)
-    except (StopIteration, StopAsyncIteration):
-        pass
-    except Exception:
-        pass
-    _close_now(entry.session)
-
-
-def _sweep_closed_loops() -> None:
-    """Drop (and close) sessions whose event loop has been closed."""
-    with _lock:
-        dead = [(loop, e) for loop, e in _sessions.items() if loop.is_closed()]
-        for loop, _ in dead:
-            del _sessions[loop]
-    for _, entry in dead:
-        _finish_now(entry)
-
-
-async def _aclose_running_loop() -> None:
-    _sweep_closed_loops()
-    with _lock:
-        entry = _sessions.pop(asyncio.get_running_loop(), None)
-    if entry is not None:
-        await entry.guard.aclose()  # runs the guard's finally: closes the session
-
-
-@atexit.register
-def _close_all_sessions() -> None:
-    """At interpreter exit: close every session, politely when its loop can still run."""
-    with _lock:
-        items = list(_sessions.items())
-        _sessions.clear()
-    for loop, entry in items:
-        if not entry.session.closed and not loop.is_closed() and not loop.is_running():
-            try:
-                loop.run_until_complete(entry.guard.aclose())
-            except Exception:
-                pass
-        if not entry.session.closed:
-            _finish_now(entry)
+            chunk = await read(chunks.__anext__(), key=key, started=True)
+        except StopAsyncIteration:
+            for item in parser.feed(decoder.flush()):
+                yield item
+            break
+        for item in parser.feed(decoder.feed(chunk)):
+            yield item
+        if parser.done:
+            await drain(response)
+            break
+    for item in parser.close():
+        yield item

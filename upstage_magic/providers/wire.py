@@ -31,7 +31,8 @@ from typing import Any
 
 from ..errors import IncompleteStreamError, MalformedEventError, StreamErrorEvent
 from ..events import FinishReason, Reasoning, ToolCall, Usage
-from ..sse import ServerSentEvent
+from ..secrets import cut
+from .sse import ServerSentEvent
 
 __all__ = ["Item", "StreamParser", "parse_completion", "malformed", "stream_error"]
 
@@ -45,7 +46,7 @@ _UNDECIDED, _THINKING, _AFTER_THINK, _ANSWER = range(4)
 
 def malformed(data: str, exc: BaseException | None = None, *, shape: bool = False) -> MalformedEventError:
     """The error for an event that is not JSON (``exc`` from json) or not of the right shape."""
-    snippet = data[:80] + ("..." if len(data) > 80 else "")
+    snippet = cut(data, 80)
     what = "an event of unexpected shape" if shape else "an event that is not valid JSON"
     pos = getattr(exc, "pos", 0) or 0
     return MalformedEventError(f"The server sent {what}: {snippet!r}", data, pos)
@@ -61,7 +62,7 @@ def stream_error(error: Any) -> StreamErrorEvent:
     if not isinstance(message, str):
         message = json.dumps(message)
     return StreamErrorEvent(
-        f"The server reported an error during the answer: {message}",
+        f"The server reported an error during the answer: {cut(message, 500)}",
         code=str(code) if code is not None else None,
     )
 
@@ -165,7 +166,8 @@ class _ToolCalls:
             if name:
                 if not isinstance(name, str):
                     raise _Shape
-                part[1] += name
+                if name != part[1]:  # some servers repeat the whole name in every fragment
+                    part[1] += name
             if args:
                 if not isinstance(args, str):  # some servers send the object itself
                     args = json.dumps(args, ensure_ascii=False)

@@ -170,6 +170,61 @@ class _Job:
             self._task.cancel()
 
 
+class _Handoff:
+    """The buffer between a stream's task (the producer, on the background loop) and the caller."""
+
+    def __init__(self, make_stream: Callable[[], AsyncIterator[Any]]) -> None:
+        self.make_stream = make_stream
+        self.buf: collections.deque[Any] = collections.deque()
+        self.wake = threading.Event()  # set by the producer when buf gets an item, and at the end
+        self.failure: list[BaseException] = []
+        self.loop = _BG.loop
+        self.shown: asyncio.Future[None] = self.loop.create_future()  # the caller has shown the first batch
+
+    def ack(self) -> None:
+        if not self.shown.done():
+            self.shown.set_result(None)
+
+    async def pump(self) -> None:
+        append, is_set, set_wake = self.buf.append, self.wake.is_set, self.wake.set
+        stream = None
+        try:
+            stream = self.make_stream().__aiter__()
+            async for item in stream:  # the first item: handed over alone, at once...
+                append(item)
+                set_wake()
+                break
+            else:
+                return
+            # ...and shown before the rest is parsed: with both threads busy, the GIL
+            # would otherwise delay the first text by a switch interval or more.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.shown), FIRST_WAIT)
+            async for item in stream:
+                append(item)
+                if not is_set():
+                    set_wake()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - even KeyboardInterrupt: not on this loop
+            self.failure.append(exc)  # re-raised in the caller's thread
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    def take(self) -> list[Any]:
+        """Everything buffered now, in order (the caller's thread)."""
+        n = len(self.buf)
+        popleft = self.buf.popleft
+        return [popleft() for _ in range(n)]
+
+    def shown_first(self) -> None:
+        """The caller has shown the first batch: the producer may go on at full speed."""
+        if not self.shown.done():
+            self.loop.call_soon_threadsafe(self.ack)
+
+
 def run_stream(
     make_stream: Callable[[], AsyncIterator[T]],
     on_batch: Callable[[list[T]], object],
@@ -194,47 +249,8 @@ def run_stream(
     """
     __tracebackhide__ = True
     interval = max(float(interval), MIN_INTERVAL)
-    buf: collections.deque[T] = collections.deque()
-    wake = threading.Event()  # set by the producer when buf gets an item, and at the end
-
-    failure: list[BaseException] = []
-
-    loop = _BG.loop
-    shown: asyncio.Future[None] = loop.create_future()  # the caller has handled the first batch
-
-    def ack() -> None:
-        if not shown.done():
-            shown.set_result(None)
-
-    async def pump() -> None:
-        append, is_set, set_wake = buf.append, wake.is_set, wake.set
-        stream = None
-        try:
-            stream = make_stream().__aiter__()
-            async for item in stream:  # the first item: handed over alone, at once...
-                append(item)
-                set_wake()
-                break
-            else:
-                return
-            # ...and shown before the rest is parsed: with both threads busy, the GIL
-            # would otherwise delay the first text by a switch interval or more.
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(shown), FIRST_WAIT)
-            async for item in stream:
-                append(item)
-                if not is_set():
-                    set_wake()
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # noqa: BLE001 - even KeyboardInterrupt: not on this loop
-            failure.append(exc)  # re-raised in the caller's thread
-        finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()
-
-    job = _Job(pump(), on_done=wake.set)
+    handoff = _Handoff(make_stream)
+    job = _Job(handoff.pump(), on_done=handoff.wake.set)
     clock = time.monotonic
     next_wake = float("-inf")  # the first item is handed over at once
     try:
@@ -242,22 +258,20 @@ def run_stream(
             gap = next_wake - clock()
             if gap > 0:
                 job.done.wait(gap)  # the minimum tick; only the end of the stream cuts it short
-            if not wake.wait(interval if tick is not None else None):
+            if not handoff.wake.wait(interval if tick is not None else None):
                 if tick is not None:
                     tick()
                 continue
-            wake.clear()
+            handoff.wake.clear()
             finished = job.done.is_set()  # read before taking the items: then all are in buf
             next_wake = clock() + interval
-            n = len(buf)
-            if n:
-                popleft = buf.popleft
-                on_batch([popleft() for _ in range(n)])
-                if not shown.done():
-                    loop.call_soon_threadsafe(ack)
+            items = handoff.take()
+            if items:
+                on_batch(items)
+                handoff.shown_first()
             if finished:
-                if failure:
-                    raise failure[0]  # the stream's exception, after its items
+                if handoff.failure:
+                    raise handoff.failure[0]  # the stream's exception, after its items
                 job.result()  # (an error of our own in pump, if any)
                 return
     except BaseException:

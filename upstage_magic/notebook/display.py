@@ -1,11 +1,11 @@
-"""Streaming view of one answer: throttled rendering into a notebook output or stdout.
+"""How one answer looks in a notebook: throttled rendering into an output, or text to stdout.
 
-:class:`Coalescer` is pure (no IPython) and shared with the chat widget: the first text is
-rendered at once, later text at most once per ``interval`` seconds (and, for very long
-answers, no more than ``max_bytes_per_second`` of re-rendered text), and :meth:`flush`
-renders the final state once. The views read what to show from the answer's
-:class:`~upstage_magic.session.Exchange` (text, reasoning, tool calls) and build every
-display through :mod:`formats` (our sanitised HTML + plain text). No HTTP here.
+:class:`Coalescer` is pure and shared with the chat widget: the first text is rendered at
+once, later text at most once per ``interval`` seconds (and, for very long answers, no
+more than ``max_bytes_per_second`` of re-rendered text). The views read what to show from
+the answer's :class:`~upstage_magic.session.Exchange` on its owner's thread; every display
+is a MIME bundle of HTML our renderer built and sanitised plus ``text/plain``, never
+Markdown for a front end to parse. A partial answer never shows a key's beginning.
 """
 from __future__ import annotations
 
@@ -15,51 +15,33 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from . import formats
-from .errors import mask_secrets
+from ..formats import Final, fence
+from ..secrets import mask_partial, secret_tail
 
-__all__ = ["Coalescer", "stats_parts", "footer_text", "RichView", "PlainView", "thinking_html"]
+__all__ = ["Coalescer", "PlainView", "RichView", "footer_bundle", "footer_text", "html_bundle", "stats_parts",
+           "text_bundle", "thinking_html"]
 
 
 class Coalescer:
-    """Turn many small text deltas into few renders of the whole text so far.
+    """Turn many small changes into few renders.
 
-    ``render(text)`` gets the full text each time. ``push(delta)`` renders at once the
-    first time, then only when ``interval`` has passed since the last render (otherwise
-    the text is marked pending). ``poll()`` renders pending text whose time has come
-    (for stalls between deltas); ``flush()`` renders pending text unconditionally.
-    Each render re-sends the whole text, so for long answers the interval grows to keep
-    the re-sent bytes under ``max_bytes_per_second`` (None: no such bound).
+    ``changed(length)`` renders at once the first time, then only when ``interval`` has
+    passed since the last render (otherwise it is marked pending); ``poll()`` renders
+    pending changes whose time has come; ``flush()`` renders them unconditionally. Each
+    render re-renders ``length`` characters, so for long texts the interval grows to keep
+    that under ``max_bytes_per_second`` (None: no such bound).
     """
 
-    def __init__(
-        self,
-        render: Callable[[str], None],
-        *,
-        interval: float = 0.1,
-        clock: Callable[[], float] = time.monotonic,
-        max_bytes_per_second: float | None = 200_000,
-    ) -> None:
+    def __init__(self, render: Callable[[], None], *, interval: float = 0.1,
+                 clock: Callable[[], float] = time.monotonic, max_bytes_per_second: float | None = 200_000) -> None:
         self._render = render
         self.interval = float(interval)
         self._clock = clock
         self.max_bytes_per_second = max_bytes_per_second
-        self._parts: list[str] = []
-        self._text = ""
-        self._dirty_text = False
         self._length = 0
         self.renders = 0
         self.pending = False
         self._last: float | None = None
-
-    @property
-    def text(self) -> str:
-        """All text pushed so far."""
-        if self._dirty_text:
-            self._text = "".join(self._parts)
-            self._parts = [self._text]
-            self._dirty_text = False
-        return self._text
 
     def current_interval(self) -> float:
         """The interval in force now (grows with the text for long answers)."""
@@ -67,39 +49,21 @@ class Coalescer:
             return self.interval
         return max(self.interval, self._length / self.max_bytes_per_second)
 
-    def push(self, delta: str) -> None:
-        """Add text; render now if it is the first or the interval has passed."""
-        if not delta:
-            return
-        self._parts.append(delta)
-        self._length += len(delta)
-        self._dirty_text = True
-        self.pending = True
-        if self._last is None or self._clock() - self._last >= self.current_interval():
-            self._do_render()
-
     def changed(self, length: int) -> None:
-        """Something to show changed (the caller keeps the text; ``length`` = its size now)."""
+        """Something to show changed (``length``: the size a render re-renders now)."""
         self._length = length
         self.pending = True
-        if self._last is None or self._clock() - self._last >= self.current_interval():
-            self._do_render()
+        self.poll()
 
     def poll(self) -> bool:
-        """Render pending text if its interval has passed; return whether it rendered."""
+        """Render pending changes if their interval has passed; return whether it rendered."""
         if self.pending and (self._last is None or self._clock() - self._last >= self.current_interval()):
             self._do_render()
             return True
         return False
 
-    def due(self) -> float | None:
-        """When the next render may happen (clock time); None before the first render."""
-        if self._last is None:
-            return None
-        return self._last + self.current_interval()
-
     def flush(self) -> None:
-        """Render the final state once if anything is pending."""
+        """Render once if anything is pending."""
         if self.pending:
             self._do_render()
 
@@ -107,7 +71,7 @@ class Coalescer:
         self.pending = False
         self._last = self._clock()
         self.renders += 1
-        self._render(self.text)
+        self._render()
 
 
 # --------------------------------------------------------------------------------------
@@ -177,7 +141,7 @@ def footer_text(exchange: Any, status: str) -> str:
 
 def thinking_html(reasoning: str, *, done: bool, summary: str = "Thinking…", renderer: Any = None) -> str:
     """The reasoning as a separate, dimmed block: open while streaming, collapsed after."""
-    from .render import render_html  # noqa: PLC0415
+    from ..render import render_html  # noqa: PLC0415
 
     body = renderer.render(reasoning) if renderer is not None else render_html(reasoning)
     return (f'<details class="um-thinking"{"" if done else " open"}><summary>{html.escape(summary)}</summary>'
@@ -192,6 +156,68 @@ def tool_calls_text(calls: list[Any]) -> str:
         args = getattr(c, "arguments", None) if not isinstance(c, dict) else c.get("arguments")
         lines.append(f"The model asked to call {name}({args or ''})")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------
+# Bundles: our sanitised HTML (with the answer stylesheet) + plain text
+# --------------------------------------------------------------------------------------
+
+# Our own wrappers around rendered answers (thinking, context, tool calls, footer, notes).
+WRAPPER_CSS = """
+.um-answer details.um-thinking, .um-answer details.um-context {
+  margin: 0.25em 0 0.5em; padding: 0.25em 0.6em; border-left: 3px solid var(--jp-border-color1, #ccc);
+  color: var(--jp-content-font-color2, #555);
+}
+.um-answer details > summary { cursor: pointer; font-size: 0.9em; color: var(--jp-content-font-color2, #555); }
+.um-answer .um-thinking-body, .um-answer .um-context-body { font-size: 0.9em; }
+.um-answer .um-tool-calls pre { border-left: 3px solid var(--jp-brand-color1, #1976d2); padding-left: 0.6em; }
+.um-answer .um-footer, .um-answer .um-note {
+  font-size: 0.85em; font-style: italic; color: var(--jp-content-font-color2, #555); margin-top: 0.2em;
+}
+""".strip()
+
+
+def html_bundle(answer_html: str, plain: str) -> dict[str, Any]:
+    """A MIME bundle of our sanitised HTML (with the answer stylesheet) and plain text."""
+    from ..render import CSS  # noqa: PLC0415
+
+    # We render math ourselves: the front end's MathJax must not typeset server or notebook
+    # text inside our outputs (mathjax_ignore: MathJax 3 in JupyterLab 4 and Notebook 7;
+    # tex2jax_ignore: MathJax 2 in classic pages and older nbconvert templates).
+    return {"text/html": f'<style>{CSS}\n{WRAPPER_CSS}</style>'
+                         f'<div class="um-answer mathjax_ignore tex2jax_ignore">{answer_html}</div>',
+            "text/plain": plain}
+
+
+def text_bundle(text: str) -> dict[str, Any]:
+    """Plain text shown as preformatted HTML (and as text/plain)."""
+    from ..render import render_text_html  # noqa: PLC0415
+
+    return html_bundle(render_text_html(text), text)
+
+
+def body_html(fmt: str, text: str, *, renderer: Any = None, final: Final | None = None,
+              load_images: bool = False) -> str:
+    """The answer's HTML in its format: a streamed ``text`` (masked), or its ``final`` value."""
+    from ..render import render_html, render_text_html  # noqa: PLC0415
+
+    if final is not None:
+        kind, shown, lang = final.kind, final.shown, final.lang
+    else:
+        kind, shown, lang = ("text" if fmt == "text" else "code" if fmt == "json" else "markdown"), text, "json"
+    if kind == "text":
+        return render_text_html(shown)
+    if kind == "code":
+        return render_html(fence(shown, lang))
+    return renderer.render(shown) if renderer is not None else render_html(shown, load_images=load_images)
+
+
+def footer_bundle(line: str, *, notes: list[str] | None = None) -> dict[str, Any]:
+    """The one-line footer (and quiet notes under it) as escaped HTML and plain text."""
+    parts = [f'<div class="um-footer">{html.escape(line)}</div>'] if line else []
+    parts += [f'<div class="um-note">{html.escape(n)}</div>' for n in notes or ()]
+    plain = "\n".join(([f"[{line}]"] if line else []) + list(notes or ()))
+    return html_bundle("".join(parts), plain)
 
 
 # --------------------------------------------------------------------------------------
@@ -214,10 +240,10 @@ def _warm_up(render: Any) -> None:
 class RichView:
     """One answer as a notebook output: displayed at first text, updated in place.
 
-    ``fmt`` is markdown, text, code or json (see :mod:`formats`). Every update is our
-    sanitised HTML plus the raw text. At most one update per ``interval`` (see
-    :class:`Coalescer`); :meth:`finish` renders the final state once and adds the footer.
-    Reasoning, if the model streams any, shows first as a separate "Thinking…" block.
+    ``fmt`` is markdown, text, code or json. Every update is our sanitised HTML plus the
+    raw text; reasoning shows first as a separate "Thinking…" block, tool calls after the
+    answer. At most one update per ``interval`` (:class:`Coalescer`); :meth:`finish`
+    renders the final state once (the format's final value) and adds the footer.
     """
 
     def __init__(self, exchange: Any, fmt: str = "markdown", *, interval: float = 0.1,
@@ -233,15 +259,14 @@ class RichView:
         self.handle: Any = None
         self.messages = 0
         self._last_bundle: dict[str, Any] | None = None
-        self.coalescer = Coalescer(self._render_stream, interval=interval)
-        from . import render  # noqa: PLC0415
+        self.coalescer = Coalescer(lambda: self._show(self._bundle(None)), interval=interval)
+        from .. import render  # noqa: PLC0415
 
         # One renderer per answer: it re-parses only the end of a growing answer.
         self.renderer = render.AnswerRenderer(load_images=load_images)
         self._thinking = render.AnswerRenderer()
         _warm_up(render)
 
-    # streaming -------------------------------------------------------------------------
     def changed(self) -> None:
         """New items reached the exchange: render now or when the interval has passed."""
         ex = self.exchange
@@ -250,72 +275,51 @@ class RichView:
     def tick(self) -> None:
         self.coalescer.poll()
 
-    def _bundle(self, *, final: bool) -> dict[str, Any]:
+    def _bundle(self, final: Final | None) -> dict[str, Any]:
+        """The output now: streamed (``final`` None) or the complete answer in its format."""
         ex = self.exchange
-        text = ex.text
-        if final and not ex.reasoning and not ex.tool_calls:
-            return formats.final_for(self.fmt, text, load_images=self.load_images, renderer=self.renderer).bundle
-        bundle = formats.stream_bundle(self.fmt, text, load_images=self.load_images, final=final,
-                                       renderer=self.renderer)
-        extra_html, extra_plain = "", ""
+        done = final is not None or ex.status != "streaming"
+        text = ex.text if done else mask_partial(ex.text)
+        body = body_html(self.fmt, text, renderer=self.renderer, final=final, load_images=self.load_images)
+        plain = final.shown if final is not None else text
         if ex.reasoning:
-            reasoning = formats.mask_stream(ex.reasoning)
-            extra_html = thinking_html(reasoning, done=bool(text) or final, summary=self._thinking_summary(final),
-                                       renderer=self._thinking)
-            extra_plain = ""
+            reasoning = ex.reasoning if done else mask_partial(ex.reasoning)
+            body = thinking_html(reasoning, done=bool(text) or done, summary=self._thinking_summary(done),
+                                 renderer=self._thinking) + body
         if ex.tool_calls:
-            calls = formats.mask_stream(tool_calls_text(ex.tool_calls))
-            bundle = dict(bundle)
-            bundle["text/html"] += f'<div class="um-tool-calls"><pre>{html.escape(calls)}</pre></div>'
-            bundle["text/plain"] = (bundle["text/plain"] + "\n" + calls).strip("\n")
-        if extra_html:
-            bundle = dict(bundle)
-            style_end = bundle["text/html"].find("</style>") + len("</style>")
-            bundle["text/html"] = bundle["text/html"][:style_end] + extra_html + bundle["text/html"][style_end:]
-            bundle["text/plain"] = extra_plain + bundle["text/plain"]
-        return bundle
+            calls = tool_calls_text(ex.tool_calls)
+            body += f'<div class="um-tool-calls"><pre>{html.escape(calls)}</pre></div>'
+            plain = (plain + "\n" + calls).strip("\n")
+        return html_bundle(body, plain)
 
-    def _thinking_summary(self, final: bool) -> str:
+    def _thinking_summary(self, done: bool) -> str:
         ex = self.exchange
-        if not ex.text and not final:
+        if not ex.text and not done:
             return "Thinking…"
-        span = getattr(ex, "reasoning_seconds", None)
+        span = ex.reasoning_seconds
         return f"Thought for {span:.1f} s" if span else "Thoughts"
 
-    def _render_stream(self, _text: str) -> None:
-        self._show(self._bundle(final=False))
-
-    def _show(self, bundle: dict[str, Any]) -> None:
-        if bundle == self._last_bundle:
+    def _show(self, bundle: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
+        if bundle == self._last_bundle and metadata is None:
             return
         self._last_bundle = bundle
         self.messages += 1
+        extra = {"metadata": metadata} if metadata else {}
         if self.handle is None:
-            self.handle = self._display(bundle, raw=True, display_id=True)
+            self.handle = self._display(bundle, raw=True, display_id=True, **extra)
         else:
-            self.handle.update(bundle, raw=True)
+            self.handle.update(bundle, raw=True, **extra)
 
-    # end --------------------------------------------------------------------------------
-    def finish(self, final: dict[str, Any] | None, footer: str | None, *, notes: list[str] | None = None,
+    def finish(self, final: Final | None, footer: str | None, *, notes: list[str] | None = None,
                metadata: dict[str, Any] | None = None) -> None:
-        """Render the final bundle (default: the whole answer) and the footer line."""
+        """Render the final state (``final``: the format's value of a complete answer) and the footer."""
         self.coalescer.pending = False  # the final render below replaces the last flush
         ex = self.exchange
-        if final is None and (ex.text or ex.reasoning or ex.tool_calls):
-            final = self._bundle(final=True)
-        if final is not None:
-            if metadata and self.handle is not None:
-                self._last_bundle = None
-                self.messages += 1
-                self.handle.update(final, raw=True, metadata=metadata)
-            elif metadata:
-                self.messages += 1
-                self.handle = self._display(final, raw=True, display_id=True, metadata=metadata)
-            else:
-                self._show(final)
+        if ex.text or ex.reasoning or ex.tool_calls:
+            self._show(self._bundle(final if ex.text else None), metadata)
         if footer or notes:
             self.messages += 1
-            self._display(formats.footer_bundle(footer or "", notes=notes), raw=True)
+            self._display(footer_bundle(footer or "", notes=notes), raw=True)
 
 
 class PlainView:
@@ -336,42 +340,33 @@ class PlainView:
     def changed(self, *, final: bool = False) -> None:
         """Write what arrived since the last call (reasoning first, marked, then the answer).
 
-        The end of the text that could be the start of a secret is held back until it
-        is known not to be one (or masked), so a key is never written in parts.
+        The end of the text that could be the start of a secret is held back until it is
+        known not to be one, so a key is never written in parts.
         """
-        ex = self.exchange
-        out = self.out
+        ex, out = self.exchange, self.out
         text = ex.text
         if ex.reasoning and not text:
-            masked = mask_secrets(ex.reasoning)
-            masked = masked[: len(masked) - formats.secret_tail(masked)]
-            if len(masked) > self._reasoning_shown:
-                if not self._reasoning_shown:
-                    out.write("[thinking] ")
-                out.write(masked[self._reasoning_shown:])
-                self._reasoning_shown = len(masked)
+            shown = ex.reasoning[: len(ex.reasoning) - secret_tail(ex.reasoning)]
+            if len(shown) > self._reasoning_shown:
+                out.write(("" if self._reasoning_shown else "[thinking] ") + shown[self._reasoning_shown:])
+                self._reasoning_shown = len(shown)
         if text:
-            if not final:
-                text = text[: len(text) - formats.secret_tail(text)]
-            masked = mask_secrets(text)
-            if len(masked) > self._shown:
+            shown = text if final or ex.status != "streaming" else text[: len(text) - secret_tail(text)]
+            if len(shown) > self._shown:
                 if self._reasoning_shown and not self._shown:
                     out.write("\n[answer]\n")
-                out.write(masked[self._shown:])
-                self._shown = len(masked)
+                out.write(shown[self._shown:])
+                self._shown = len(shown)
         out.flush()
 
     def tick(self) -> None:
         pass
 
-    def finish(self, final: dict[str, Any] | None, footer: str | None, *, notes: list[str] | None = None,
+    def finish(self, final: Final | None, footer: str | None, *, notes: list[str] | None = None,
                metadata: dict[str, Any] | None = None) -> None:
         """End the streamed text with a newline, then print the footer line."""
         self.changed(final=True)
-        ex = self.exchange
-        out = self.out
-        if final is not None and not ex.text:
-            out.write(final.get("text/plain", ""))
+        ex, out = self.exchange, self.out
         if ex.tool_calls:
             out.write(("\n" if ex.text else "") + tool_calls_text(ex.tool_calls))
         if (ex.text or ex.tool_calls or self._reasoning_shown) and not (ex.text or "x").endswith("\n"):

@@ -26,9 +26,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import settings
-from .errors import mask_secrets
-from .formats import fence_ticks
+from ..formats import fence_ticks
+from ..secrets import cut, mask_secrets
 
 __all__ = [
     "FIX_INSTRUCTION",
@@ -59,12 +58,6 @@ FIX_INSTRUCTION = (
 
 _CELL_FILE_RE = re.compile(r"^<ipython-input-\d+-[0-9a-f]+>$|[\\/]ipykernel_\d+[\\/]\d+\.py$")
 _LIB_DIR_RE = re.compile(r"[\\/](?:site|dist)-packages[\\/]")
-
-
-def _mask(text: str) -> str:
-    """``mask_secrets`` after making sure an env-var key is registered too."""
-    settings.get_api_key()
-    return mask_secrets(text)
 
 
 def _cut_middle(text: str, limit: int) -> str:
@@ -175,11 +168,11 @@ def record_exception(
     return ErrorRecord(
         execution_count=execution_count,
         type=name,
-        message=_mask(message)[:MAX_MESSAGE_CHARS],
-        summary=_mask(summary)[:MAX_MESSAGE_CHARS],
+        message=cut(message, MAX_MESSAGE_CHARS, more='', redacting=False),
+        summary=cut(summary, MAX_MESSAGE_CHARS, more='', redacting=False),
         frames=frames,
-        chain=tuple(_mask(c)[:MAX_MESSAGE_CHARS] for c in reversed(chain)),
-        source=_mask(source),
+        chain=tuple(cut(c, MAX_MESSAGE_CHARS, more='', redacting=False) for c in reversed(chain)),
+        source=mask_secrets(source),
     )
 
 
@@ -356,7 +349,7 @@ def format_traceback(record: ErrorRecord, *, limit: int = MAX_TRACEBACK_CHARS) -
             skipped.append(_package_of(frame.filename))
     flush()
     lines.append(record.summary or f"{record.type}: {record.message}")
-    return _mask(_cut_middle("\n".join(lines), limit))
+    return mask_secrets(_cut_middle("\n".join(lines), limit))
 
 
 def build_fix_prompt(
@@ -393,4 +386,4 @@ def build_fix_prompt(
         src,
         fence,
     ]
-    return _mask("\n".join(parts))
+    return mask_secrets("\n".join(parts))

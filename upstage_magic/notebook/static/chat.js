@@ -76,7 +76,7 @@ function render({ model, el }) {
   let lastQuestion = "";
 
   // ------------------------------------------------------------------ skeleton
-  const root = h("div", "upstage-chat");
+  const root = h("div", "upstage-chat mathjax_ignore tex2jax_ignore"); // we render math ourselves: MathJax must not typeset server text
   // Lumino (JupyterLab/Notebook 7) must not treat our keys as notebook shortcuts.
   root.setAttribute("data-lm-suppress-shortcuts", "true");
   root.setAttribute("data-p-suppress-shortcuts", "true");

@@ -3,7 +3,7 @@
 ``ChatWidget`` is glue. The conversation lives in a :class:`~upstage_magic.session.ChatSession`
 (by default the kernel's, shared with ``%%upstage``); each answer is an
 :class:`~upstage_magic.session.Exchange` that drives the provider and records its turn;
-the settings are the kernel's :class:`~upstage_magic.config.Settings`, read at every send.
+the settings are the kernel's :class:`~upstage_magic.settings.Settings`, read at every send.
 The front end is a plain ES module shipped in the package (no build step, no CDN), so the
 widget works wherever anywidget does (JupyterLab 4, Notebook 7, VS Code).
 
@@ -20,12 +20,12 @@ Design notes
   temperature, max tokens), ``status``, ``busy``, ``shared``, ``notice``. It is ordinary
   widget state, so JupyterLab's "save widget state" and nbclient keep the transcript.
 * Streaming sends only the live answer, as ``live`` custom messages (never the transcript):
-  the answer's Markdown is split by :func:`stable_prefix` into *frozen* complete top-level
-  blocks (rendered once and appended) and a *tail* (re-rendered per update), so an update
-  costs the size of the tail, not of the answer. When the answer ends it is rendered whole
-  into the transcript (exactly what a cell shows); if the frozen blocks plus the final tail
-  give that same HTML, an ``adopt`` message first tells the browser to keep the live DOM as
-  the finished turn instead of parsing the answer again.
+  ``AnswerRenderer.split`` cuts its HTML into *frozen* top-level blocks (sent once, appended;
+  a ``reset`` replaces them) and a *tail* (re-sent per update), so an update costs the size
+  of the tail, not of the answer. When the answer ends it is rendered whole into the
+  transcript (exactly what a cell shows); if the frozen blocks plus the final tail give that
+  same HTML, an ``adopt`` message first tells the browser to keep the live DOM as the
+  finished turn instead of parsing the answer again.
 * The front end sends the question text in the ``send`` message (no synced input value, no
   debounce race) and clears its box only when the kernel acknowledges it; a refused send
   (busy session, empty text) is acknowledged with the error and the text stays in the box.
@@ -33,7 +33,7 @@ Design notes
   the kernel is gone ("kernel restarted: run the cell again") and shows the saved transcript
   read-only.
 * Streaming never blocks the kernel: a send starts a task on the running loop and returns.
-* Settings: by default the widget reads and writes :func:`~upstage_magic.config.default_settings`
+* Settings: by default the widget reads and writes :func:`~upstage_magic.settings.default_settings`
   (shared with ``%config UpstageMagics.*`` and ``%%upstage``). ``ChatWidget(settings=Settings(...))``
   gives it a private copy; the ``model=``/``system_prompt=``/``temperature=``/``max_tokens=``
   arguments set initial values on that private copy and are refused without one (they would
@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import threading
 import time
 import weakref
@@ -53,21 +52,16 @@ from typing import Any
 import anywidget
 from traitlets import Bool, Dict, Int, List, TraitError, Unicode
 
-from .config import Settings, default_settings
-from .display import Coalescer, stats_parts
-from .errors import UpstageError, mask_secrets, redact
-from .events import Reasoning
-from .render import render_html
-from .session import (
-    ChatSession,
-    Exchange,
-    SessionBusyError,
-    Turn,
-    default_session,
-    plural,
-)
+from ..events import Reasoning
+from ..render import render_html
+from ..request import Ask, Request, plan, resolve_model
+from ..secrets import cut, mask_partial, mask_secrets
+from ..session import ChatSession, Exchange, SessionBusyError, Turn, default_session, plural
+from ..settings import Settings, default_settings
+from .chatview import LiveAnswer, answer_html, error_parts, fmt_stats, widget_css
+from .display import Coalescer
 
-__all__ = ["MAX_SHOWN", "MAX_SHOWN_CHARS", "ChatWidget", "answer_html", "stable_prefix"]
+__all__ = ["MAX_SHOWN", "MAX_SHOWN_CHARS", "ChatWidget", "answer_html", "render_html"]
 
 log = logging.getLogger(__name__)
 
@@ -76,109 +70,6 @@ _STATIC = Path(__file__).parent / "static"
 #: at most MAX_SHOWN turns and MAX_SHOWN_CHARS of HTML (always the last turn).
 MAX_SHOWN = 30
 MAX_SHOWN_CHARS = 400_000
-_GENERIC_HINT = "This looks like a bug in upstage-magic; the chat is still usable, try again."
-_STATUS_LABELS = {"streaming": "streaming…", "done": "done", "stopped": "stopped",
-                  "length": "cut at max tokens", "error": "error"}
-
-
-def _css() -> str:
-    """The widget's stylesheet, plus the renderer's answer stylesheet when it has one."""
-    from . import render
-
-    own = (_STATIC / "chat.css").read_text(encoding="utf-8")
-    return own + "\n" + str(getattr(render, "CSS", ""))
-
-
-# --------------------------------------------------------------------- pure helpers
-# A newline right after these tags is whitespace between blocks (no effect on the page; pre
-# contents are escaped text, so no real tag occurs there): not sent, ~10% of a long answer.
-_BLOCK_NL = re.compile(r"(</(?:p|li|tr|td|th|thead|tbody|table|ul|ol|h[1-6]|blockquote|pre|div)>"
-                       r"|<(?:tr|thead|tbody|table|ul|ol|blockquote|li)>|<hr ?/?>)\n")
-
-
-def answer_html(text: str, *, load_images: bool = False) -> str:
-    """Model text -> the HTML the browser gets: secrets masked, :func:`render_html`, block
-    newlines dropped."""
-    return _BLOCK_NL.sub(r"\1", render_html(mask_secrets(text), load_images=load_images))
-
-_FENCE_OPEN = re.compile(r" {0,3}(`{3,}|~{3,})")
-_CONTINUES = re.compile(r"[ \t]|[-*+][ \t]|\d{1,9}[.)][ \t]|\[[^\]]*\]:")
-
-
-def stable_prefix(text: str, start: int = 0) -> int:
-    """End of the longest run of complete top-level Markdown blocks in ``text[start:]``.
-
-    ``start`` must itself be such a boundary (0, or an earlier result). A boundary is a
-    blank line outside fenced code and ``$$`` math, followed by a line that cannot continue
-    the block before it (not indented, not a list item, not a link definition), so
-    rendering ``text[start:end]`` alone gives the same HTML as inside the whole text.
-    """
-    best = start
-    fence: str | None = None
-    math = False
-    pos = start
-    blank_at: int | None = None  # end of the last blank line seen outside fences/math
-    while True:
-        nl = text.find("\n", pos)
-        if nl < 0:
-            return best
-        line = text[pos:nl]
-        if fence is not None:
-            s = line.lstrip(" ")
-            if len(line) - len(s) <= 3 and s.startswith(fence) and not s.strip(fence[0]).strip():
-                fence = None
-        elif not line.strip():
-            if not math:
-                blank_at = nl + 1
-        else:
-            if blank_at is not None and not math and not _CONTINUES.match(line):
-                best = blank_at
-            blank_at = None
-            m = _FENCE_OPEN.match(line)
-            if m:
-                fence = m.group(1)
-            elif line.count("$$") % 2:
-                math = not math
-        pos = nl + 1
-
-
-def _error_parts(exc: BaseException | str | None) -> dict[str, str]:
-    """{kind, message, hint} of an error, secrets redacted (one form for every error)."""
-    if isinstance(exc, UpstageError):
-        return {"kind": type(exc).__name__, "message": redact(exc.message),
-                "hint": exc.hint or "Press Retry to ask again."}
-    if isinstance(exc, SessionBusyError):
-        return {"kind": "Busy", "message": str(exc), "hint": "Wait for the answer or press Stop, then send again."}
-    if isinstance(exc, BaseException):
-        return {"kind": type(exc).__name__, "message": redact(exc) or type(exc).__name__, "hint": _GENERIC_HINT}
-    return {"kind": "Error", "message": redact(exc or "the answer failed"), "hint": "Press Retry to ask again."}
-
-
-def _fmt_stats(status: str, answer: Exchange | Turn | None, *, elapsed: bool = False) -> str:
-    bits = [_STATUS_LABELS.get(status, status)]
-    if answer is not None:
-        bits += stats_parts(answer, elapsed=elapsed)
-    return " · ".join(bits)
-
-
-class _Live:
-    """Render state of the streaming answer: frozen prefix (sent once) + tail."""
-
-    def __init__(self) -> None:
-        self.frozen = 0  # chars of the answer's Markdown already sent as frozen HTML
-        self.frozen_html: list[str] = []
-        self.reasoning_len = -1
-
-    def update(self, text: str, *, load_images: bool) -> tuple[str, str]:
-        """(newly frozen HTML to append, HTML of the tail) for ``text``."""
-        end = stable_prefix(text, self.frozen)
-        append = ""
-        if end > self.frozen:
-            append = answer_html(text[self.frozen:end], load_images=load_images)
-            self.frozen_html.append(append)
-            self.frozen = end
-        tail = answer_html(text[self.frozen:], load_images=load_images) if text[self.frozen:] else ""
-        return append, tail
 
 
 class ChatWidget(anywidget.AnyWidget):
@@ -199,7 +90,7 @@ class ChatWidget(anywidget.AnyWidget):
     """
 
     _esm = _STATIC / "chat.js"
-    _css = _css()
+    _css = widget_css()
 
     transcript = List(Dict(), help="Finished turns shown (the last MAX_SHOWN).").tag(sync=True)
     hidden_turns = List(Int(), help="[count of earlier turns not in transcript]").tag(sync=True)
@@ -237,9 +128,9 @@ class ChatWidget(anywidget.AnyWidget):
                 "Either set them for all (%config UpstageMagics.model = '...', or the widget's "
                 "Settings panel), or give this widget its own: "
                 "ChatWidget(settings=Settings(), model=...) with "
-                "'from upstage_magic.config import Settings'.")
+                "'from upstage_magic import Settings'.")
         if provider is None:
-            from .providers import Upstage
+            from ..providers import Upstage  # noqa: PLC0415
 
             provider = Upstage
         self.session = session if session is not None else default_session()
@@ -251,7 +142,7 @@ class ChatWidget(anywidget.AnyWidget):
         self._task: asyncio.Task | None = None
         self._models_task: asyncio.Task | None = None
         self._exchange: Exchange | None = None
-        self._live_render: _Live | None = None
+        self._live_render: LiveAnswer | None = None
         self._errors: dict[int, dict[str, str]] = {}  # id(turn) -> error parts of our own turns
         self._turn_ids: dict[int, int] = {}
         self._stats_by_turn: dict[int, str] = {}  # id(turn) -> final stats of our own answers
@@ -348,7 +239,7 @@ class ChatWidget(anywidget.AnyWidget):
                 return
             log = me._error_log()
             record = log.last() if log is not None else None
-            me.last_error = mask_secrets(f"In[{record.execution_count}]: {record.summary or record.type}")[:200] \
+            me.last_error = cut(f"In[{record.execution_count}]: {record.summary or record.type}", 200) \
                 if record is not None else ""
 
         self._after_cell = after_cell
@@ -362,7 +253,7 @@ class ChatWidget(anywidget.AnyWidget):
         cell), sent as a question in this chat. Needs ``%load_ext upstage_magic`` (which
         records the errors of cells).
         """
-        from .fix import build_fix_prompt
+        from .fix import build_fix_prompt  # noqa: PLC0415
 
         log = self._error_log()
         record = log.last() if log is not None else None
@@ -381,17 +272,13 @@ class ChatWidget(anywidget.AnyWidget):
         if not turns:
             self._notice(ValueError("There is no question to retry yet."), hint="Type a question first.")
             return None
-        last = turns[-1]
-        with self.session._lock:
-            if turns and turns[-1] is last:
-                turns.pop()
-        self.session._notify()
-        return self.send(last.prompt)
+        last = self.session.pop_last()
+        return self.send(last.prompt) if last is not None else None
 
     def new_chat(self) -> None:
         """Forget the conversation (also for ``%%upstage`` when it is shared)."""
         if self._exchange is not None and self._task is not None and not self._task.done():
-            self._exchange.record = False  # the stopped answer must not land in the new chat
+            self._exchange.forget()  # the stopped answer must not land in the new chat
             self._task.cancel()
         self.notice = {}
         self.session.reset()
@@ -407,12 +294,9 @@ class ChatWidget(anywidget.AnyWidget):
         """The exchange in progress (or None)."""
         return self._exchange if self.streaming else None
 
-    def request_options(self) -> dict[str, Any]:
-        """What the next send passes: model, system (None = the session's), provider kwargs."""
-        options = self.config.request_options()
-        options["model"] = self.config.model_for(self.provider)
-        options["system"] = self.config.system_prompt or None
-        return options
+    def request_for(self, text: str) -> Request:
+        """The request a send of ``text`` makes (the one plan: effort checks, notices, history)."""
+        return plan(self.config, Ask(text), session=self.session, provider=self.provider)
 
     def export(self, path: str | Path | None = None) -> Path:
         """Save the conversation (Markdown for .md, JSON for .json); returns the path.
@@ -482,7 +366,7 @@ class ChatWidget(anywidget.AnyWidget):
             try:
                 self._start(str(msg.get("text") or ""))
             except (ValueError, SessionBusyError, RuntimeError) as exc:
-                self._reply({"type": "ack", "id": mid, "ok": False, "error": _error_parts(exc)})
+                self._reply({"type": "ack", "id": mid, "ok": False, "error": error_parts(exc)})
                 return
             self._reply({"type": "ack", "id": mid, "ok": True})
         elif kind == "hello":
@@ -556,27 +440,26 @@ class ChatWidget(anywidget.AnyWidget):
             raise RuntimeError("The chat widget needs a running event loop: use it in a Jupyter kernel "
                                "(or call send() from async code).") from None
         self._loop = loop
-        options = self.request_options()
-        model = options.pop("model")
-        system = options.pop("system")
-        exchange = self.session.start(text, model=model, system=system)
+        request = self.request_for(text)
+        exchange = self.session.start(request)
+        model = request.model
         self._exchange = exchange
-        self._live_render = _Live()
+        self._live_render = LiveAnswer(load_images=bool(self.config.load_images))
         self.notice = {}
         with self.hold_sync():
             self.live = {"prompt": mask_secrets(text), "model": model, "status": "streaming",
-                         "stats": _fmt_stats("streaming", None)}
+                         "stats": fmt_stats("streaming", None)}
             self.busy = True
             self.status = "streaming…"
-        self._task = loop.create_task(self._run(exchange, options))
+        self._task = loop.create_task(self._run(exchange))
         return self._task
 
-    async def _run(self, exchange: Exchange, options: dict[str, Any]) -> None:
+    async def _run(self, exchange: Exchange) -> None:
         """Consume ``exchange.stream`` and throttle renders; the exchange records the turn."""
         loop = asyncio.get_running_loop()
         handle: asyncio.Handle | None = None
 
-        def render(_text: str) -> None:
+        def render() -> None:
             self._send_live()
 
         # Each update re-renders and sends only the unfinished tail (and the reasoning), so the
@@ -592,7 +475,7 @@ class ChatWidget(anywidget.AnyWidget):
                 handle = loop.call_later(coalescer.current_interval() / 2, poll)
 
         try:
-            async for item in exchange.stream(self.provider, options):
+            async for item in exchange.stream(self.provider):
                 if isinstance(item, str):
                     size += len(item)
                 elif isinstance(item, Reasoning) and item.text:
@@ -610,8 +493,6 @@ class ChatWidget(anywidget.AnyWidget):
         finally:
             if handle is not None:
                 handle.cancel()
-            if exchange.turn is None:  # never started (the provider raised at once)
-                exchange.finish("stopped" if exchange.error is None else None, exchange.error)
             try:
                 self._finish(exchange)
             except Exception as exc:  # noqa: BLE001
@@ -622,35 +503,35 @@ class ChatWidget(anywidget.AnyWidget):
         ex, lr = self._exchange, self._live_render
         if ex is None or lr is None:
             return
-        load_images = bool(self.config.load_images)
-        append, tail = lr.update(ex.text, load_images=load_images)
+        append, tail, reset = lr.update(ex.text)
         msg: dict[str, Any] = {"type": "live", "tail": tail}
-        if full:
+        if full or reset:
             msg["reset"] = True
             msg["append"] = "".join(lr.frozen_html)
         elif append:
             msg["append"] = append
         if ex.reasoning and (full or len(ex.reasoning) != lr.reasoning_len):
             lr.reasoning_len = len(ex.reasoning)
-            msg["reasoning"] = answer_html(ex.reasoning)
-        msg["stats"] = _fmt_stats("streaming", ex)
+            msg["reasoning"] = answer_html(mask_partial(ex.reasoning))
+        msg["stats"] = fmt_stats("streaming", ex)
         self._reply(msg)
 
     def _finish(self, exchange: Exchange) -> None:
         """The answer ended (its turn is recorded): move it from live to the transcript."""
         turn = exchange.turn
         if exchange.error is not None and turn is not None:
-            self._errors[id(turn)] = _error_parts(exchange.error)
+            self._errors[id(turn)] = error_parts(exchange.error)
         lr = self._live_render
         if lr is not None and turn is not None and self.comm is not None and lr.frozen * 2 > len(exchange.text):
             # The browser already holds the frozen blocks (most of the answer): the finished
-            # turn reuses them instead of re-sending (worth a second render of the tail only).
-            tail_src = exchange.text[lr.frozen:]
-            tail = answer_html(tail_src, load_images=bool(self.config.load_images)) if tail_src else ""
-            self._finish_hint = (id(turn), "".join(lr.frozen_html), tail, len(lr.frozen_html))
+            # turn reuses them instead of re-sending (worth a last render of the tail only).
+            held = "".join(lr.frozen_html)
+            append, tail, reset = lr.update(exchange.text)
+            if not reset:
+                self._finish_hint = (id(turn), held, append + tail, len(lr.frozen_html))
         self._exchange = None
         self._live_render = None
-        stats = _fmt_stats(exchange.status, exchange, elapsed=True)
+        stats = fmt_stats(exchange.status, exchange, elapsed=True)
         if turn is not None and turn in self.session.turns:
             self._turn_ids.setdefault(id(turn), self._new_id())
             self._stats_by_turn[id(turn)] = stats
@@ -671,15 +552,15 @@ class ChatWidget(anywidget.AnyWidget):
         load_images = bool(self.config.load_images)
         error = self._errors.get(id(turn))
         if turn.status == "error" and error is None:
-            error = _error_parts(turn.error)
-        stats = self._stats_by_turn.get(id(turn)) or _fmt_stats(turn.status, turn)
+            error = error_parts(turn.error)
+        stats = self._stats_by_turn.get(id(turn)) or fmt_stats(turn.status, turn)
         return {
             "id": self._turn_ids[id(turn)],
             "prompt": mask_secrets(turn.prompt),
             "html": answer_html(turn.answer, load_images=load_images) if turn.answer else "",
             "reasoning_html": answer_html(turn.reasoning) if turn.reasoning else "",
             "status": turn.status,
-            "model": turn.model or "",
+            "model": mask_secrets(turn.model or ""),
             "stats": stats,
             "error": error,
         }
@@ -740,7 +621,7 @@ class ChatWidget(anywidget.AnyWidget):
     def _notice(self, exc: BaseException, *, hint: str | None = None) -> None:
         """Show an error that is not an answer's (a refused send, settings, export)."""
         try:
-            parts = _error_parts(exc)
+            parts = error_parts(exc)
             if hint is not None:
                 parts["hint"] = hint
             self.notice = parts
@@ -751,15 +632,7 @@ class ChatWidget(anywidget.AnyWidget):
     # ------------------------------------------------------------------ models
     def _default_model(self) -> str:
         """The model used while the setting is empty (the provider's default)."""
-        get_model = getattr(self.provider, "get_model", None)
-        if callable(get_model):
-            try:
-                return str(get_model(None))
-            except Exception:  # noqa: BLE001,S110 - fall back to the package default
-                pass
-        from .settings import get_default_model
-
-        return get_default_model()
+        return resolve_model(None, self.provider)
 
     def _model_options(self, names: list[str]) -> list[str]:
         out: list[str] = []
@@ -779,12 +652,11 @@ class ChatWidget(anywidget.AnyWidget):
         self._loop = loop
 
         async def fetch() -> None:
-            try:
-                kwargs = {k: v for k, v in self.config.request_options().items() if k in ("base_url", "timeout")}
-                names = await lister(**kwargs)
-            except Exception:  # noqa: BLE001 - offline, no key yet...: keep the known list
-                return
-            if names:
+            from ..models import fetch_models  # noqa: PLC0415
+
+            timeout: dict[str, Any] = {"timeout": self.config.timeout} if self.config.timeout else {}
+            names, note = await fetch_models(self.provider, base_url=self.config.base_url or None, **timeout)
+            if names and note is None:
                 self.models = self._model_options(list(names))
 
         self._models_task = loop.create_task(fetch())

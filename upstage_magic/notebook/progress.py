@@ -13,6 +13,8 @@ import sys
 import threading
 from typing import Any, Protocol, TextIO
 
+from ..secrets import cut, defang
+
 __all__ = ["ProgressView", "TextProgress", "WidgetProgress", "failures_table", "make_progress", "progress_line"]
 
 MAX_FAILURES_SHOWN = 5
@@ -102,8 +104,8 @@ def failures_table(stats: _Stats, *, as_html: bool) -> str:
 
 
 def _cut(text: str, limit: int = 160) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+    """A server's message on one line: masked, cut, its non-http schemes defanged (plain text)."""
+    return defang(cut(" ".join(str(text).split()), limit, more="\u2026"))
 
 
 class TextProgress:

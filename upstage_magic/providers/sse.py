@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import StreamError
+from ..errors import StreamError
 
 __all__ = ["ServerSentEvent", "SSEDecoder", "SSEItem", "as_event", "MAX_LINE_BYTES"]
 

@@ -45,19 +45,14 @@ CancelledError propagates; ``Batch.stats`` tells the counts).
 from __future__ import annotations
 
 import asyncio
-import json
-import random
 import re
-import sys
 import time
-import types
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import settings
-from .cache import AnswerCache, cache_key
-from .errors import (
+from ..cache import AnswerCache
+from ..errors import (
     APIConnectionError,
     APITimeoutError,
     AuthenticationError,
@@ -67,9 +62,14 @@ from .errors import (
     ServerError,
     StreamError,
     UpstageError,
-    redact,
+    backoff,
 )
-from .schema import Schema, SchemaValidationError, parse_json
+from ..formats import final_for
+from ..placeholders import read_field
+from ..request import Ask, Request, RequestError, plan
+from ..schema import SchemaValidationError
+from ..secrets import cut
+from ..session import Exchange
 
 __all__ = [
     "Batch",
@@ -80,7 +80,6 @@ __all__ = [
     "BatchStats",
     "abatch",
     "batch",
-    "fill_template",
     "map_cell",
 ]
 
@@ -199,56 +198,6 @@ class BatchDict(dict):
 
 # --------------------------------------------------------------------------- templates
 
-_FIELD = re.compile(r"\{(item|index)((?:\.[A-Za-z_][A-Za-z0-9_]*|\[[^\[\]{}]*\])*)\}")
-_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[([^\[\]{}]*)\]")
-
-
-def _lookup(value: Any, name: str, bracket: bool, where: str) -> Any:
-    """``value[name]`` / ``value.name`` without calling anything."""
-    if isinstance(value, dict):
-        if name in value:
-            return value[name]
-        raise KeyError(f"{where}: no {name!r} (has {', '.join(map(str, list(value)[:12]))})")
-    if bracket and isinstance(value, (list, tuple)) and name.lstrip("-").isdigit():
-        try:
-            return value[int(name)]
-        except IndexError:
-            raise KeyError(f"{where}: index {name} is out of range (length {len(value)})") from None
-    if type(value).__module__.startswith("pandas"):  # a Series row: by label
-        try:
-            return value[name]
-        except (KeyError, IndexError, TypeError):
-            raise KeyError(f"{where}: no column {name!r}") from None
-    if name.startswith("_"):
-        raise KeyError(f"{where}: private attribute {name!r} is not allowed in templates")
-    if not bracket and hasattr(value, name):
-        got = getattr(value, name)
-        if callable(got):
-            raise KeyError(f"{where}: {name!r} is a method; templates only read values")
-        return got
-    raise KeyError(f"{where}: {type(value).__name__} has no {name!r}")
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict):
-        return json.dumps(value, ensure_ascii=False, default=str)
-    return str(value)
-
-
-def fill_template(template: str, item: Any, index: Any) -> str:
-    """Fill ``{item}``, ``{item.a}``, ``{item[k]}``, ``{index}``; other braces stay as written."""
-
-    def sub(m: re.Match[str]) -> str:
-        value = item if m.group(1) == "item" else index
-        for attr, key in _PART.findall(m.group(2)):
-            value = _lookup(value, attr or key.strip("'\""), bool(key), f"{m.group(0)} at index {index!r}")
-        return _text(value)
-
-    return _FIELD.sub(sub, template)
-
-
 # --------------------------------------------------------------------------- pacing
 
 
@@ -312,11 +261,6 @@ class _Pacer:
             self.no_cut_until = self.gate
 
 
-def _backoff(attempt: int) -> float:
-    """Exponential backoff with +-25 % jitter for retry ``attempt`` (1-based)."""
-    return min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (attempt - 1)) * (0.75 + 0.5 * random.random())
-
-
 # --------------------------------------------------------------------------- items
 
 
@@ -351,66 +295,40 @@ def _entries(items: Any) -> tuple[str, list[Any], list[Any]]:
 class Batch:
     """One batch run: build it, then ``await run()`` (or use :func:`abatch` / :func:`batch`).
 
-    ``stats`` is live while it runs; ``results`` (input order) after. Keyword arguments as
-    for :func:`batch`; ``on_progress(stats)`` is called on the loop every ``progress_interval``
-    seconds and once at the end. ``provider`` replaces the Upstage provider (anything with
-    ``create_async_generator(model, messages, **options)``; tests use it).
+    ``template`` is the prompt (or an :class:`~upstage_magic.request.Ask` whose prompt it
+    is); one :func:`~upstage_magic.request.plan` decides the request and each item fills its
+    ``{item}``/``{index}``. ``stats`` is live while it runs; ``results`` (input order) after.
+    Keyword arguments as for :func:`batch`; ``on_progress(stats)`` is called on the loop
+    every ``progress_interval`` seconds and once at the end. ``provider`` replaces the
+    Upstage provider; ``settings`` the kernel's settings.
     """
 
-    def __init__(
-        self,
-        template: str,
-        items: Any,
-        *,
-        model: str | None = None,
-        system: str | None = None,
-        concurrency: int | None = None,
-        schema: Any = None,
-        format: str = "text",
-        cache: bool | str | AnswerCache = True,
-        fail_fast: bool = False,
-        retries: int = DEFAULT_RETRIES,
-        on_progress: Callable[[BatchStats], Any] | None = None,
-        progress_interval: float = PROGRESS_INTERVAL,
-        provider: Any = None,
-        **options: Any,
-    ) -> None:
-        if not isinstance(template, str) or not template.strip():
-            raise TypeError("template must be a non-empty string such as 'Summarise: {item}'")
-        if format not in _FORMATS:
-            raise ValueError(f"format must be one of {', '.join(_FORMATS)} (schema= implies json), not {format!r}")
+    def __init__(self, template: str | Ask, items: Any, *, model: str | None = None, system: str | None = None,
+                 concurrency: int | None = None, schema: Any = None, format: str = "text",
+                 cache: bool | str | AnswerCache = True, fail_fast: bool = False, retries: int = DEFAULT_RETRIES,
+                 on_progress: Callable[[BatchStats], Any] | None = None, progress_interval: float = PROGRESS_INTERVAL,
+                 provider: Any = None, settings: Any = None, **options: Any) -> None:
         if concurrency is not None and (not isinstance(concurrency, int) or isinstance(concurrency, bool)
                                         or concurrency < 1):
             raise ValueError("concurrency must be a positive integer, e.g. concurrency=8")
         if not isinstance(retries, int) or retries < 0:
             raise ValueError("retries must be a non-negative integer")
-        for secret_free in ("stream", "max_retries"):
-            options.pop(secret_free, None)
-        self.template = template
         self.kind, self.indexes, self.elements = _entries(items)
-        self.model = model or settings.get_default_model()
-        self.system = system
+        if provider is None:
+            from ..providers import Upstage  # noqa: PLC0415
+
+            provider = Upstage
+        self._provider = provider
+        self.request = _plan(template, settings, provider, model=model, system=system, schema=schema,
+                             format=format, options=options)
+        self.model = self.request.model
         self.concurrency = concurrency or DEFAULT_CONCURRENCY
-        self.schema = Schema.of(schema) if schema is not None else None
-        self.format = "json" if self.schema is not None else format
         self.fail_fast = fail_fast
         self.retries = retries
         self.on_progress = on_progress
         self.progress_interval = progress_interval
-        self.options = options
-        if self.schema is not None:
-            options["response_format"] = self.schema.response_format
-        elif self.format == "json" and "response_format" not in options:
-            options["response_format"] = {"type": "json_object"}
-        if isinstance(cache, AnswerCache):
-            self.cache: AnswerCache | None = cache
-        elif cache is True:
-            self.cache = AnswerCache()
-        elif cache:
-            self.cache = AnswerCache(cache)
-        else:
-            self.cache = None
-        self._provider = provider
+        self.cache: AnswerCache | None = cache if isinstance(cache, AnswerCache) else \
+            AnswerCache() if cache is True else AnswerCache(cache) if cache else None
         self.stats = BatchStats(total=len(self.elements), caching=self.cache is not None,
                                 concurrency=self.concurrency)
         self.results: list[Any] = [None] * len(self.elements)
@@ -418,54 +336,32 @@ class Batch:
 
     # ------------------------------------------------------------------ requests
 
-    def messages(self, i: int) -> list[dict[str, Any]]:
-        """The chat messages for item ``i``."""
-        prompt = fill_template(self.template, self.elements[i], self.indexes[i])
-        system = self.system
-        if self.format == "json" and "json" not in (prompt + " " + (system or "")).lower():
-            # JSON mode needs the word "JSON" in the conversation (the API answers 400 otherwise).
-            system = ((system or "").rstrip() + "\n\nReply with JSON only.").strip()
-        messages = [{"role": "system", "content": system}] if system else []
-        messages.append({"role": "user", "content": prompt})
-        return messages
-
-    def _key(self, messages: list[dict[str, Any]]) -> str:
-        return cache_key(self.model, messages, self.options,
-                         base_url=self.options.get("base_url") or settings.get_base_url())
+    def item_request(self, i: int) -> Request:
+        """The request for item ``i`` (``KeyError`` when the item lacks a template field)."""
+        return self.request.for_item(self.elements[i], self.indexes[i])
 
     def _value(self, text: str) -> Any:
         """An answer's result value (raises SchemaValidationError for bad JSON)."""
-        if self.schema is not None:
-            return self.schema.parse(text)
-        if self.format == "json":
-            return parse_json(text)
-        return text
+        if self.request.format != "json":
+            return text
+        final = final_for("json", text, schema=self.request.schema)
+        if final.problem:
+            raise SchemaValidationError(final.problem, text=text)
+        return final.value
 
-    async def _ask(self, messages: list[dict[str, Any]]) -> tuple[str, int, int]:
-        """One request without retries: (text, prompt tokens, completion tokens)."""
-        from .events import Usage
-
-        provider = self._provider
-        if provider is None:
-            from .providers import Upstage
-
-            provider = Upstage
-        parts: list[str] = []
-        usage: Usage | None = None
+    async def _ask(self, request: Request) -> tuple[str, int, int]:
+        """One answer without retries: (masked text, prompt tokens, completion tokens)."""
         self.stats.requests += 1
-        async for chunk in provider.create_async_generator(
-            self.model, messages, stream=False, max_retries=0, **self.options
-        ):
-            if isinstance(chunk, str):
-                parts.append(chunk)
-            elif isinstance(chunk, Usage):
-                usage = chunk
-        return "".join(parts), (usage.prompt_tokens if usage else 0), (usage.completion_tokens if usage else 0)
+        exchange = Exchange(request)
+        async for _ in exchange.stream(self._provider):
+            pass
+        usage = exchange.usage
+        return exchange.text, (usage.prompt_tokens if usage else 0), (usage.completion_tokens if usage else 0)
 
     # ------------------------------------------------------------------ running
 
     def _fail(self, i: int, exc: BaseException, attempts: int) -> None:
-        err = BatchError(self.indexes[i], type(exc).__name__, redact(str(exc)), attempts)
+        err = BatchError(self.indexes[i], type(exc).__name__, cut(exc, 1000), attempts)
         self.results[i] = err
         self.errors.append(err)
         self.stats.failed += 1
@@ -475,51 +371,66 @@ class Batch:
         if self.fail_fast:
             raise exc
 
-    async def _item(self, i: int, pacer: _Pacer) -> None:
-        messages = self.messages(i)
-        key = self._key(messages) if self.cache is not None else ""
-        attempts = limited = 0
-        while True:
-            await pacer.acquire()
-            try:
-                text, p_tok, c_tok = await self._ask(messages)
-                value = self._value(text)
-            except RateLimitError as exc:
-                pacer.release()
-                limited += 1
-                self.stats.rate_limited += 1
-                wait = exc.retry_after if exc.retry_after is not None else _backoff(min(limited, 5))
-                if wait > MAX_RETRY_AFTER or limited > MAX_RATE_LIMIT_RETRIES:
-                    self._fail(i, exc, attempts + limited)
-                    return
-                self.stats.retries += 1
-                pacer.rate_limited(wait)
-                continue
-            except _FATAL:
-                pacer.release()
-                raise
-            except _RETRYABLE as exc:
-                pacer.release()
-                attempts += 1
-                if attempts > self.retries:
-                    self._fail(i, exc, attempts + limited)
-                    return
-                self.stats.retries += 1
-                await asyncio.sleep(_backoff(attempts))
-                continue
-            except (UpstageError, SchemaValidationError) as exc:
-                pacer.release()
-                self._fail(i, exc, attempts + limited + 1)
-                return
-            except BaseException:
-                pacer.release()
-                raise
+    async def _attempt(self, i: int, request: Request, pacer: _Pacer, tries: list[int]) -> tuple[str, int, int] | None:
+        """One try at item ``i``: its answer, or None to try again (after waiting); fails the item when done."""
+        attempts, limited = tries
+        await pacer.acquire()
+        try:
+            text, p_tok, c_tok = await self._ask(request)
+            value = self._value(text)
+        except RateLimitError as exc:
             pacer.release()
-            pacer.success()
-            break
-        if self.cache is not None:
-            self.cache.put(key, text, prompt_tokens=p_tok, completion_tokens=c_tok, model=self.model)
+            tries[1] += 1
+            self.stats.rate_limited += 1
+            wait = exc.retry_after if exc.retry_after is not None else backoff(min(limited + 1, 5))
+            if wait > MAX_RETRY_AFTER or limited + 1 > MAX_RATE_LIMIT_RETRIES:
+                self._fail(i, exc, attempts + limited + 1)
+                return None
+            self.stats.retries += 1
+            pacer.rate_limited(wait)
+            raise _Again from None
+        except _FATAL:
+            pacer.release()
+            raise
+        except _RETRYABLE as exc:
+            pacer.release()
+            tries[0] += 1
+            if attempts + 1 > self.retries:
+                self._fail(i, exc, attempts + 1 + limited)
+                return None
+            self.stats.retries += 1
+            await asyncio.sleep(backoff(attempts + 1))
+            raise _Again from None
+        except (UpstageError, SchemaValidationError) as exc:
+            pacer.release()
+            self._fail(i, exc, attempts + limited + 1)
+            return None
+        except BaseException:
+            pacer.release()
+            raise
+        pacer.release()
+        pacer.success()
         self.results[i] = value
+        return text, p_tok, c_tok
+
+    async def _item(self, i: int, pacer: _Pacer) -> None:
+        try:
+            request = self.item_request(i)
+        except KeyError as exc:  # the row lacks a template field: this item fails, the rest go on
+            self._fail(i, RequestError(str(exc.args[0])), 0)
+            return
+        tries = [0, 0]  # attempts (5xx, connection), rate-limited
+        while True:
+            try:
+                answer = await self._attempt(i, request, pacer, tries)
+            except _Again:
+                continue
+            break
+        if answer is None:
+            return
+        text, p_tok, c_tok = answer
+        if self.cache is not None:
+            self.cache.put(request.cache_key(), text, prompt_tokens=p_tok, completion_tokens=c_tok, model=self.model)
         self.stats.tokens_in += p_tok
         self.stats.tokens_out += c_tok
         self.stats.done += 1
@@ -531,24 +442,27 @@ class Batch:
             return list(range(n))
         todo: list[int] = []
         for start in range(0, n, 1000):
-            chunk = range(start, min(n, start + 1000))
-            keys = [self._key(self.messages(i)) for i in chunk]
-            found = self.cache.get_many(keys)
-            for i, key in zip(chunk, keys, strict=False):
-                hit = found.get(key)
-                if hit is None:
-                    todo.append(i)
-                    continue
+            keys: dict[int, str] = {}
+            for i in range(start, min(n, start + 1000)):
                 try:
+                    keys[i] = self.item_request(i).cache_key()
+                except KeyError:
+                    todo.append(i)  # fails when asked, with the field it lacks
+            found = self.cache.get_many(list(keys.values()))
+            for i, key in keys.items():
+                hit = found.get(key)
+                try:
+                    if hit is None:
+                        raise SchemaValidationError("not cached")
                     self.results[i] = self._value(hit.text)
-                except SchemaValidationError:
-                    todo.append(i)  # e.g. a schema tightened since: ask again
+                except SchemaValidationError:  # not cached, or a schema tightened since: ask again
+                    todo.append(i)
                     continue
                 self.stats.cached += 1
                 self.stats.done += 1
                 self.stats.tokens_in += hit.prompt_tokens
                 self.stats.tokens_out += hit.completion_tokens
-        return todo
+        return sorted(todo)
 
     async def _ticker(self) -> None:
         while True:
@@ -599,9 +513,9 @@ class Batch:
         if self.kind in ("series", "dataframe"):
             import pandas as pd  # type: ignore[import-untyped,unused-ignore]
 
-            if self.schema is not None and self.schema.fields:
-                rows = [_row(v, self.schema.fields) for v in self.results]
-                out: Any = pd.DataFrame(rows, index=items.index, columns=self.schema.fields)
+            if self.request.schema is not None and self.request.schema.fields:
+                rows = [_row(v, self.request.schema.fields) for v in self.results]
+                out: Any = pd.DataFrame(rows, index=items.index, columns=self.request.schema.fields)
             else:
                 out = pd.Series(self.results, index=items.index, name="answer", dtype=object)
             out.attrs["errors"] = errors
@@ -625,6 +539,36 @@ def _row(value: Any, fields: list[str]) -> dict[str, Any]:
     return {f: getattr(value, f, None) for f in fields}
 
 
+class _Again(Exception):
+    """Internal: try the item again (after a rate limit or a retryable failure)."""
+
+
+def _plan(template: str | Ask, settings: Any, provider: Any, *, model: str | None, system: str | None,
+          schema: Any, format: str, options: dict[str, Any]) -> Request:
+    """The batch's one request plan (``{item}`` and ``{index}`` still in its prompt)."""
+    if format not in _FORMATS:
+        raise ValueError(f"format must be one of {', '.join(_FORMATS)} (schema= implies json), not {format!r}")
+    if isinstance(template, Ask):
+        ask = template
+    else:
+        if not isinstance(template, str) or not template.strip():
+            raise TypeError("template must be a non-empty string such as 'Summarise: {item}'")
+        fields = {k: options.pop(k) for k in ("temperature", "top_p", "max_tokens", "reasoning_effort", "base_url")
+                  if k in options}
+        ask = Ask(prompt=template, model=model, system=system, schema=schema, history=False,
+                  format="json" if schema is not None else format, **fields)
+    options.pop("stream", None)
+    ask = replace(ask, stream=False, extra={**ask.extra, **options, "max_retries": 0})  # retries are ours
+    if settings is None:
+        from ..settings import default_settings  # noqa: PLC0415
+
+        settings = default_settings()
+    try:
+        return plan(settings, ask, provider=provider)
+    except RequestError as exc:
+        raise ValueError(str(exc)) from None
+
+
 async def abatch(template: str, items: Any, **kwargs: Any) -> Any:
     """Async :func:`batch` for code already on an event loop (widgets, ``await`` in a cell).
 
@@ -637,36 +581,23 @@ async def abatch(template: str, items: Any, **kwargs: Any) -> Any:
     return job.shaped(items)
 
 
-def batch(
-    template: str,
-    items: Any,
-    *,
-    model: str | None = None,
-    system: str | None = None,
-    concurrency: int | None = None,
-    schema: Any = None,
-    format: str = "text",
-    cache: bool | str | AnswerCache = True,
-    fail_fast: bool = False,
-    progress: bool = True,
-    **options: Any,
-) -> Any:
+def batch(template: str | Ask, items: Any, *, progress: bool = True, **kwargs: Any) -> Any:
     """Ask ``template`` about every item; return the answers in input order.
 
     Args:
         template: the prompt, with ``{item}``, ``{item.col}``, ``{item[key]}``, ``{index}``.
         items: a list (or other iterable), dict, pandas Series or DataFrame.
-        model: model name (default: ``UPSTAGE_MODEL`` or the package default).
-        system: an optional system message for every item.
+        progress: show a progress display (widget in a notebook, a line on stderr elsewhere).
+        model: model name (default: ``%config UpstageMagics.model``, ``UPSTAGE_MODEL`` or the
+            package default). system: a system message for every item.
         concurrency: most requests in flight (default 8); lowered on 429s, raised again.
         schema: a JSON-schema dict or Pydantic model class: validated results (implies JSON).
         format: ``"text"`` (str answers) or ``"json"`` (parsed JSON).
         cache: ``True`` (default location), ``False``, a file path or an ``AnswerCache``.
         fail_fast: raise the first failure instead of recording it and going on.
-        progress: show a progress display (widget in a notebook, a line on stderr elsewhere).
-        **options: request options (``temperature``, ``max_tokens``, ``api_key``,
-            ``base_url``, ``reasoning_effort``, ...) and ``retries`` (per-item retries of
-            5xx/connection errors, default 3).
+        retries: per-item retries of 5xx/connection errors (default 3).
+        **options: request options (``temperature``, ``max_tokens``, ``api_key``, ``base_url``,
+            ``reasoning_effort``, ...), on top of the kernel's settings.
 
     Returns:
         See the module docstring: a list/dict with ``.errors`` and ``.stats``, or an aligned
@@ -677,47 +608,27 @@ def batch(
             finished answer is cached). The first item's error with ``fail_fast=True``;
             ``AuthenticationError`` / ``ModelNotFoundError`` / ``MissingAPIKeyError`` at once.
     """
-    from .runner import run_coroutine
+    from .runner import run_coroutine  # noqa: PLC0415
 
-    model, options = _with_settings(model, options)
     view = None
     if progress:
-        from .progress import make_progress
+        from .progress import make_progress  # noqa: PLC0415
 
         view = make_progress()
-    job = Batch(template, items, model=model, system=system, concurrency=concurrency, schema=schema,
-                format=format, cache=cache, fail_fast=fail_fast,
-                on_progress=view.update if view is not None else None, **options)
+    job = Batch(template, items, on_progress=view.update if view is not None else None, **kwargs)
     if view is not None:
         view.start(job.stats)
     try:
         run_coroutine(job.run)
-    except KeyboardInterrupt:
+    except BaseException as exc:
         if view is not None:
             view.finish(job.stats, interrupted=True)
-        raise BatchInterrupted(job.stats) from None
-    except BaseException:
-        if view is not None:
-            view.finish(job.stats, interrupted=True)
+        if isinstance(exc, KeyboardInterrupt):
+            raise BatchInterrupted(job.stats) from None
         raise
     if view is not None:
         view.finish(job.stats)
     return job.shaped(items)
-
-
-def _with_settings(model: str | None, options: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
-    """The kernel's settings (``%config UpstageMagics.*``) under the call's own options.
-
-    Only what shapes the request is taken (model, base URL, sampling, reasoning, timeout);
-    a batch never streams, so ``stream`` is left out.
-    """
-    from .config import default_settings
-
-    settings = default_settings()
-    merged = settings.request_options()
-    merged.pop("stream", None)
-    merged.update(options)
-    return model or settings.model or None, merged
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -734,52 +645,30 @@ def _from_namespace(name: str, namespace: dict[str, Any], what: str) -> Any:
     value = namespace[head]
     for attr in rest:
         try:
-            value = _lookup(value, attr, False, f"{what} {name!r}")
+            value = read_field(value, attr, False, f"{what} {name!r}")
         except KeyError as exc:
             raise ValueError(str(exc.args[0])) from None
     return value
 
 
-def map_cell(
-    template: str,
-    items: str,
-    namespace: dict[str, Any],
-    *,
-    out: str | None = None,
-    schema: str | None = None,
-    **kwargs: Any,
-) -> Any:
+def map_cell(template: str | Ask, items: str, namespace: dict[str, Any], *, out: str | None = None,
+             schema: str | None = None, show: bool = True, **kwargs: Any) -> Any:
     """What ``%%upstage --map NAME [-o OUT] [--schema S] [...]`` calls.
 
-    ``template`` is the cell body, ``items`` the name after ``--map`` (``df`` or
-    ``df.text``), ``schema`` the name of a schema dict / Pydantic class, both looked up in
-    ``namespace`` (the user's). Other keyword arguments go to :func:`batch` (``model``,
-    ``system``, ``format``, ``cache``, ``fail_fast``, ``concurrency``, request options).
-    The result is stored as ``namespace[out]`` when ``out`` is given, and returned.
-    Raises ``ValueError``/``TypeError`` for bad names or arguments (show them as usage
-    errors), :class:`BatchInterrupted` on interrupt (re-raise it: queued cells stop) and
-    ``UpstageError`` for a bad key or model.
+    ``template`` is the cell body (or the cell's :class:`~upstage_magic.request.Ask`),
+    ``items`` the name after ``--map`` (``df`` or ``df.text``) and ``schema`` the name of a
+    schema dict / Pydantic class, both looked up in ``namespace``. Other keyword arguments go
+    to :func:`batch`. The result is stored as ``namespace[out]`` when ``out`` is given, and
+    returned only when ``show`` (with ``-o`` the cell shows the progress, not every row).
+    Raises ``ValueError``/``TypeError`` for bad names or arguments, :class:`BatchInterrupted`
+    on interrupt and ``UpstageError`` for a bad key or model.
     """
     if out is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", out):
         raise ValueError(f"-o {out!r}: give a variable name to store the answers in")
     data = _from_namespace(items, namespace, "--map")
-    schema_value = _from_namespace(schema, namespace, "--schema") if schema else None
-    result = batch(template, data, schema=schema_value, **kwargs)
+    if schema is not None:
+        kwargs["schema"] = _from_namespace(schema, namespace, "--schema")
+    result = batch(template, data, **kwargs)
     if out is not None:
         namespace[out] = result
-    return result
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable as :func:`batch`.
-
-    ``from upstage_magic import batch`` must give something to call, but once this
-    submodule is imported Python sets the package's ``batch`` attribute to the module
-    itself; calling the module calls the function, so both spellings work.
-    """
-
-    def __call__(self, template: str, items: Any, **kwargs: Any) -> Any:
-        return batch(template, items, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+    return result if show else None
