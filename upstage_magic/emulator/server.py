@@ -30,6 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from .api import CREATED, MODELS, ChatRequest, Reject, check_request, error_body, word_count
+from .documents import DocumentParse
 from .faults import CONFIG_KEYS, RateWindow, check_config, check_fault, request_tokens, status_reply
 from .replies import Answer, compose_answer, pieces
 
@@ -95,6 +96,8 @@ class Emulator:
         self.peak_connections = 0
         self._counter = 0
         self._runner: web.AppRunner | None = None
+        #: Document Parse (``documents.py``): its own request log, jobs and settings.
+        self.documents = DocumentParse(self._check_auth)
 
     # ----------------------------------------------------------------- configuration
 
@@ -132,6 +135,7 @@ class Emulator:
         self._peers.clear()
         self.peak_connections = len(self._open)
         self.rate_limit, self.rate_limited, self._rate = None, 0, None
+        self.documents.reset()
         for key, value in self._initial.items():
             setattr(self, key, list(value) if isinstance(value, list) else value)
 
@@ -144,7 +148,7 @@ class Emulator:
 
     def make_app(self) -> web.Application:
         """The aiohttp application (routes under /v1, /v1/solar and /_emulator)."""
-        app = web.Application(middlewares=[self._count_connections], client_max_size=32 * 1024**2)
+        app = web.Application(middlewares=[self._count_connections], client_max_size=52 * 1024**2)
         for base in ("/v1", "/v1/solar"):
             app.router.add_post(base + "/chat/completions", self._chat)
             app.router.add_get(base + "/models", self._models)
@@ -154,6 +158,7 @@ class Emulator:
             app.router.add_get(prefix + "/_emulator/requests", self._ctl_requests)
             app.router.add_post(prefix + "/_emulator/reset", self._ctl_reset)
             app.router.add_get(prefix + "/_emulator/stats", self._ctl_stats)
+        self.documents.add_routes(app, ("/v1",))
         return app
 
     async def start(self) -> str:
