@@ -71,6 +71,9 @@ class Ask:
     raw: bool = False
     errors: Mapping[int, Any] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: Functions (or :class:`~upstage_magic.tools.Tool`\ s) the model may call; ``tool_choice`` as the API takes it.
+    tools: Sequence[Any] | None = None
+    tool_choice: Any = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ class Request:
     notes: tuple[str, ...] = ()
     context: Any = None
     history: tuple[dict[str, Any], ...] = ()
+    #: The :class:`~upstage_magic.tools.Tool`\ s offered (their specs are ``options["tools"]``).
+    tools: tuple[Any, ...] = ()
 
     @property
     def streamed(self) -> bool:
@@ -138,8 +143,11 @@ class Request:
 
 def public_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     """``options`` without ``None`` values and without key-like entries (``api_key``, ``headers``)."""
-    return {str(k): v for k, v in (options or {}).items()
-            if v is not None and not any(word in str(k).lower() for word in _SECRET_WORDS)}
+    out = {str(k): v for k, v in (options or {}).items()
+           if v is not None and not any(word in str(k).lower() for word in _SECRET_WORDS)}
+    if isinstance(out.get("tools"), list):  # the names, not every schema (stored with each turn)
+        out["tools"] = [t.get("function", {}).get("name") if isinstance(t, dict) else str(t) for t in out["tools"]]
+    return out
 
 
 def answer_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -173,14 +181,19 @@ def plan(settings: Any, ask: Ask, *, session: Any = None, provider: Any = None) 
     if fmt not in formats.FORMATS:
         raise RequestError(f"Unknown format {fmt!r}; use one of {', '.join(formats.FORMATS)}.")
     schema = _schema(ask.schema, fmt)
+    tools = _tools(ask)
     options = _options(settings, ask, model, fmt, schema)
+    if tools:
+        options["tools"] = [t.spec() for t in tools]
+        if ask.tool_choice is not None:
+            options["tool_choice"] = ask.tool_choice
     history = tuple(session.history_messages()) if (session is not None and ask.history) else ()
     notice = models.retired_notice(model)
     return Request(
         model=model, messages=_messages(prompt, system, fmt, ask.context, history), options=options,
         prompt=prompt, system=system, format=fmt, schema=schema, record=ask.history,
         notices=(f"Note: {notice} Sending it anyway; the server decides.",) if notice else (),
-        notes=tuple(notes), context=ask.context, history=history,
+        notes=tuple(notes), context=ask.context, history=history, tools=tools,
     )
 
 
@@ -216,6 +229,20 @@ def _schema(schema: Any, fmt: str) -> Any:
         return Schema.of(schema)
     except TypeError as exc:
         raise RequestError(str(exc)) from None
+
+
+def _tools(ask: Ask) -> tuple[Any, ...]:
+    """The tools offered (RequestError when one cannot be described, or with no tools but a tool_choice)."""
+    if not ask.tools:
+        if ask.tool_choice not in (None, "none"):
+            raise RequestError("tool_choice needs tools to choose from (--tools).")
+        return ()
+    from .tools import ToolError, as_tools  # noqa: PLC0415 - pydantic only when tools are offered
+
+    try:
+        return as_tools(ask.tools)
+    except ToolError as exc:
+        raise RequestError(f"--tools: {exc}") from None
 
 
 def _effort(ask: Ask, settings: Any, model: str) -> str | None:

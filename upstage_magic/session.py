@@ -36,7 +36,7 @@ from .events import FinishReason, Reasoning, ToolCall, Usage
 from .request import public_options
 from .secrets import cut, mask_partial, mask_secrets, scrub
 
-__all__ = ["STATUSES", "ChatSession", "Exchange", "SessionBusyError", "Turn", "default_session", "plural"]
+__all__ = ["STATUSES", "ChatSession", "Exchange", "Recorded", "SessionBusyError", "Turn", "default_session", "plural"]
 
 #: Final statuses of a turn; an Exchange is "streaming" until it ends.
 STATUSES = ("done", "stopped", "error", "length")
@@ -86,6 +86,14 @@ class Turn:
             "reasoning": self.reasoning, "tool_calls": self.tool_calls, "estimated_tokens": self.estimated_tokens,
             "finish_reason": self.finish_reason, "options": self.options, "timings": self.timings,
         }
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What ``on_end`` listeners get for a turn recorded by :meth:`ChatSession.record` (an Exchange's shape)."""
+
+    turn: Turn
+    record: bool = True
 
 
 class Exchange:
@@ -392,6 +400,13 @@ class ChatSession:
         if exchange.record:
             self._tell("change", self)
 
+    def record(self, turn: Turn) -> None:
+        """Record a turn made of several answers (a tool loop's steps: one-offs whose usage is counted already)."""
+        with self._lock:
+            self.turns.append(turn)
+        self._tell("end", Recorded(turn))
+        self._tell("change", self)
+
     def pop_last(self) -> Turn | None:
         """Remove and return the last recorded turn (Retry), telling ``on_remove`` listeners."""
         with self._lock:
@@ -476,6 +491,10 @@ class ChatSession:
         for i, t in enumerate(self.turns, 1):
             lines += [f"## {i}. You", "", md(t.prompt), "", f"### {md(t.model or 'assistant')}", "",
                       md(t.answer) if t.answer else "_(no answer)_", ""]
+            lines += [f"- tool call {md(c.get('name') or '?')}({md(c.get('arguments') or '')}) · "
+                      f"{md(c.get('approval') or 'asked')}: {md(str(c.get('result', '(not run)'))[:500])}"
+                      for c in t.tool_calls if isinstance(c, dict)]
+            lines += [""] if t.tool_calls else []
             if t.status != "done":
                 note = f"error: {t.error or ''}" if t.status == "error" else notes.get(t.status, t.status)
                 lines += [f"_({md(note)})_", ""]

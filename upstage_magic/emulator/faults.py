@@ -11,6 +11,8 @@ request in an ``"emulator": {...}`` object of the body, which may also carry a `
   servers without a reasoning parser send it).
 - ``reject_fields``: request fields refused with 400 naming them (like OpenAI-compatible
   servers that do not know ``stream_options``), e.g. ``["stream_options"]``.
+- ``tool_fragments``: ``"first"`` (default: a streamed tool call's id and name in its first
+  fragment only, as OpenAI and Upstage send them) or ``"repeat"`` (in every fragment).
 - ``tokens_per_second``: pace the stream (one event per interval), default full speed.
 - ``rate_limit``: rate-limit mode (``{"rps": 100, "rpm": 3000, "tpm": 100000}``, any subset;
   ``None`` turns it off): like the real API, a chat request over a limit gets a 429 with
@@ -45,8 +47,11 @@ from aiohttp import web
 from .api import STATUS_DEFAULTS, error_body, is_count, word_count
 
 CONFIG_KEYS = ("reply", "answer_tokens", "reasoning", "reasoning_tokens", "reasoning_field", "reject_fields",
-               "tokens_per_second", "rate_limit")
+               "tokens_per_second", "rate_limit", "tool_fragments")
 REASONING_FIELDS = ("reasoning", "reasoning_content", "think")
+#: How streamed tool calls are split: "first" (id and name in the first fragment only, as
+#: OpenAI and Upstage do) or "repeat" (name and id in every fragment, as some servers do).
+TOOL_FRAGMENTS = ("first", "repeat")
 FAULT_KINDS = ("status", "cut", "malformed", "error_event", "stall", "slow_first_byte", "invalid_utf8", "empty")
 
 
@@ -62,6 +67,7 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
         ("tokens_per_second", lambda v: v is None or _is_positive(v), "a positive number or null"),
         ("reasoning_tokens", lambda v: v is None or is_count(v, 0), "a non-negative integer or null"),
         ("reasoning_field", lambda v: v in REASONING_FIELDS, f"one of {', '.join(REASONING_FIELDS)}"),
+        ("tool_fragments", lambda v: v in TOOL_FRAGMENTS, f"one of {', '.join(TOOL_FRAGMENTS)}"),
         ("reject_fields", lambda v: isinstance(v, (list, tuple)) and all(isinstance(f, str) for f in v),
          "a list of request field names"),
     ):

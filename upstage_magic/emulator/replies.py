@@ -15,6 +15,10 @@
   (``"required"`` or a named function), or ``reply`` is ``"tool_call"`` (call the first or
   forced tool) or ``"tool_calls"`` (call every tool, indexes 0..n-1), the answer is a tool
   call whose arguments fit the parameters schema. ``tool_choice: "none"`` never calls.
+  Otherwise, when the request offers tools and the last user message names one or more of
+  them (as a word), the answer calls each of those (several calls in one answer). When the
+  messages end with ``tool`` results, the answer is text quoting them (``TOOL_ANSWER``), so
+  a tool loop ends; only a forced call (``tool_choice``, ``reply: "tool_call"``) calls again.
 """
 from __future__ import annotations
 
@@ -77,6 +81,10 @@ Hostile test answer: everything below must show as text and never run.
 
 The end.
 """
+
+#: The answer after tool results: one line per result, then the end.
+TOOL_ANSWER_LINE = "The tool {name} returned: {result}"
+TOOL_ANSWER_END = "That is what the tools said."
 
 REASONING_TEXT = "Let me think about this step by step. The user wants an answer, so I will write one."
 
@@ -200,8 +208,13 @@ def _tool_calls(req: ChatRequest, reply: str, answer_id: str) -> list[dict[str, 
         chosen = tools
     elif reply == "tool_call" or choice == "required":
         chosen = tools[:1]
-    else:
+    elif _after_tool_results(req.messages):
         return []
+    else:
+        named = set(re.findall(r"[A-Za-z0-9_-]+", _last_user(req.messages)))
+        chosen = [t for t in tools if t["function"]["name"] in named]
+        if not chosen:
+            return []
     suffix = answer_id.rsplit("-", 1)[-1]
     calls = []
     for i, tool in enumerate(chosen):
@@ -210,6 +223,27 @@ def _tool_calls(req: ChatRequest, reply: str, answer_id: str) -> list[dict[str, 
         calls.append({"index": i, "id": f"call_emu{suffix}_{i}", "type": "function",
                       "function": {"name": fn["name"], "arguments": json.dumps(args if isinstance(args, dict) else {})}})
     return calls
+
+
+def _after_tool_results(messages: list[dict[str, Any]]) -> bool:
+    """Whether the conversation ends with ``tool`` messages (results to answer from)."""
+    return bool(messages) and isinstance(messages[-1], dict) and messages[-1].get("role") == "tool"
+
+
+def tool_answer(messages: list[dict[str, Any]]) -> str:
+    """The text answer to the ``tool`` results that end ``messages`` (named by their calls)."""
+    names: dict[str, str] = {}
+    for m in messages:
+        for call in (m.get("tool_calls") or []) if isinstance(m, dict) and m.get("role") == "assistant" else []:
+            if isinstance(call, dict) and isinstance(call.get("function"), dict):
+                names[str(call.get("id"))] = str(call["function"].get("name"))
+    results = []
+    for m in reversed(messages):
+        if not (isinstance(m, dict) and m.get("role") == "tool"):
+            break
+        results.append(TOOL_ANSWER_LINE.format(name=names.get(str(m.get("tool_call_id")), "?"),
+                                               result=text_of(m.get("content"))))
+    return "\n\n".join([*reversed(results), TOOL_ANSWER_END])
 
 
 @dataclass(frozen=True)
@@ -238,7 +272,9 @@ def compose_answer(req: ChatRequest, cfg: dict[str, Any], answer_id: str, *, cac
         tokens = _filler_tokens(cfg["answer_tokens"])
     else:
         reply = "markdown" if cfg["reply"] in _TOOL_REPLIES else cfg["reply"]
-        tokens = tokenize(_apply_stop(canned_reply(req.messages, reply, response_format=rf), req.stop))
+        text = (tool_answer(req.messages) if req.tools and rf is None and _after_tool_results(req.messages)
+                else canned_reply(req.messages, reply, response_format=rf))
+        tokens = tokenize(_apply_stop(text, req.stop))
     finish = "tool_calls" if calls else "stop"
     if req.max_tokens is not None and len(reasoning) + len(tokens) > req.max_tokens:
         reasoning = reasoning[:req.max_tokens]

@@ -67,6 +67,7 @@ class Emulator:
 
     # Rate-limit mode (see ``faults``); class defaults keep __init__ untouched.
     rate_limit: dict[str, float] | None = None
+    tool_fragments = "first"
     rate_limited = 0
     _rate: RateWindow | None = None
 
@@ -350,7 +351,7 @@ class Emulator:
         for piece in answer.reasoning:
             await out.emit(out.delta(key + json.dumps(piece).encode()))
         if answer.tool_calls:
-            bodies = _tool_call_deltas(answer.tool_calls) + [b""]
+            bodies = _tool_call_deltas(answer.tool_calls, repeat=plan.settings["tool_fragments"] == "repeat") + [b""]
         else:  # each distinct token encoded once
             encoded = {tok: b'"content":' + json.dumps(tok).encode() for tok in set(answer.tokens)}
             bodies = [encoded[tok] for tok in answer.tokens]
@@ -491,15 +492,20 @@ def _envelope(plan: Plan, object_: str, choices: list[dict[str, Any]]) -> dict[s
             "choices": choices, "usage": plan.answer.usage}
 
 
-def _tool_call_deltas(calls: list[dict[str, Any]]) -> list[bytes]:
-    """Streamed delta bodies for tool calls: id, type and name first, then argument pieces."""
+def _tool_call_deltas(calls: list[dict[str, Any]], *, repeat: bool = False) -> list[bytes]:
+    """Streamed delta bodies for tool calls: id, type and name first, then argument pieces.
+
+    ``repeat``: the name and id in every fragment (as some OpenAI-compatible servers send them).
+    """
     out: list[bytes] = []
     for call in calls:
         head = {"index": call["index"], "id": call["id"], "type": "function",
                 "function": {"name": call["function"]["name"], "arguments": ""}}
         out.append(b'"content":null,"tool_calls":' + json.dumps([head]).encode())
         for piece in pieces(call["function"]["arguments"]):
-            frag = {"index": call["index"], "function": {"arguments": piece}}
+            frag: dict[str, Any] = {"index": call["index"], "function": {"arguments": piece}}
+            if repeat:
+                frag = {**head, "function": {"name": call["function"]["name"], "arguments": piece}}
             out.append(b'"tool_calls":' + json.dumps([frag]).encode())
     return out
 

@@ -43,6 +43,8 @@ class UpstageMagics(Magics, SettingsTraits):
 
     provider = AnyTrait(None, help="Provider class (default: upstage_magic.providers.Upstage).")
     session = AnyTrait(None, help="The ChatSession (default: the kernel's shared session).")
+    tools = AnyTrait(None, help="Tools offered in every cell: a list of functions or names, or 'f,g' "
+                                "('notebook': the built-in notebook tools); --tools in a cell adds to them.").tag(config=True)
 
     def __init__(self, shell: Any = None, settings: Settings | None = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -158,6 +160,13 @@ class UpstageMagics(Magics, SettingsTraits):
     @argument("--no-cache", action="store_true", help="With --map: do not use or fill the answer cache.")
     @argument("--fail-fast", action="store_true", help="With --map: stop at the first failed item.")
     @argument("--concurrency", type=int, default=None, help="With --map: requests in flight at most.")
+    @argument("--tools", default=None, metavar="NAME[,NAME...]",
+              help="Let the model call these notebook functions ('notebook': the built-in notebook tools); "
+                   "each call asks first (yes / no / always).")
+    @argument("--approve", default=None, metavar="NAME[,NAME...]",
+              help="With --tools: these tools run without asking.")
+    @argument("--max-steps", type=int, default=None, metavar="N",
+              help="With --tools: at most N requests to the model in one cell (default 10).")
     @cell_magic
     def upstage(self, line: str, cell: str) -> None:
         """Ask an Upstage Solar model; the cell body is the prompt.
@@ -207,7 +216,8 @@ class UpstageMagics(Magics, SettingsTraits):
             return self._map(cell, args)
         if args.new and not args.dry_run:
             self.new_conversation()
-        self.ask(self._ask_of(args, cell), out=args.out, next_cell=args.next_cell, dry_run=args.dry_run)
+        self.ask(self._ask_of(args, cell), out=args.out, next_cell=args.next_cell, dry_run=args.dry_run,
+                 max_steps=args.max_steps)
 
     def _args(self, line: str, cell: str) -> Any:
         """The cell's options, checked against each other (UsageError says what to change)."""
@@ -227,6 +237,10 @@ class UpstageMagics(Magics, SettingsTraits):
             raise UsageError("--think and --no-think: choose one.")
         if args.map is None and (args.no_cache or args.fail_fast or args.concurrency is not None):
             raise UsageError("--no-cache, --fail-fast and --concurrency work with --map.")
+        if (args.approve or args.max_steps is not None) and not (args.tools or self.tools):
+            raise UsageError("--approve and --max-steps work with --tools.")
+        if args.max_steps is not None and args.max_steps < 1:
+            raise UsageError("--max-steps must be 1 or more.")
         return args
 
     def _ask_of(self, args: Any, cell: str) -> Ask:
@@ -247,7 +261,22 @@ class UpstageMagics(Magics, SettingsTraits):
             think=True if args.think else False if args.no_think else None,
             stream=False if args.no_stream else None, base_url=args.base_url or None, context=block,
             history=not args.no_history, namespace=ns, raw=args.raw, errors=self.error_log,
+            tools=self._tools(args) or None,
         )
+
+    def _tools(self, args: Any) -> list[Any]:
+        """The tools offered: ``UpstageMagics.tools`` and the cell's ``--tools`` (``--approve`` applied)."""
+        from .toolrun import resolve_tools  # noqa: PLC0415
+
+        configured = self.tools
+        spec = list(configured.split(",") if isinstance(configured, str) else configured or [])
+        spec += [n.strip() for n in (args.tools or "").split(",") if n.strip() and n.strip() not in spec]
+        if not spec:
+            return []
+        try:
+            return resolve_tools(spec, self.user_namespace(), approve=args.approve, shell=self.shell)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
 
     def _schema(self, name: str | None) -> Any:
         """The --schema NAME object from the notebook (None without --schema)."""
@@ -259,7 +288,8 @@ class UpstageMagics(Magics, SettingsTraits):
                              "JSON-schema dict or a Pydantic model class with that name first.")
         return ns[name]
 
-    def ask(self, ask: Ask, *, out: str | None = None, next_cell: bool = False, dry_run: bool = False) -> None:
+    def ask(self, ask: Ask, *, out: str | None = None, next_cell: bool = False, dry_run: bool = False,
+            max_steps: int | None = None) -> None:
         """Plan ``ask``, stream its answer into the cell, store ``-o``; raise on failure."""
         __tracebackhide__ = True
         provider = self.current_provider()
@@ -273,9 +303,15 @@ class UpstageMagics(Magics, SettingsTraits):
             print(notice, file=sys.stderr)
         if request.context is not None:
             self._show_context(request.context)
-        exchange = Exchange(request, self.session)
-        self.last_exchange = exchange
-        self._stream(exchange, provider)
+        if request.tools:
+            from .toolrun import DEFAULT_MAX_STEPS, run_tools, shower  # noqa: PLC0415
+
+            exchange = run_tools(self, request, provider, max_steps=max_steps or DEFAULT_MAX_STEPS,
+                                 show=shower(self.rich()))
+        else:
+            exchange = Exchange(request, self.session)
+            self.last_exchange = exchange
+            self._stream(exchange, provider)
         final = final_for(request.format, exchange.text, schema=request.schema)
         self._view.finish(final, footer_text(exchange, exchange.status) if self.footer else None,
                           notes=list(request.notes) or None, metadata={"upstage": output_metadata(exchange)})
@@ -288,6 +324,15 @@ class UpstageMagics(Magics, SettingsTraits):
             self.shell.set_next_input(value.rstrip("\n"), replace=False)
         if self.shell is not None and out:
             self.shell.user_ns[out] = value
+
+    def stream_answer(self, exchange: Exchange, provider: Any) -> None:
+        """Stream one answer (a tool loop's step) into a new view, as a cell's answer streams."""
+        __tracebackhide__ = True
+        self._stream(exchange, provider)
+
+    def finish_step(self) -> None:
+        """End the view of a tool loop's step that asked for tools (no footer)."""
+        self._view.finish(None, None)
 
     def _stream(self, exchange: Exchange, provider: Any) -> None:
         """Drive the exchange into a view; on failure keep what was shown and raise one clear line."""
