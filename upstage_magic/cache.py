@@ -7,7 +7,8 @@ retry settings, and any user:password or query string of the base URL (the bare 
 is part of the key, so emulator answers never mix with real ones).
 
 Location: ``cache.sqlite3`` in the data directory (``settings.data_dir``, shared with the
-conversation log). The directory is created 0700, the file 0600. Writes are
+conversation log), or the file ``$UPSTAGE_MAGIC_CACHE`` names. A ``replays`` table holds whole
+recorded answers for replay (:mod:`upstage_magic.replay`). The directory is created 0700, the file 0600. Writes are
 one short transaction per answer in WAL mode, so an interrupted run keeps every answer
 that had arrived. ``clear_cache()`` empties it (``%upstage cache clear``).
 """
@@ -29,7 +30,14 @@ FILE_NAME = "cache.sqlite3"
 
 
 def default_cache_path() -> Path:
-    """Where the cache lives unless told otherwise (see the module docstring)."""
+    """Where the cache lives unless told otherwise: ``$UPSTAGE_MAGIC_CACHE``, else the data directory.
+
+    ``UPSTAGE_MAGIC_CACHE`` (a file path) lets a project keep its recorded answers beside its
+    notebooks, so a CI run replays them (see :mod:`upstage_magic.replay`).
+    """
+    env = os.environ.get("UPSTAGE_MAGIC_CACHE", "").strip()
+    if env:
+        return Path(env).expanduser()
     from .settings import data_dir  # noqa: PLC0415
 
     return data_dir() / FILE_NAME
@@ -97,6 +105,8 @@ class AnswerCache:
                 "prompt_tokens INTEGER NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0, "
                 "model TEXT, created REAL NOT NULL)"
             )
+            db.execute("CREATE TABLE IF NOT EXISTS replays (key TEXT PRIMARY KEY, record TEXT NOT NULL, "
+                       "created REAL NOT NULL)")
             self._db = db
         return self._db
 
@@ -128,12 +138,28 @@ class AnswerCache:
                 (key, text, int(prompt_tokens), int(completion_tokens), model, time.time()),
             )
 
+    def put_record(self, key: str, record: str) -> None:
+        """Store one replay record (JSON text of a whole answer; see :mod:`upstage_magic.replay`)."""
+        with self._lock:
+            self._conn().execute("INSERT OR REPLACE INTO replays VALUES (?, ?, ?)", (key, record, time.time()))
+
+    def get_record(self, key: str) -> tuple[dict[str, Any], float] | None:
+        """The replay record for ``key`` and when it was stored, or None."""
+        with self._lock:
+            row = self._conn().execute("SELECT record, created FROM replays WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        data = json.loads(row[0])
+        return (data, float(row[1])) if isinstance(data, dict) else None
+
     def clear(self) -> int:
         """Delete every entry; returns how many there were."""
         with self._lock:
             db = self._conn()
             n = db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+            n += db.execute("SELECT COUNT(*) FROM replays").fetchone()[0]
             db.execute("DELETE FROM answers")
+            db.execute("DELETE FROM replays")
             db.execute("VACUUM")
         return int(n)
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import formats, models, placeholders
+from . import formats, models, placeholders, replay
 from .context import estimate_tokens
 from .errors import UpstageError
 from .secrets import mask_secrets
@@ -74,6 +74,9 @@ class Ask:
     #: Functions (or :class:`~upstage_magic.tools.Tool`\ s) the model may call; ``tool_choice`` as the API takes it.
     tools: Sequence[Any] | None = None
     tool_choice: Any = None
+    #: Replay a recorded answer (None: the settings/env decide); ``fresh`` asks again and records.
+    replay: bool | None = None
+    fresh: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,8 @@ class Request:
     history: tuple[dict[str, Any], ...] = ()
     #: The :class:`~upstage_magic.tools.Tool`\ s offered (their specs are ``options["tools"]``).
     tools: tuple[Any, ...] = ()
+    #: "off" | "record" | "replay" (see :mod:`upstage_magic.replay`); a request not made by plan: off.
+    replay: str = "off"
 
     @property
     def streamed(self) -> bool:
@@ -194,6 +199,7 @@ def plan(settings: Any, ask: Ask, *, session: Any = None, provider: Any = None) 
         prompt=prompt, system=system, format=fmt, schema=schema, record=ask.history,
         notices=(f"Note: {notice} Sending it anyway; the server decides.",) if notice else (),
         notes=tuple(notes), context=ask.context, history=history, tools=tools,
+        replay=replay.mode_for(settings, ask),
     )
 
 

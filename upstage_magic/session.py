@@ -76,6 +76,8 @@ class Turn:
     finish_reason: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    #: When the replayed answer was first recorded (epoch seconds); None: asked for real.
+    replayed: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form (usage as a dict of counts)."""
@@ -85,6 +87,7 @@ class Turn:
             "system": self.system, "created": datetime.fromtimestamp(self.created, timezone.utc).isoformat(),
             "reasoning": self.reasoning, "tool_calls": self.tool_calls, "estimated_tokens": self.estimated_tokens,
             "finish_reason": self.finish_reason, "options": self.options, "timings": self.timings,
+            "replayed": _iso(self.replayed),
         }
 
 
@@ -129,6 +132,9 @@ class Exchange:
         self.reasoning_at: float | None = None
         self.first_token_at: float | None = None
         self.ended: float | None = None
+        #: A recorded answer this exchange replays (found when it begins), and when it was recorded.
+        self._recorded: Any = None
+        self.replayed: float | None = None
 
     # -- the request ------------------------------------------------------------------
     prompt = property(lambda self: self.request.prompt)
@@ -192,6 +198,12 @@ class Exchange:
         """The provider's raw stream for this request (reads only the request: any thread)."""
         import inspect  # noqa: PLC0415
 
+        if self._recorded is not None:  # replay: the record, nothing sent
+            from .replay import items as recorded_items  # noqa: PLC0415
+
+            async for item in recorded_items(self._recorded):
+                yield item
+            return
         agen: Any = provider.create_async_generator(self.model, self.messages, **self.options)
         if inspect.isawaitable(agen) and not hasattr(agen, "__anext__"):
             agen = await agen
@@ -257,6 +269,10 @@ class Exchange:
             if self.record and self.session is not None:
                 self.session._activate(self)
             self._begun = True
+            from .replay import lookup  # noqa: PLC0415
+
+            self._recorded = lookup(self.request)
+            self.replayed = self._recorded.created if self._recorded is not None else None
 
     def forget(self) -> None:
         """Do not record this answer in the conversation (a New chat while it streams)."""
@@ -325,8 +341,12 @@ class Exchange:
             tool_calls=[{"id": c.id, "name": c.name, "arguments": c.arguments} for c in self.tool_calls],
             estimated_tokens=0 if self.usage is not None else self.chunks, finish_reason=self.finish_reason,
             options=public_options(self.options), timings=self.timings(),
+            replayed=self.replayed,
         )
         self._text = self.turn.answer
+        from .replay import record  # noqa: PLC0415
+
+        record(self)
         if self.session is not None:
             self.session._ended(self)
         return self.turn
@@ -540,3 +560,7 @@ def default_session() -> ChatSession:
         if _DEFAULT is None:
             _DEFAULT = ChatSession()
         return _DEFAULT
+
+
+def _iso(when: float | None) -> str | None:
+    return datetime.fromtimestamp(when, timezone.utc).isoformat() if when is not None else None

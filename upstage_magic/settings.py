@@ -81,6 +81,8 @@ class SettingsTraits(HasTraits):
     display_mode = Enum(["auto", "rich", "plain"], default_value="auto",
                         help="rich = notebook outputs updated in place; plain = text to stdout; "
                              "auto = rich in a Jupyter kernel, plain otherwise.").tag(config=True)
+    replay = Bool(False, help="Answer a request that was answered before from its record (no request sent; "
+                              "marked replayed). Also UPSTAGE_MAGIC_REPLAY=1; --fresh asks again.").tag(config=True)
 
     @validate("update_interval")
     def _check_interval(self, proposal: Any) -> float:

@@ -307,7 +307,7 @@ class Batch:
                  concurrency: int | None = None, schema: Any = None, format: str = "text",
                  cache: bool | str | AnswerCache = True, fail_fast: bool = False, retries: int = DEFAULT_RETRIES,
                  on_progress: Callable[[BatchStats], Any] | None = None, progress_interval: float = PROGRESS_INTERVAL,
-                 provider: Any = None, settings: Any = None, **options: Any) -> None:
+                 provider: Any = None, settings: Any = None, fresh: bool = False, **options: Any) -> None:
         if concurrency is not None and (not isinstance(concurrency, int) or isinstance(concurrency, bool)
                                         or concurrency < 1):
             raise ValueError("concurrency must be a positive integer, e.g. concurrency=8")
@@ -319,8 +319,9 @@ class Batch:
 
             provider = Upstage
         self._provider = provider
-        self.request = _plan(template, settings, provider, model=model, system=system, schema=schema,
-                             format=format, options=options)
+        self.request = replace(_plan(template, settings, provider, model=model, system=system, schema=schema,
+                                     format=format, options=options), replay="off")  # our own cache replays
+        self.fresh = fresh
         self.model = self.request.model
         self.concurrency = concurrency or DEFAULT_CONCURRENCY
         self.fail_fast = fail_fast
@@ -438,7 +439,7 @@ class Batch:
     def _from_cache(self) -> list[int]:
         """Fill results from the cache; return the indexes still to ask."""
         n = len(self.elements)
-        if self.cache is None:
+        if self.cache is None or self.fresh:
             return list(range(n))
         todo: list[int] = []
         for start in range(0, n, 1000):

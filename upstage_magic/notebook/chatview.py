@@ -57,6 +57,11 @@ def fmt_stats(status: str, answer: Exchange | Turn | None, *, elapsed: bool = Fa
     bits = [_STATUS_LABELS.get(status, status)]
     if answer is not None:
         bits += stats_parts(answer, elapsed=elapsed)
+        when = getattr(answer, "replayed", None)
+        if when is not None:
+            from ..replay import recorded_label  # noqa: PLC0415
+
+            bits.append(recorded_label(when))
     return " · ".join(bits)
 
 

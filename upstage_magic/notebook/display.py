@@ -111,7 +111,7 @@ def stats_parts(answer: Any, *, elapsed: bool = False) -> list[str]:
         parts.append(f"~{chunks} answer tokens")
     elif u is not None and u.prompt_tokens:
         parts.append(f"{u.prompt_tokens} prompt tokens")
-    if getattr(answer, "streamed", False):
+    if getattr(answer, "streamed", False) and getattr(answer, "replayed", None) is None:  # replayed: no timings
         ttfb, ttft = getattr(answer, "ttfb", None), getattr(answer, "ttft", None)
         if ttfb is not None and (ttft is None or ttft - ttfb >= 0.05):
             parts.append(f"first byte {ttfb:.2f} s")
@@ -136,6 +136,10 @@ def footer_text(exchange: Any, status: str) -> str:
         parts.append("failed: partial answer kept" if exchange.text else "failed")
     elif exchange.finish_reason and exchange.finish_reason not in ("stop", "length"):
         parts.append(f"finish reason {exchange.finish_reason!r}")
+    if getattr(exchange, "replayed", None) is not None:
+        from ..replay import recorded_label  # noqa: PLC0415
+
+        parts.append(recorded_label(exchange.replayed))
     return " · ".join(parts)
 
 

@@ -167,6 +167,9 @@ class UpstageMagics(Magics, SettingsTraits):
               help="With --tools: these tools run without asking.")
     @argument("--max-steps", type=int, default=None, metavar="N",
               help="With --tools: at most N requests to the model in one cell (default 10).")
+    @argument("--replay", action="store_true",
+              help="Show the recorded answer of the same request at once (nothing sent), if there is one.")
+    @argument("--fresh", action="store_true", help="Ask again even with replay on, and record the new answer.")
     @cell_magic
     def upstage(self, line: str, cell: str) -> None:
         """Ask an Upstage Solar model; the cell body is the prompt.
@@ -235,6 +238,8 @@ class UpstageMagics(Magics, SettingsTraits):
             raise UsageError("--schema works with -f json.")
         if args.think and args.no_think:
             raise UsageError("--think and --no-think: choose one.")
+        if args.replay and args.fresh:
+            raise UsageError("--replay and --fresh: choose one.")
         if args.map is None and (args.no_cache or args.fail_fast or args.concurrency is not None):
             raise UsageError("--no-cache, --fail-fast and --concurrency work with --map.")
         if (args.approve or args.max_steps is not None) and not (args.tools or self.tools):
@@ -262,6 +267,7 @@ class UpstageMagics(Magics, SettingsTraits):
             stream=False if args.no_stream else None, base_url=args.base_url or None, context=block,
             history=not args.no_history, namespace=ns, raw=args.raw, errors=self.error_log,
             tools=self._tools(args) or None,
+            replay=True if args.replay else None, fresh=args.fresh,
         )
 
     def _tools(self, args: Any) -> list[Any]:
@@ -381,7 +387,7 @@ class UpstageMagics(Magics, SettingsTraits):
         try:
             return map_cell(ask, args.map, ns, out=args.out, settings=self.settings, cache=not args.no_cache,
                             fail_fast=args.fail_fast, concurrency=args.concurrency, provider=self.current_provider(),
-                            progress=True, show=args.out is None)
+                            progress=True, show=args.out is None, fresh=args.fresh)
         except (ValueError, TypeError) as exc:
             raise UsageError(f"--map: {exc}") from None
         except UpstageError as exc:
@@ -452,7 +458,15 @@ def output_metadata(exchange: Exchange) -> dict[str, Any]:
     u = exchange.usage
     return {"model": exchange.model, "status": exchange.status, "finish_reason": exchange.finish_reason,
             "usage": u.to_dict() if u is not None else None, "timings": exchange.timings(),
-            "streamed": exchange.streamed}
+            "streamed": exchange.streamed, "replayed": replayed_at(exchange)}
+
+
+def replayed_at(exchange: Exchange) -> str | None:
+    """When a replayed answer was recorded (ISO 8601, UTC), else None."""
+    from datetime import datetime, timezone  # noqa: PLC0415
+
+    when = getattr(exchange, "replayed", None)
+    return datetime.fromtimestamp(when, timezone.utc).isoformat() if when is not None else None
 
 
 def _short(exc: BaseException, text: str | None = None) -> BaseException:
