@@ -77,6 +77,9 @@ class Ask:
     #: Replay a recorded answer (None: the settings/env decide); ``fresh`` asks again and records.
     replay: bool | None = None
     fresh: bool = False
+    #: An :class:`~upstage_magic.attach.AttachmentBlock` (files, cells): sent before the
+    #: context and the prompt, never placeholder-filled.
+    attachments: Any = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class Request:
     tools: tuple[Any, ...] = ()
     #: "off" | "record" | "replay" (see :mod:`upstage_magic.replay`); a request not made by plan: off.
     replay: str = "off"
+    attachments: Any = None
 
     @property
     def streamed(self) -> bool:
@@ -129,7 +133,8 @@ class Request:
         prompt = placeholders.fill_item(self.prompt, item, index)
         system = placeholders.fill_item(self.system, item, index) if self.system else self.system
         return dataclasses.replace(self, prompt=prompt, system=system,
-                                   messages=_messages(prompt, system, self.format, self.context, self.history))
+                                   messages=_messages(prompt, system, self.format, self.context, self.history,
+                                                     attachments=self.attachments))
 
     def describe(self) -> str:
         """The ``--dry-run`` report: model, estimated tokens, options, every message (secrets masked)."""
@@ -195,11 +200,12 @@ def plan(settings: Any, ask: Ask, *, session: Any = None, provider: Any = None) 
     history = tuple(session.history_messages()) if (session is not None and ask.history) else ()
     notice = models.retired_notice(model)
     return Request(
-        model=model, messages=_messages(prompt, system, fmt, ask.context, history), options=options,
+        model=model, messages=_messages(prompt, system, fmt, ask.context, history, attachments=ask.attachments),
+        options=options,
         prompt=prompt, system=system, format=fmt, schema=schema, record=ask.history,
         notices=(f"Note: {notice} Sending it anyway; the server decides.",) if notice else (),
         notes=tuple(notes), context=ask.context, history=history, tools=tools,
-        replay=replay.mode_for(settings, ask),
+        replay=replay.mode_for(settings, ask), attachments=ask.attachments,
     )
 
 
@@ -287,7 +293,7 @@ def _options(settings: Any, ask: Ask, model: str, fmt: str, schema: Any) -> dict
 
 
 def _messages(prompt: str, system: str | None, fmt: str, context: Any,
-              history: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+              history: Sequence[dict[str, Any]], *, attachments: Any = None) -> list[dict[str, Any]]:
     """System (with the format's instruction), history, then the user message (context first)."""
     said = " ".join([prompt, system or "", *(str(m.get("content", "")) for m in history)])
     instruction = formats.instruction_for(fmt, said)
@@ -295,5 +301,7 @@ def _messages(prompt: str, system: str | None, fmt: str, context: Any,
     messages = [{"role": "system", "content": sys_text}] if sys_text else []
     messages.extend(history)
     user = f"{context.text}\n\n{prompt}" if context is not None else prompt
+    if attachments is not None:
+        user = f"{attachments.text}\n\n{user}"
     messages.append({"role": "user", "content": user})
     return messages

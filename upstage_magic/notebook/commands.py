@@ -55,6 +55,8 @@ PARSERS: dict[str, _Parser] = {
     "resume": _parser("resume", (("id",), {"nargs": "?", "type": int})),
     "import": _parser("import", (("file",), {})),
     "cache": _parser("cache", (("action",), {"choices": ["clear"]})),
+    "parse": _parser("parse", (("file",), {}), (("-o", "--out"), {"default": None}), (("--coordinates",), _FLAG),
+                     (("--async",), {"action": "store_true", "dest": "use_async"}), (("--no-cache",), _FLAG)),
 }
 
 
@@ -272,12 +274,21 @@ def _import(magics: Any, args: argparse.Namespace) -> None:
 
 def _cache(magics: Any, args: argparse.Namespace) -> None:
     from ..cache import clear_cache  # noqa: PLC0415
+    from ..doccache import clear_documents  # noqa: PLC0415
 
-    print(f"Answer cache cleared ({plural(clear_cache(), 'answer')} removed).")
+    print(f"Answer cache cleared ({plural(clear_cache(), 'answer')} removed; "
+          f"{plural(clear_documents(), 'parsed document')} removed).")
+
+
+def _parse(magics: Any, args: argparse.Namespace) -> Any:
+    from .documents import parse_command  # noqa: PLC0415
+
+    return parse_command(magics, args)
 
 
 COMMANDS: dict[str, Callable[[Any, argparse.Namespace], Any]] = {
     "models": _models, "config": _config, "history": _history, "reset": _reset, "export": _export,
     "key": _key, "chat": _chat, "fix": _fix, "log": _log, "resume": _resume, "import": _import, "cache": _cache,
+    "parse": _parse,
 }
 assert set(COMMANDS) == set(PARSERS)

@@ -170,6 +170,14 @@ class UpstageMagics(Magics, SettingsTraits):
     @argument("--replay", action="store_true",
               help="Show the recorded answer of the same request at once (nothing sent), if there is one.")
     @argument("--fresh", action="store_true", help="Ask again even with replay on, and record the new answer.")
+    @argument("--file", default=None, metavar="PATH[,PATH...]",
+              help="Attach files: text and code read here, .csv/.parquet summarised, PDFs, images and Office "
+                   "files through Upstage Document Parse (its Markdown); within --context-budget.")
+    @argument("--cells", default=None, metavar="N-M",
+              help="Attach the notebook's cells N..M (sources and text outputs, most recent first).")
+    @argument("--notebook", action="store_true", help="Attach the notebook's earlier cells (within the budget).")
+    @argument("--with-answers", action="store_true",
+              help="With --cells/--notebook: include our own answers to %%%%upstage cells too.")
     @cell_magic
     def upstage(self, line: str, cell: str) -> None:
         """Ask an Upstage Solar model; the cell body is the prompt.
@@ -268,6 +276,7 @@ class UpstageMagics(Magics, SettingsTraits):
             history=not args.no_history, namespace=ns, raw=args.raw, errors=self.error_log,
             tools=self._tools(args) or None,
             replay=True if args.replay else None, fresh=args.fresh,
+            attachments=self._attachments(args, block),
         )
 
     def _tools(self, args: Any) -> list[Any]:
@@ -283,6 +292,12 @@ class UpstageMagics(Magics, SettingsTraits):
             return resolve_tools(spec, self.user_namespace(), approve=args.approve, shell=self.shell)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+
+    def _attachments(self, args: Any, context: Any) -> Any:
+        """--file/--cells/--notebook as one block (notebook/documents.py), or None."""
+        from .documents import attachments_for  # noqa: PLC0415
+
+        return attachments_for(self, args, used_tokens=context.tokens if context is not None else 0)
 
     def _schema(self, name: str | None) -> Any:
         """The --schema NAME object from the notebook (None without --schema)."""
@@ -309,6 +324,8 @@ class UpstageMagics(Magics, SettingsTraits):
             print(notice, file=sys.stderr)
         if request.context is not None:
             self._show_context(request.context)
+        if request.attachments is not None:
+            self._show_context(request.attachments)
         if request.tools:
             from .toolrun import DEFAULT_MAX_STEPS, run_tools, shower  # noqa: PLC0415
 
@@ -375,6 +392,8 @@ class UpstageMagics(Magics, SettingsTraits):
         fmt = args.format or self.format
         if args.dry_run or args.context or args.next_cell or args.new:
             raise UsageError("--map does not combine with --dry-run, --context, -n or --new.")
+        if args.file or args.cells or args.notebook:
+            raise UsageError("--map does not combine with --file, --cells or --notebook.")
         if fmt not in ("text", "markdown", "json"):
             raise UsageError("--map gives text answers (-f text/markdown) or parsed ones (-f json).")
         ns = self.user_namespace()
@@ -440,7 +459,9 @@ class UpstageMagics(Magics, SettingsTraits):
             %upstage log [--search TEXT]   recent conversations in the log (it outlives the kernel)
             %upstage resume [ID]   continue a logged conversation (default: this notebook's latest)
             %upstage import FILE   read a .json export back into the log and resume it
-            %upstage cache clear   empty the batch answer cache (%%upstage --map)
+            %upstage cache clear   empty the batch answer cache (%%upstage --map) and parsed documents
+            %upstage parse FILE [-o NAME] [--coordinates] [--async] [--no-cache]
+                                   parse a PDF, image or Office file with Document Parse
         """
         __tracebackhide__ = True
         from .commands import run_command  # noqa: PLC0415

@@ -166,8 +166,10 @@ async def parse_events(path: str | os.PathLike[str], *, model: str = DEFAULT_DOC
                        coordinates: bool = False, use_async: bool | None = None, cache: bool = True,
                        api_key: str | None = None, base_url: str | None = None, timeout: float | None = None,
                        cache_dir: str | os.PathLike[str] | None = None,
-                       poll: float = POLL_START) -> AsyncIterator[tuple[Any, ...]]:
+                       poll: float = POLL_START, cached_only: bool = False) -> AsyncIterator[tuple[Any, ...]]:
     """Parse the file at ``path``: ``("progress", done, total)`` items, then ``("document", Document)``.
+
+    ``cached_only`` (a dry run): a cached parse, else ``("not_cached", pages)`` and nothing is sent.
 
     The local checks run first (:func:`~upstage_magic.document.check_file`: nothing is sent
     for a missing file, a wrong type or a file over the limits); a cached parse of the same
@@ -180,6 +182,9 @@ async def parse_events(path: str | os.PathLike[str], *, model: str = DEFAULT_DOC
     key = document_key(data, model, fields, base_url=base_url or settings.get_base_url())
     if cache and (hit := store.get(key)) is not None:
         yield ("document", Document.from_response(hit, name=name, cached=True))
+        return
+    if cached_only:
+        yield ("not_cached", pages)
         return
     if use_async is None:
         use_async = pages is not None and pages > SYNC_PAGES

@@ -26,7 +26,7 @@ def preview_html(name: str, pages: Sequence[str], counts: Mapping[str, int], pag
     head = (f"<strong>{html.escape(name)}</strong> · {page_count} page{'s' if page_count != 1 else ''} · "
             f"{total} element{'s' if total != 1 else ''}" + (f" ({listed})" if listed else "")
             + (" · from the cache" if cached else ""))
-    parts = [f"<style>{CSS}</style>", '<div class="um-answer">', f"<p>{head}</p>"]
+    parts = [f"<style>{CSS}</style>", '<div class="um-answer um-document mathjax_ignore tex2jax_ignore">', f"<p>{head}</p>"]
     for number, text in enumerate(pages[:shown_pages], 1):
         cut = text[:PREVIEW_CHARS] + ("…" if len(text) > PREVIEW_CHARS else "")
         parts.append(f"<hr><p><em>page {number}</em></p>{render_html(cut)}")
