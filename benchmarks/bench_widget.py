@@ -12,11 +12,16 @@ MutationObserver in the page stamps when it appears on the page. Printed per run
 - token-to-page delay: marker arrival in the kernel -> on the page (median, p95, max);
 - longest main-thread task during the stream (PerformanceObserver "longtask"), and the sum.
 
-The old widget is the plain-ipywidgets one of commit fc914f3 (loaded from git into the kernel),
-measured in the same run for the bytes baseline. Goals (issue 11): longest task < 100 ms,
-delay < 150 ms at 50 tok/s, bytes <= the old widget's for the same answer.
+"before" is the widget of commit fb1a5a6 (main before issue 18: the whole transcript trait
+re-sent and re-rendered at the end of every turn), loaded from git into the same kernel and
+measured in the same run. The run: a small probe turn in each fresh chat, both chats filled
+to ``--chat-tokens`` with ``--tokens``-token answers at full speed, the probe again, then a
+``--slow-tokens`` answer at ``--tps`` in the new widget's long chat. Goals (issue 18): longest
+task < 50 ms during a 20,000-token answer at 50 tok/s and on a turn after 100,000 tokens of
+chat; bytes per turn independent of the chat's length.
 
-    .venv/bin/python benchmarks/bench_widget.py [--tokens 20000] [--slow-tokens 20000] [--tps 50] [--old-slow]
+    .venv/bin/python benchmarks/bench_widget.py [--tokens 2000] [--chat-tokens 100000]
+        [--slow-tokens 20000] [--tps 50] [--old-slow] [--json out.json]
 """
 from __future__ import annotations
 
@@ -30,19 +35,20 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
 import nbformat
-from browser_support import (
+
+from tests.support.browser import (
     LabServer,
     browser_page,
     open_notebook,
     run_all_cells,
     wait_all_cells_ran,
 )
-from harness import EmulatorProcess
+from tests.support.harness import EmulatorProcess
 
-OLD_COMMIT = "fc914f3"
+OLD_COMMIT = "fb1a5a6"  # main before issue 18: the transcript trait re-sent whole per turn
 
 SETUP = r'''
 import asyncio, json, re, time, importlib.util, sys
@@ -51,7 +57,8 @@ from upstage_magic.settings import Settings
 from upstage_magic.session import ChatSession
 from upstage_magic.notebook.widget import ChatWidget
 
-_spec = importlib.util.spec_from_file_location("upstage_magic._bench_old_widget", {old_path!r})
+# The widget as it was before issue 18 (whole transcript re-sent per turn), loaded into the package.
+_spec = importlib.util.spec_from_file_location("upstage_magic.notebook._bench_before_widget", {old_path!r})
 _old = importlib.util.module_from_spec(_spec); sys.modules[_spec.name] = _old; _spec.loader.exec_module(_old)
 
 def make_answer(n_tokens):
@@ -116,7 +123,7 @@ print("setup ok")
 '''
 
 NEW_CELL = "new = ChatWidget(session=ChatSession(), provider=bench, settings=Settings(), fetch_models=False)\nnew"
-OLD_CELL = "old = _old.ChatWidget(session=ChatSession(), provider=bench, fetch_models=False)\nold"
+OLD_CELL = "old = _old.ChatWidget(session=ChatSession(), provider=bench, settings=Settings(), fetch_models=False)\nold"
 
 INIT_JS = """
 window.__bench = {longtasks: [], seen: {}, batches: 0, active: null};
@@ -204,20 +211,28 @@ def run(page, which: str, tps: float | None, n_tokens: int) -> dict:
     }
 
 
+def git_show(path: str) -> str:
+    return subprocess.run(["git", "-C", str(ROOT), "show", f"{OLD_COMMIT}:{path}"],
+                          check=True, capture_output=True, text=True).stdout
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tokens", type=int, default=20_000, help="answer length at full speed")
+    ap.add_argument("--tokens", type=int, default=2_000, help="answer length of the full-speed fill turns")
     ap.add_argument("--slow-tokens", type=int, default=20_000, help="answer length at --tps")
     ap.add_argument("--tps", type=float, default=50.0)
-    ap.add_argument("--old-slow", action="store_true", help="also run the old widget at --tps")
+    ap.add_argument("--old-slow", action="store_true", help="also run the before widget at --tps")
+    ap.add_argument("--chat-tokens", type=int, default=100_000, help="chat length before the last probe")
+    ap.add_argument("--probe-tokens", type=int, default=1_000, help="the probe turn's length")
     ap.add_argument("--json", type=Path, help="write the results here too")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        old_path = tmp_path / "old_widget.py"
-        old_path.write_text(subprocess.run(["git", "-C", str(ROOT), "show", f"{OLD_COMMIT}:upstage_magic/widget.py"],
-                                           check=True, capture_output=True, text=True).stdout)
+        old_path = tmp_path / "before" / "widget.py"
+        (old_path.parent / "static").mkdir(parents=True)
+        for rel in ("widget.py", "static/chat.js", "static/chat.css"):
+            (old_path.parent / rel).write_text(git_show(f"upstage_magic/notebook/{rel}"))
         root = tmp_path / "root"
         root.mkdir()
         nb = nbformat.v4.new_notebook()
@@ -236,31 +251,62 @@ def main() -> None:
                 run_all_cells(page)
                 wait_all_cells_ran(page)
                 page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").click()
-                plan = [("new", None, args.tokens), ("old", None, args.tokens), ("new", args.tps, args.slow_tokens)]
+                # 1. A small probe turn in a fresh chat (bytes per turn, chat empty).
+                # 2. Fill each chat to --chat-tokens with answers of --tokens at full speed.
+                # 3. The same probe after that chat (bytes per turn, longest task).
+                # 4. A --slow-tokens answer at --tps on the long chat (longest task while streaming).
+                plan = [("probe", "new", None, args.probe_tokens), ("probe", "old", None, args.probe_tokens)]
+                fills = max(1, args.chat_tokens // args.tokens)
+                for i in range(fills):
+                    plan += [(f"fill{i + 1}", "new", None, args.tokens), (f"fill{i + 1}", "old", None, args.tokens)]
+                plan += [("probe-long", "new", None, args.probe_tokens), ("probe-long", "old", None, args.probe_tokens),
+                         ("slow", "new", args.tps, args.slow_tokens)]
                 if args.old_slow:
-                    plan.append(("old", args.tps, args.slow_tokens))
-                for which, tps, n in plan:
-                    r = run(page, which, tps, n)
+                    plan.append(("slow", "old", args.tps, args.slow_tokens))
+                for step, which, tps, n in plan:
+                    r = {"step": step, **run(page, which, tps, n)}
                     results.append(r)
                     print(json.dumps(r), flush=True)
+                    if step.startswith("probe"):
+                        page.screenshot(path=str(ROOT / "artifacts" / f"bench_widget_{step}.png"))
         finally:
             emu.close()
+    report(results, args)
 
+
+def report(results: list[dict], args: argparse.Namespace) -> None:
     print()
-    print(f"{'widget':7} {'speed':>6} {'tokens':>7} {'comm KB':>9} {'msgs':>6} {'DOM upd':>8} "
+    print(f"{'step':11} {'widget':7} {'speed':>6} {'tokens':>7} {'comm KB':>9} {'msgs':>6} {'DOM upd':>8} "
           f"{'delay med/p95/max ms':>22} {'longest task ms':>16}")
     for r in results:
         d = f"{r['delay_ms_median']}/{r['delay_ms_p95']}/{r['delay_ms_max']}"
-        print(f"{r['widget']:7} {r['tps']!s:>6} {r['tokens']:>7} {r['comm_bytes'] / 1024:>9.0f} {r['comm_msgs']:>6} "
+        print(f"{r['step']:11} {'before' if r['widget'] == 'old' else 'new':7} {r['tps']!s:>6} {r['tokens']:>7} "
+              f"{r['comm_bytes'] / 1024:>9.1f} {r['comm_msgs']:>6} "
               f"{r['dom_update_batches']:>8} {d:>22} {r['longest_task_ms']:>16}")
-    new_full = next(r for r in results if r["widget"] == "new" and r["tps"] == "full")
-    old_full = next(r for r in results if r["widget"] == "old" and r["tps"] == "full")
-    slow = next(r for r in results if r["widget"] == "new" and r["tps"] != "full")
+
+    def get(step: str, which: str) -> dict:
+        return next(r for r in results if r["step"] == step and r["widget"] == which)
+
+    print()
+    for which, name in (("new", "new"), ("old", "before")):
+        short, long_ = get("probe", which), get("probe-long", which)
+        ratio = long_["comm_bytes"] / max(1, short["comm_bytes"])
+        print(f"{name:7} probe turn bytes: empty chat {short['comm_bytes']:,} B, after "
+              f"{args.chat_tokens:,} tokens {long_['comm_bytes']:,} B  (x{ratio:.2f}); "
+              f"longest task after the long chat {long_['longest_task_ms']} ms")
+    nl, ol = get("probe-long", "new"), get("probe-long", "old")
+    print(f"bytes per turn after the long chat, before/new: x{ol['comm_bytes'] / max(1, nl['comm_bytes']):.1f}")
+    slow = get("slow", "new")
+    fill_new = [r["longest_task_ms"] for r in results if r["step"].startswith("fill") and r["widget"] == "new"]
     goals = {
-        "longest task < 100 ms (new, both runs)": max(new_full["longest_task_ms"], slow["longest_task_ms"]) < 100,
+        f"longest task < 50 ms during a {args.slow_tokens:,}-token answer at {args.tps:g} tok/s (new)":
+            slow["longest_task_ms"] < 50,
+        f"longest task < 50 ms on a turn after {args.chat_tokens:,} tokens of chat (new)": nl["longest_task_ms"] < 50,
+        "bytes per turn independent of the chat's length (new, within 10%)":
+            get("probe-long", "new")["comm_bytes"] <= 1.1 * get("probe", "new")["comm_bytes"],
         f"delay p95 < 150 ms at {args.tps:g} tok/s": (slow["delay_ms_p95"] or 1e9) < 150,
-        "comm bytes <= old widget's (full speed)": new_full["comm_bytes"] <= old_full["comm_bytes"],
     }
+    print(f"longest task per full-speed fill answer (new): {fill_new} ms")
     for goal, ok in goals.items():
         print(("PASS " if ok else "MISS ") + goal)
     if args.json:

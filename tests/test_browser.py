@@ -250,8 +250,9 @@ OVERFLOW_JS = """(chat) => {
         const b = e.getBoundingClientRect();
         if (!b.width) continue;
         if (b.right > r.right + 1 || b.left < r.left - 1) bad.push([e.tagName, e.className, b.left, b.right, r.left, r.right]);
+        // (one-line text cut with an ellipsis, its full text in a title, is not overflow)
         if (!e.matches(scrollers) && e.clientWidth && e.scrollWidth > e.clientWidth + 1
-            && getComputedStyle(e).overflowX !== 'visible')
+            && getComputedStyle(e).overflowX !== 'visible' && getComputedStyle(e).textOverflow !== 'ellipsis')
             bad.push(['scrolls', e.tagName, e.className, e.scrollWidth, e.clientWidth]);
     }
     return bad;

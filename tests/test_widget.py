@@ -152,32 +152,60 @@ async def test_empty_text_is_refused_with_the_reason(fake: FakeProvider) -> None
     assert not fake.calls and w._task is None
 
 
-async def test_busy_session_refuses_with_inline_error_and_question_kept(fake: FakeProvider) -> None:
+async def test_send_while_a_cell_streams_is_queued_then_sent(fake: FakeProvider) -> None:
     shared = default_session()
     w, out = make(fake, session=shared)
     other = shared.start(request("a cell's question", session=shared))  # a %%upstage cell streaming
     front(w, type="send", text="my question", id=4)
     (ack,) = acks(out)
-    assert ack["ok"] is False and ack["error"]["kind"] == "Busy"
-    assert "Wait" in ack["error"]["hint"]
+    assert ack["ok"] is True and ack["queued"] == w.queued[0]["id"]  # accepted: the box clears
+    assert [q["text"] for q in w.queued] == ["my question"] and not w.notice
     assert not fake.calls and not w.busy
-    assert w.send("from code") is None and w.notice["kind"] == "Busy"
+    assert w.send("from code") is None and w.notice["kind"] == "Busy"  # code is told, not queued
     other.apply(["its answer"])
     other._end()
-    front(w, type="send", text="my question", id=5)
-    assert acks(out)[-1] == {"type": "ack", "id": 5, "ok": True}
+    assert not w.notice  # its cause is gone
+    await asyncio.sleep(0)  # the queued question goes out once the cell's answer is recorded
+    assert w.queued == [] and w.busy
     await finish(w)
     assert [t.prompt for t in shared.turns] == ["a cell's question", "my question"]
 
 
-async def test_second_send_while_streaming_is_refused(fake: FakeProvider) -> None:
-    fake.enqueue(["a "] * 50, delay=0.01)
+async def test_sends_while_streaming_are_queued_in_order_and_cancellable(fake: FakeProvider) -> None:
+    for _ in range(3):
+        fake.enqueue(["a "] * 30, delay=0.005)
     w, out = make(fake)
     front(w, type="send", text="one", id=1)
     front(w, type="send", text="two", id=2)
-    assert [a["ok"] for a in acks(out)] == [True, False]
+    front(w, type="send", text="three", id=3)
+    front(w, type="send", text="four", id=4)
+    assert [a["ok"] for a in acks(out)] == [True, True, True, True]
+    assert [q["text"] for q in w.queued] == ["two", "three", "four"]
+    front(w, type="unqueue", qid=w.queued[1]["id"])  # cancel "three"
+    assert [q["text"] for q in w.queued] == ["two", "four"]
+    for _ in range(3):
+        await finish(w)
+        await asyncio.sleep(0.01)
+    assert [t.prompt for t in w.session.turns] == ["one", "two", "four"] and not w.queued
+    assert not [m for m in out if m["type"] == "ack" and not m["ok"]]
+
+
+async def test_new_chat_can_be_undone_until_the_next_question(fake: FakeProvider) -> None:
+    w, _out = make(fake)
+    for i in range(2):
+        front(w, type="send", text=f"q{i}", id=i)
+        await finish(w)
+    front(w, type="new")
+    assert w.session.turns == [] and w.transcript == [] and w.undo_turns == 2
+    front(w, type="undo")
+    assert [t.prompt for t in w.session.turns] == ["q0", "q1"] and w.undo_turns == 0
+    assert [e["prompt"] for e in w.transcript] == ["q0", "q1"]
+    front(w, type="new")
+    front(w, type="send", text="fresh", id=9)
     await finish(w)
-    assert [t.prompt for t in w.session.turns] == ["one"]
+    assert w.undo_turns == 0
+    front(w, type="undo")  # too late: a new question was asked
+    assert [t.prompt for t in w.session.turns] == ["fresh"]
 
 
 async def test_stop_keeps_partial_answer(fake: FakeProvider) -> None:
@@ -487,3 +515,58 @@ def test_a_slowly_streamed_key_never_shows_its_beginning_live() -> None:
     for page in shown:
         assert "canary-" not in page and "LIVE" not in page
     assert "The key is ***, done." in shown[-1]
+
+
+# ---------------------------------------------------------------------------- by the turn
+def replay_turns(out: list[dict[str, Any]], start: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What chat.js's applyTurns makes of the "turns" messages, from the state a view started with."""
+    shown = list(start)
+    for m in out:
+        if m["type"] == "turns":
+            by_id = {e["id"]: e for e in shown} | {e["id"]: e for e in m["add"]}
+            shown = [by_id[i] for i in m["ids"]]
+    return shown
+
+
+async def test_a_turn_sends_that_turn_only_however_long_the_chat(fake: FakeProvider) -> None:
+    """Bytes sent per turn (custom messages + state updates) do not grow with the chat, from turn 1."""
+    answer = "Some **text** and a table:\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n" + "word " * 400 + "\n"
+    w, out = make(fake)
+    synced: list[int] = []
+    real_send = w._send
+    w._send = lambda msg, buffers=None: (synced.append(len(json.dumps(msg))), real_send(msg, buffers))
+    start = list(w.transcript)
+    costs, every = [], []
+    for i in range(MAX_SHOWN - 2):
+        fake.enqueue([answer])
+        n_out = len(out)
+        del synced[:]
+        front(w, type="send", text=f"question {i:03d}", id=i)
+        await finish(w)
+        costs.append(sum(len(json.dumps(m)) for m in out[n_out:]) + sum(synced))
+        every.extend(synced)
+    # Turn 28 costs what turn 2 cost (the ids list grows by a few bytes a turn), far below the chat.
+    assert costs[-1] - costs[1] < 300, costs
+    assert costs[-1] < state_bytes(w) / 10
+    assert all(n < len(answer) for n in every), "a state update carried the transcript"
+    # The view's copy, built from the messages alone, is the kernel's transcript.
+    assert replay_turns(out, start) == w.transcript
+    # New chat: one message, no entries, no ids.
+    del out[:]
+    front(w, type="new")
+    assert [m for m in out if m["type"] == "turns"] == [{"type": "turns", "ids": [], "add": []}]
+
+
+async def test_resync_sends_the_whole_transcript_once(fake: FakeProvider) -> None:
+    w, _out = make(fake)
+    for i in range(3):
+        front(w, type="send", text=f"q{i}", id=i)
+        await finish(w)
+    sent: list[dict[str, Any]] = []
+    real_send = w._send
+    w._send = lambda msg, buffers=None: (sent.append(msg), real_send(msg, buffers))
+    front(w, type="resync")
+    (state,) = [m["state"] for m in sent if "transcript" in m.get("state", {})]
+    assert [e["prompt"] for e in state["transcript"]] == ["q0", "q1", "q2"]
+    w.set_state({"transcript": []})  # a page never overwrites the kernel's transcript
+    assert len(w.transcript) == 3

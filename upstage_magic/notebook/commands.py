@@ -49,7 +49,8 @@ PARSERS: dict[str, _Parser] = {
     "reset": _parser("reset"),
     "export": _parser("export", (("path",), {"help": "a .md or .json file"})),
     "key": _parser("key", (("action",), {"nargs": "?", "choices": ["clear"]})),
-    "chat": _parser("chat"),
+    "chat": _parser("chat", (("--side",), {"action": "store_true",
+                                           "help": "open it in JupyterLab's side panel (sidecar)"})),
     "fix": _parser("fix", (("cell",), {"nargs": "?", "type": int}), (("-n",), _FLAG)),
     "log": _parser("log", (("--search",), {"nargs": "+", "default": None})),
     "resume": _parser("resume", (("id",), {"nargs": "?", "type": int})),
@@ -200,7 +201,9 @@ def _chat(magics: Any, args: argparse.Namespace) -> None:
         raise UsageError(f"The chat widget is not available ({exc}). Use %%upstage cells meanwhile.") from None
     from IPython.display import display  # noqa: PLC0415
 
-    display(ChatWidget(session=magics.session, provider=magics.provider))
+    widget = ChatWidget(session=magics.session, provider=magics.provider)
+    widget.want_side = bool(getattr(args, "side", False))  # the view opens the side panel (JupyterLab only)
+    display(widget)
 
 
 def _fix(magics: Any, args: argparse.Namespace) -> None:

@@ -453,7 +453,7 @@ class UpstageMagics(Magics, SettingsTraits):
             %upstage export PATH   save it as Markdown (.md) or JSON (.json)
             %upstage key           enter the API key (kept in memory only)
             %upstage key clear     forget the key entered with %upstage key
-            %upstage chat          open the chat widget
+            %upstage chat [--side] open the chat widget (--side: in JupyterLab's side panel)
             %upstage fix [N] [-n]  explain the last error (or cell N's) and propose a fix;
                                    -n puts the corrected code into a new cell
             %upstage log [--search TEXT]   recent conversations in the log (it outlives the kernel)

@@ -17,8 +17,11 @@ Design notes
   prompt, html, reasoning_html, status, model, stats, error}``; older turns are counted in
   ``hidden_turns`` and kept in the session and its export), ``live`` (the streaming answer's
   prompt/model/status/stats only), ``models``, ``settings`` (model, system prompt,
-  temperature, max tokens), ``status``, ``busy``, ``shared``, ``notice``. It is ordinary
-  widget state, so JupyterLab's "save widget state" and nbclient keep the transcript.
+  temperature, max tokens), ``status``, ``busy``, ``shared``, ``notice``, ``queued``,
+  ``undo_turns``, ``want_side``/``side_open`` (see :mod:`.chatpanel`). The transcript is
+  sent by the turn, never re-sent whole when a turn ends (:mod:`.transcript_sync`); the
+  front end keeps its model's copy, so "save widget state" and nbclient (``send_state()``)
+  still keep the whole transcript.
 * Streaming sends only the live answer, as ``live`` custom messages (never the transcript):
   ``AnswerRenderer.split`` cuts its HTML into *frozen* top-level blocks (sent once, appended;
   a ``reset`` replaces them) and a *tail* (re-sent per update), so an update costs the size
@@ -58,8 +61,10 @@ from ..request import Ask, Request, plan, resolve_model
 from ..secrets import cut, mask_partial, mask_secrets
 from ..session import ChatSession, Exchange, SessionBusyError, Turn, default_session, plural
 from ..settings import Settings, default_settings
+from .chatpanel import PanelMixin
 from .chatview import LiveAnswer, answer_html, error_parts, fmt_stats, widget_css
 from .display import Coalescer
+from .transcript_sync import send_turn_delta
 
 __all__ = ["MAX_SHOWN", "MAX_SHOWN_CHARS", "ChatWidget", "answer_html", "render_html"]
 
@@ -72,7 +77,7 @@ MAX_SHOWN = 30
 MAX_SHOWN_CHARS = 400_000
 
 
-class ChatWidget(anywidget.AnyWidget):
+class ChatWidget(PanelMixin, anywidget.AnyWidget):
     """A chat with an Upstage Solar model inside the notebook.
 
     ``ChatWidget()`` shares the kernel's conversation with ``%%upstage`` cells and the
@@ -103,6 +108,10 @@ class ChatWidget(anywidget.AnyWidget):
     notice = Dict(help="An error not tied to an answer: kind, message, hint.").tag(sync=True)
     last_error = Unicode("", help="The notebook's last recorded error, one line ('' if none): "
                                   "the Fix last error button shows when set.").tag(sync=True)
+    queued = List(Dict(), help="Questions sent while an answer streams: [{id, text}], sent in order.").tag(sync=True)
+    undo_turns = Int(0, help="Turns New chat cleared that Undo brings back (0: nothing to undo).").tag(sync=True)
+    want_side = Bool(False, help="Open in JupyterLab's side panel when shown (%upstage chat --side).").tag(sync=True)
+    side_open = Bool(False, help="A view of this chat is in JupyterLab's side panel.").tag(sync=True)
 
     def __init__(
         self,
@@ -281,6 +290,7 @@ class ChatWidget(anywidget.AnyWidget):
             self._exchange.forget()  # the stopped answer must not land in the new chat
             self._task.cancel()
         self.notice = {}
+        self.remember_for_undo()
         self.session.reset()
         self.status = "new chat"
 
@@ -343,6 +353,18 @@ class ChatWidget(anywidget.AnyWidget):
                 f"model={self.config.model or '(default)'!r}>")
 
     # ------------------------------------------------------------------ messages
+    def _should_send_property(self, key: str, value: Any) -> bool:
+        # The transcript goes out by the turn ("turns" messages, see transcript_sync); the
+        # whole list only with send_state() (comm open, request_state, a view's "resync").
+        if key == "transcript":
+            return False
+        return bool(super()._should_send_property(key, value))
+
+    def set_state(self, sync_data: dict[str, Any]) -> None:
+        # The front end keeps its copy of the transcript itself (for saved widget state);
+        # the kernel's is the session's and is never written from the page.
+        super().set_state({k: v for k, v in sync_data.items() if k != "transcript"})
+
     def _reply(self, content: dict[str, Any]) -> None:
         self.sent_messages += 1
         self.send_msg(content)
@@ -364,6 +386,10 @@ class ChatWidget(anywidget.AnyWidget):
         if kind == "send":
             mid = msg.get("id")
             try:
+                if self.session_busy() and str(msg.get("text") or "").strip():
+                    entry = self.enqueue(str(msg.get("text")))
+                    self._reply({"type": "ack", "id": mid, "ok": True, "queued": entry["id"]})
+                    return
                 self._start(str(msg.get("text") or ""))
             except (ValueError, SessionBusyError, RuntimeError) as exc:
                 self._reply({"type": "ack", "id": mid, "ok": False, "error": error_parts(exc)})
@@ -393,6 +419,10 @@ class ChatWidget(anywidget.AnyWidget):
             self.notice = {}
         elif kind == "fix":
             self.fix_last_error()
+        elif kind == "resync":
+            self.send_state("transcript")
+        else:
+            self.dispatch_panel(kind, msg)
 
     def _answer_text(self, turn_id: Any) -> str:
         for turn in self.session.turns:
@@ -446,6 +476,7 @@ class ChatWidget(anywidget.AnyWidget):
         self._exchange = exchange
         self._live_render = LiveAnswer(load_images=bool(self.config.load_images))
         self.notice = {}
+        self.forget_undo()
         with self.hold_sync():
             self.live = {"prompt": mask_secrets(text), "model": model, "status": "streaming",
                          "stats": fmt_stats("streaming", None)}
@@ -540,6 +571,7 @@ class ChatWidget(anywidget.AnyWidget):
             self.busy = False
             self._rebuild()
             self.status = stats
+        self.send_queued_soon()
 
     # ------------------------------------------------------------------ transcript
     def _new_id(self) -> int:
@@ -586,10 +618,12 @@ class ChatWidget(anywidget.AnyWidget):
             for key in [k for k in mapping if k not in live_ids]:
                 del mapping[key]
         hidden = [len(turns) - len(entries)] if len(turns) > len(entries) else []
+        old_ids = [e["id"] for e in self.transcript]
         with self.hold_sync():
             self._send_adopt(entries)
-            self.transcript = entries
+            self.transcript = entries  # not synced as a whole (see _should_send_property)
             self.hidden_turns = hidden
+            send_turn_delta(self._reply, old_ids, entries)
 
     def _send_adopt(self, entries: list[dict[str, Any]]) -> None:
         """Tell the browser that the live answer it shows *is* the finished turn (the frozen
@@ -615,6 +649,9 @@ class ChatWidget(anywidget.AnyWidget):
             return  # our own answer just ended: _finish rebuilds (with its stats) right after
         try:
             self._rebuild()
+            if self.notice.get("kind") == "Busy" and not self.session_busy():
+                self.notice = {}  # its cause is gone
+            self.send_queued_soon()
         except Exception as exc:  # noqa: BLE001
             self._notice(exc)
 

@@ -18,6 +18,46 @@ function h(tag, cls, text) {
   return el;
 }
 
+// Icons as inline SVG (no font glyphs: Debian's Chromium lacks some of them).
+const SVGNS = "http://www.w3.org/2000/svg";
+const ICONS = {
+  stop: "M6 6h12v12H6z",
+  warn: "M12 3 2 21h20L12 3zm-1 6h2v6h-2V9zm0 8h2v2h-2v-2z",
+  down: "M11 4h2v12l5-5 1.4 1.4L12 19.8 4.6 12.4 6 11l5 5V4z",
+  x: "M6.4 5 5 6.4 10.6 12 5 17.6 6.4 19 12 13.4 17.6 19 19 17.6 13.4 12 19 6.4 17.6 5 12 10.6 6.4 5z",
+  cut: "M9 7a3 3 0 1 0-2 2.8L9.6 12 7 14.2A3 3 0 1 0 9 17l3-2.6 6 5.1h3L11 12l10-7.5h-3l-6 5.1-3-2.6zM6 5.5a1.5 1.5 0 1 1 0 3 1.5 1.5 0 0 1 0-3zm0 10a1.5 1.5 0 1 1 0 3 1.5 1.5 0 0 1 0-3z",
+  side: "M3 4h18v16H3V4zm2 2v12h9V6H5zm11 0v12h3V6h-3z",
+};
+function icon(name, cls) {
+  const svg = document.createElementNS(SVGNS, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("class", "upstage-icon" + (cls ? " " + cls : ""));
+  const path = document.createElementNS(SVGNS, "path");
+  path.setAttribute("d", ICONS[name]);
+  path.setAttribute("fill", "currentColor");
+  svg.appendChild(path);
+  return svg;
+}
+function note(iconName, text) {
+  const n = h("div", "upstage-answer-note");
+  n.append(icon(iconName), document.createTextNode(" " + text));
+  return n;
+}
+
+// Which front end the page is: JupyterLab has a .jp-LabShell, Notebook 7 a .jp-NotebookShell
+// (body data-notebook), VS Code's webview offers acquireVsCodeApi / vscode-* body classes, the
+// classic notebook window.Jupyter. Only JupyterLab has the side area sidecar docks into.
+function frontEnd() {
+  const b = document.body;
+  if (typeof globalThis.acquireVsCodeApi === "function" || (b && (b.dataset.vscodeThemeKind ||
+      /\bvscode-/.test(b.className)))) return "VS Code";
+  if (document.querySelector(".jp-LabShell")) return "JupyterLab";
+  if (document.querySelector(".jp-NotebookShell") || (b && b.dataset.notebook)) return "Notebook 7";
+  if (globalThis.Jupyter && globalThis.Jupyter.notebook) return "the classic notebook";
+  return "this front end";
+}
+
 function button(cls, label, title) {
   const b = h("button", "upstage-btn " + cls, label);
   b.type = "button";
@@ -62,7 +102,24 @@ function decorateCode(root) {
   }
 }
 
+// A "turns" message: the new entries and the ids in order. Applied to the model's own
+// transcript, locally (never saved back to the kernel), so every view appends only the new
+// turns and "save widget state" still writes the whole transcript. A view that misses an
+// entry asks for the whole list once ("resync").
+function applyTurns(model, msg) {
+  const byId = new Map((model.get("transcript") || []).map((t) => [t.id, t]));
+  for (const t of msg.add || []) byId.set(t.id, t);
+  const list = [];
+  for (const id of msg.ids || []) {
+    const t = byId.get(id);
+    if (!t) { try { model.send({ type: "resync" }); } catch (_e) { /* no kernel */ } return; }
+    list.push(t);
+  }
+  model.set("transcript", list);
+}
+
 function initialize({ model }) {
+  model.on("msg:custom", (msg) => { if (msg && msg.type === "turns") applyTurns(model, msg); });
   // Once per model: ask for the live answer in full if one is streaming (a page opened mid-answer).
   try { model.send({ type: "hello", id: 0 }); } catch (_e) { /* no kernel: the view says so */ }
 }
@@ -91,7 +148,8 @@ function render({ model, el }) {
   const noticeEl = h("div", "upstage-notice-slot");
   transcript.append(intro, hiddenNote, turnsEl, liveSlot, noticeEl);
   scrollBox.appendChild(transcript);
-  const jump = button("upstage-jump", "↓ Jump to latest", "Scroll to the newest message");
+  const jump = button("upstage-jump", " Jump to latest", "Scroll to the newest message");
+  jump.prepend(icon("down"));
   jump.hidden = true;
   const scrollWrap = h("div", "upstage-chat-scrollwrap");
   scrollWrap.append(scrollBox, jump);
@@ -102,7 +160,8 @@ function render({ model, el }) {
 
   const input = h("textarea", "upstage-chat-input");
   input.rows = 2;
-  input.placeholder = "Ask Solar…  (Enter sends, Shift+Enter: new line, Esc: stop, ↑: last question)";
+  input.placeholder = "Ask Solar…";
+  input.title = "Enter sends · Shift+Enter: new line · Esc: stop · Up: last question";
   input.setAttribute("aria-label", "Question for the model");
   const sendBtn = button("upstage-chat-send upstage-primary", "Send", "Send (Enter)");
   const stopBtn = button("upstage-chat-stop", "Stop", "Stop the answer; what arrived is kept (Esc)");
@@ -148,7 +207,28 @@ function render({ model, el }) {
                 "Empty = default. Shared with %%upstage and %config UpstageMagics when the widget uses the kernel's settings."));
   settings.append(summary, form);
 
-  root.append(scrollWrap, banner, inputRow, status, actions, settings);
+  // Header: the model in use from the start, and the side-panel button (JupyterLab only).
+  const header = h("div", "upstage-chat-header");
+  const titleEl = h("span", "upstage-chat-title", "Solar chat");
+  const modelChip = h("span", "upstage-chat-model");
+  modelChip.setAttribute("title", "The model this chat uses (change it in Settings)");
+  const sideBtn = button("upstage-chat-side", " Side panel", "Open this chat in JupyterLab's side panel (stays while the notebook scrolls)");
+  sideBtn.prepend(icon("side"));
+  header.append(titleEl, modelChip, sideBtn);
+  const sideNote = h("div", "upstage-quiet upstage-side-note");
+  sideNote.hidden = true;
+  const elsewhere = h("div", "upstage-quiet upstage-elsewhere-note");
+  const showHere = button("upstage-show-here", "Show here", "Show the chat in this cell too");
+  elsewhere.append(document.createTextNode("This chat is open in the side panel. "), showHere);
+  const queueEl = h("div", "upstage-queue");
+  const undoEl = h("div", "upstage-quiet upstage-undo");
+  undoEl.hidden = true;
+  const hintEl = h("div", "upstage-quiet upstage-hint");
+  hintEl.hidden = true;
+  hintEl.setAttribute("role", "status");
+  transcript.insertBefore(queueEl, noticeEl);
+
+  root.append(header, sideNote, elsewhere, scrollWrap, banner, hintEl, undoEl, inputRow, status, actions, settings);
   el.appendChild(root);
 
   // ------------------------------------------------------------------ helpers
@@ -195,7 +275,7 @@ function render({ model, el }) {
     const box = h("div", "upstage-error");
     box.setAttribute("role", "alert");
     const head = h("div", "upstage-error-head");
-    head.append(h("span", "upstage-error-icon", "⚠"), h("strong", "upstage-error-kind", err.kind || "Error"));
+    head.append(icon("warn", "upstage-error-icon"), h("strong", "upstage-error-kind", err.kind || "Error"));
     box.append(head, h("div", "upstage-error-message", err.message || ""));
     if (err.hint) {
       const hint = h("div", "upstage-error-hint");
@@ -242,8 +322,8 @@ function render({ model, el }) {
     }
     body.innerHTML = t.html || "";
     decorateCode(body);
-    if (t.status === "stopped") a.appendChild(h("div", "upstage-answer-note", "⏹ stopped: partial answer (kept in the conversation)"));
-    if (t.status === "length") a.appendChild(h("div", "upstage-answer-note", "✂ cut at max tokens (raise Max tokens in Settings for longer answers)"));
+    if (t.status === "stopped") a.appendChild(note("stop", "stopped: partial answer (kept in the conversation)"));
+    if (t.status === "length") a.appendChild(note("cut", "cut at max tokens (raise Max tokens in Settings for longer answers)"));
     wrap.append(userBubble(t.prompt), a);
     if (t.status === "error") wrap.appendChild(errorBox(t.error || { kind: "Error", message: "the answer failed" }, true));
     return wrap;
@@ -292,12 +372,13 @@ function render({ model, el }) {
     const { a, meta, reasoning, body } = answerShell(l.model, "streaming");
     const frozen = h("div", "upstage-frozen");
     const tail = h("div", "upstage-tail");
-    const caret = h("span", "upstage-caret", "▍");
+    const caret = h("span", "upstage-caret");
+    caret.setAttribute("aria-hidden", "true");
     body.append(frozen, tail, caret);
     meta.textContent = (l.model || "assistant") + " · " + (l.stats || "streaming…");
     wrap.append(userBubble(l.prompt), a);
     liveSlot.appendChild(wrap);
-    live = { wrap, meta, body, frozen, tail, reasoning, prompt: l.prompt };
+    live = { wrap, meta, body, frozen, tail, reasoning, caret, prompt: l.prompt };
     intro.hidden = true;
     toBottom();  // the user's own new question is always revealed
   }
@@ -310,10 +391,9 @@ function render({ model, el }) {
     live = null;
     const t = msg.entry;
     if (!t || typeof msg.live_tail !== "string") { l.wrap.remove(); return; }
+    l.caret.remove();
     l.tail.innerHTML = msg.live_tail;
     decorateCode(l.tail);
-    const caret = l.body.querySelector(".upstage-caret");
-    if (caret) caret.remove();
     const a = l.body.parentElement;
     a.className = "upstage-answer upstage-status-" + t.status;
     l.meta.textContent = (t.model || "assistant") + " · " + (t.stats || LABELS[t.status] || t.status);
@@ -326,8 +406,8 @@ function render({ model, el }) {
     } else {
       l.reasoning.hidden = true;
     }
-    if (t.status === "stopped") a.appendChild(h("div", "upstage-answer-note", "⏹ stopped: partial answer (kept in the conversation)"));
-    if (t.status === "length") a.appendChild(h("div", "upstage-answer-note", "✂ cut at max tokens (raise Max tokens in Settings for longer answers)"));
+    if (t.status === "stopped") a.appendChild(note("stop", "stopped: partial answer (kept in the conversation)"));
+    if (t.status === "length") a.appendChild(note("cut", "cut at max tokens (raise Max tokens in Settings for longer answers)"));
     if (t.status === "error") l.wrap.appendChild(errorBox(t.error || { kind: "Error", message: "the answer failed" }, true));
     l.wrap.classList.remove("upstage-live");
     l.wrap.dataset.id = String(t.id);
@@ -335,9 +415,29 @@ function render({ model, el }) {
     turnEls.set(String(t.id), l.wrap);
   }
 
+  // The caret sits at the end of the text: inside the deepest last block of the tail (or of
+  // the frozen part when the tail is empty), not on a line of its own.
+  const CONTAINERS = new Set(["UL", "OL", "LI", "BLOCKQUOTE", "TABLE", "THEAD", "TBODY", "TR", "TD", "TH", "DIV", "PRE", "DETAILS"]);
+  function placeCaret(l) {
+    const caret = l.caret;
+    let host = l.tail.lastElementChild ? l.tail : (l.frozen.lastElementChild ? l.frozen : l.tail);
+    for (let el = host.lastElementChild; el && el !== caret; el = el.lastElementChild) {
+      host = el;
+      if (!CONTAINERS.has(el.tagName) || el.classList.contains("upstage-code")) {
+        if (el.classList.contains("upstage-code")) host = el.querySelector("code") || el.querySelector("pre") || el;
+        break;
+      }
+    }
+    if (host.classList.contains("upstage-code")) host = host.querySelector("pre") || host;
+    if (caret.parentNode !== host || host.lastChild !== caret) host.appendChild(caret);
+  }
+
   function applyLive(msg) {
     if (!live) return;
-    if (msg.reset) { live.frozen.innerHTML = msg.append || ""; decorateCode(live.frozen); }
+    if (msg.reset) {
+      if (live.frozen.contains(live.caret)) live.body.appendChild(live.caret);
+      live.frozen.innerHTML = msg.append || ""; decorateCode(live.frozen);
+    }
     else if (msg.append) {
       const holder = document.createElement("div");
       holder.innerHTML = msg.append;
@@ -346,6 +446,7 @@ function render({ model, el }) {
       while (holder.firstChild) frag.appendChild(holder.firstChild);
       live.frozen.appendChild(frag);
     }
+    if (live.tail.contains(live.caret)) live.body.appendChild(live.caret);  // innerHTML must not drop it
     live.tail.innerHTML = msg.tail || "";
     decorateCode(live.tail);
     if (msg.reasoning) {
@@ -354,29 +455,93 @@ function render({ model, el }) {
       live.reasoning.querySelector(".upstage-reasoning-body").innerHTML = msg.reasoning;
     }
     if (msg.stats) live.meta.textContent = ((model.get("live") || {}).model || "assistant") + " · " + msg.stats;
+    placeCaret(live);
     followed();
   }
 
   // ------------------------------------------------------------------ status, notice, busy
+  const statusText = h("span", "upstage-status-text");
+  status.append(h("span", "upstage-dot"), statusText);
   function renderStatus() {
     const s = model.get("status") || "";
-    status.textContent = (model.get("busy") ? "● " : "○ ") + s;
+    statusText.textContent = s;
+    status.title = s;
+    status.classList.toggle("upstage-on", !!model.get("busy"));
+  }
+  // Notices not tied to an answer (a refused send, settings, export) are one quiet line by
+  // the input, with a dismiss button; they clear when their cause is gone (next send, the
+  // answer ending, the kernel clearing them). Answer errors stay in their turn.
+  let localHint = false;
+  function showHint(n) {
+    hintEl.replaceChildren();
+    if (!n || !n.kind) { hintEl.hidden = true; return; }
+    const x = button("upstage-hint-dismiss", "", "Dismiss");
+    x.append(icon("x"));
+    x.setAttribute("aria-label", "Dismiss");
+    const msgText = (n.message || n.kind) + (n.hint ? " · " + n.hint : "");
+    hintEl.append(h("span", "upstage-hint-text", msgText), x);
+    hintEl.title = msgText;
+    hintEl.hidden = false;
   }
   function renderNotice() {
-    const n = model.get("notice") || {};
-    noticeEl.replaceChildren();
-    if (n.kind) { noticeEl.appendChild(errorBox(n, false)); followed(); }
+    localHint = false;
+    showHint(model.get("notice") || {});
   }
+  function clearLocalHint() { if (localHint) { localHint = false; showHint(model.get("notice") || {}); } }
+  hintEl.addEventListener("click", (e) => {
+    if (e.target instanceof Element && e.target.closest(".upstage-hint-dismiss")) {
+      if (!localHint) model.send({ type: "dismiss" });
+      localHint = false; showHint(null);
+    }
+  });
+
+  // Questions waiting for the answer in progress: shown in order, each cancellable.
+  function renderQueue() {
+    const q = model.get("queued") || [];
+    queueEl.replaceChildren(...q.map((item) => {
+      const row = h("div", "upstage-queued");
+      row.dataset.qid = String(item.id);
+      const x = button("upstage-unqueue", "", "Cancel this question (it goes back into the box if the box is empty)");
+      x.append(icon("x"));
+      x.setAttribute("aria-label", "Cancel queued question");
+      row.append(h("span", "upstage-queued-label", "Queued"), h("span", "upstage-queued-text", item.text), x);
+      return row;
+    }));
+    if (q.length) followed();
+  }
+  queueEl.addEventListener("click", (e) => {
+    const row = e.target instanceof Element && e.target.closest(".upstage-unqueue") && e.target.closest(".upstage-queued");
+    if (!row) return;
+    const text = row.querySelector(".upstage-queued-text").textContent;
+    if (!input.value) input.value = text;
+    model.send({ type: "unqueue", qid: Number(row.dataset.qid) });
+    input.focus();
+  });
+
+  // New chat can be undone until the next question.
+  const undoBtn = button("upstage-chat-undo", "Undo", "Bring the cleared chat back");
+  function renderUndo() {
+    const n = model.get("undo_turns") || 0;
+    undoEl.replaceChildren();
+    undoEl.hidden = !n;
+    if (n) undoEl.append(document.createTextNode(`Chat cleared (${n} turn${n === 1 ? "" : "s"}). `), undoBtn);
+  }
+  undoBtn.addEventListener("click", () => { model.send({ type: "undo" }); input.focus(); });
   let wasBusy = !!model.get("busy");
   function renderBusy() {
     const busy = !!model.get("busy");
     const ended = wasBusy && !busy;
     wasBusy = busy;
-    sendBtn.disabled = busy || dead;
+    const turns = (model.get("transcript") || []).length + ((model.get("hidden_turns") || [])[0] || 0);
+    sendBtn.disabled = dead;  // while an answer streams, Send queues the question
+    sendBtn.textContent = busy ? "Queue" : "Send";
+    sendBtn.title = busy ? "Queue this question: it is sent when the answer ends (Enter)" : "Send (Enter)";
     stopBtn.disabled = !busy || dead;
-    retryBtn.disabled = busy || dead;
+    retryBtn.disabled = busy || dead || !turns;
     fixBtn.disabled = busy || dead;
-    for (const b of [newBtn, mdBtn, jsonBtn]) b.disabled = dead;  // they need the kernel
+    newBtn.disabled = dead || (!turns && !busy);
+    for (const b of [mdBtn, jsonBtn]) b.disabled = dead || !turns;  // nothing to export yet
+    if (ended) clearLocalHint();
     root.classList.toggle("upstage-busy", busy);
     if (ended) focusInput();  // the answer is in: back to the box for the next question
   }
@@ -392,6 +557,47 @@ function render({ model, el }) {
   function renderModels() {
     modelList.replaceChildren(...(model.get("models") || []).map((m) => { const o = h("option"); o.value = m; return o; }));
   }
+
+  // ------------------------------------------------------------------ header, side panel
+  function renderHeader() {
+    const st = model.get("settings") || {};
+    const m = st.model || st.default_model || "";
+    modelChip.textContent = m;
+    modelChip.title = m ? "Model: " + m + " (change it in Settings)" : "";
+    modelChip.hidden = !m;
+  }
+  const host = frontEnd();
+  let inSide = false;
+  let showInline = false;
+  function renderSide() {
+    sideBtn.hidden = host !== "JupyterLab" || inSide;
+    root.classList.toggle("upstage-in-side", inSide);
+    const away = !!model.get("side_open") && !inSide && !showInline;
+    root.classList.toggle("upstage-elsewhere", away);
+    elsewhere.hidden = !away;
+  }
+  showHere.addEventListener("click", () => { showInline = true; renderSide(); });
+  function openSide() {
+    if (host !== "JupyterLab") {
+      sideNote.textContent = `Side panel: only JupyterLab has one (this is ${host}), so the chat stays here.`;
+      sideNote.hidden = false;
+      return;
+    }
+    sideNote.hidden = true;
+    showInline = false;
+    try { model.send({ type: "side" }); } catch (_e) { /* no kernel: the banner says so */ }
+  }
+  sideBtn.addEventListener("click", openSide);
+  // Where this view is (once attached): in sidecar's panel (.jupyterlab-sidecar) or a cell.
+  let whereTries = 0;
+  const checkWhere = () => {
+    if (!el.isConnected) { if (++whereTries < 100) setTimeout(checkWhere, 100); return; }
+    inSide = !!el.closest(".jupyterlab-sidecar");
+    if (inSide) { try { model.send({ type: "where", side: true }); } catch (_e) { /* no kernel */ } }
+    else if (model.get("want_side") && !model.get("side_open")) openSide();  // %upstage chat --side
+    renderSide();
+  };
+  setTimeout(checkWhere, 0);
 
   // ------------------------------------------------------------------ kernel link
   function setDead(text) {
@@ -447,6 +653,7 @@ function render({ model, el }) {
       // Clear only what was sent: anything typed after pressing Enter stays.
       if (input.value === p.text) input.value = "";
       else if (input.value.startsWith(p.text)) input.value = input.value.slice(p.text.length).replace(/^\n/, "");
+      clearLocalHint();
       toBottom();
       focusInput();
     } else {
@@ -456,8 +663,8 @@ function render({ model, el }) {
     }
   }
   function model_notice_local(err) {
-    noticeEl.replaceChildren(errorBox(err || { kind: "Error", message: "not sent" }, false));
-    followed();
+    showHint(err || { kind: "Error", message: "not sent" });
+    localHint = true;
   }
 
   function download(msg) {
@@ -470,7 +677,7 @@ function render({ model, el }) {
     root.appendChild(a);
     a.click();
     setTimeout(() => { URL.revokeObjectURL(url); a.remove(); }, 1000);
-    status.textContent = "○ downloaded " + a.download;
+    statusText.textContent = "downloaded " + a.download;
   }
 
   const copyWaiters = new Map();
@@ -480,8 +687,12 @@ function render({ model, el }) {
     switch (msg.type) {
       case "ack": case "hello": onAck(msg); break;
       case "live": applyLive(msg); break;
-      case "adopt": adoptLive(msg); break;  // the state update adding the turn comes right after
+      case "adopt": adoptLive(msg); break;  // the "turns" message adding the turn comes right after
+      case "turns":  // the model's transcript is updated (initialize); a finished turn replaces the live one
+        if (live && (msg.add || []).some((t) => t.prompt === live.prompt)) { live.wrap.remove(); live = null; }
+        break;
       case "export": download(msg); break;
+      case "side": if (!msg.ok) { sideNote.textContent = "Side panel: " + (msg.why || "not available") + "."; sideNote.hidden = false; } break;
       case "copy": { const w = copyWaiters.get(msg.id); if (w) { copyWaiters.delete(msg.id); w(msg.text); } break; }
       default: break;
     }
@@ -563,6 +774,11 @@ function render({ model, el }) {
   // ------------------------------------------------------------------ model events
   const handlers = [
     ["change:transcript change:hidden_turns change:shared", renderTranscript],
+    ["change:transcript change:hidden_turns", renderBusy],
+    ["change:queued", renderQueue],
+    ["change:undo_turns", renderUndo],
+    ["change:settings", renderHeader],
+    ["change:side_open", renderSide],
     ["change:live", renderLive],
     ["change:status change:busy", renderStatus],
     ["change:busy", renderBusy],
@@ -577,6 +793,7 @@ function render({ model, el }) {
   model.on("comm_live_update", onCommLive);
 
   renderTranscript(); renderLive(); renderStatus(); renderBusy(); renderNotice(); renderSettings(); renderModels();
+  renderQueue(); renderUndo(); renderHeader(); renderSide();
   ping(() => setDead(DEAD_TEXT));  // a saved notebook reopened without its kernel says so
 
   return () => {
