@@ -26,7 +26,9 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -133,17 +135,20 @@ def path_cells(path: str, n: int) -> list[str]:
         # conversation all re-render every finished turn, which this test is not about.
         return ["from upstage_magic import ChatWidget\nfrom upstage_magic.session import ChatSession\n"
                 "emu(tokens_per_second=None)\n"
+                + WIDGET_TRACE +
                 "async def widget_turns(start, stop):\n"
                 "    w = ChatWidget(session=ChatSession())\n"
                 "    display(w)\n"
                 "    n = 0\n"
                 "    stuck = []\n"
+                "    trace(event='cell', start=start)\n"
                 "    for a in ANSWERS[start:stop]:\n"
                 "        if not a['streamable']:\n"
                 "            continue  # 300 KB / 300-deep answers: test_browser.py's extreme widget test\n"
                 "        n += 1\n"
                 f"        emu(reply=reply_for(a, {think}))\n"
                 "        t = w.send('Answer ' + a['id'])\n"
+                "        trace(event='sent', id=a['id'], task=t is not None)\n"
                 "        try:\n"
                 "            if t is not None:\n"
                 "                await asyncio.wait_for(asyncio.shield(t), 20)\n"
@@ -154,9 +159,31 @@ def path_cells(path: str, n: int) -> list[str]:
                 "        except asyncio.TimeoutError:\n"
                 "            stuck.append(a['id'])\n"
                 "            w.stop()\n"
+                "        trace(event='ended', id=a['id'], done=t is not None and t.done(), streaming=w.streaming,\n"
+                "              status=w.session.turns[-1].status if w.session.turns else None)\n"
+                "    trace(event='cell done', start=start, stuck=stuck)\n"
                 f"    print({DONE!r}, n, 'answers; turns that never finished:', stuck)",
                 *_chunks("await widget_turns({a}, {b})", n)]
     raise ValueError(path)
+
+
+# Widget paths log each answer's send and end, with the comm traffic so far (messages and
+# bytes the kernel published on widget comms), to widget_trace.log next to the notebook.
+WIDGET_TRACE = (
+    "import time as _time, ipykernel.comm.comm as _cc\n"
+    "_TRACE = open('widget_trace.log', 'a', buffering=1)\n"
+    "_traffic = {'comm_msgs': 0, 'comm_bytes': 0}\n"
+    "if not getattr(_cc.BaseComm.publish_msg, '_traced', False):\n"
+    "    _orig_pub = _cc.BaseComm.publish_msg\n"
+    "    def _pub(self, msg_type, data=None, metadata=None, buffers=None, **keys):\n"
+    "        _traffic['comm_msgs'] += 1\n"
+    "        _traffic['comm_bytes'] += len(json.dumps(data, default=str))\n"
+    "        return _orig_pub(self, msg_type, data, metadata, buffers, **keys)\n"
+    "    _pub._traced = True\n"
+    "    _cc.BaseComm.publish_msg = _pub\n"
+    "def trace(**kw):\n"
+    "    _TRACE.write(json.dumps({'t': round(_time.time(), 3), **kw, **_traffic}) + '\\n')\n"
+)
 
 
 def expected_done(path: str, n: int) -> int:
@@ -171,6 +198,8 @@ def expected_done(path: str, n: int) -> int:
 # as the cells (render_html); tests/test_browser.py sends hostile answers through the
 # widget UI in a real browser, and tests/test_widget.py audits its HTML.
 LAB_PATHS = ("stream_fast", "stream_paced", "no_stream", "code", "reasoning")
+# UPSTAGE_XSS_LAB_PATHS=widget,widget_reasoning runs only those (repeated runs of one path).
+LAB_PATHS = tuple(p for p in os.environ.get("UPSTAGE_XSS_LAB_PATHS", ",".join(LAB_PATHS)).split(",") if p)
 NB7_PATHS = ("stream_fast", "stream_paced")
 EXPORTED = ("stream_fast", "no_stream", "code", "reasoning")  # stream_paced's final outputs equal stream_fast's
 
@@ -485,11 +514,17 @@ def test_hostile_corpus_jupyterlab(tmp_path: Path) -> None:
                 except Exception as exc:  # noqa: BLE001 - recorded; the other paths still run
                     facts.append({"label": f"lab:{p}", "error": f"{type(exc).__name__}: {exc}"[:2000]})
                     guard.sweep([page])
+                trace = root / "widget_trace.log"
+                if trace.exists():  # the widget paths' per-answer log (kept for a hung run)
+                    ARTIFACTS.mkdir(exist_ok=True)
+                    shutil.copy(trace, ARTIFACTS / f"widget_trace_{p}.log")
+                    print(f"lab:{p} widget trace tail:", *trace.read_text().splitlines()[-6:], sep="\n  ")
+                    trace.unlink()
             export_dir = tmp_path / "exports"
             export_dir.mkdir()
             static = StaticServer(export_dir)
             clicked: set[str] = set()
-            for p in EXPORTED:
+            for p in [e for e in EXPORTED if e in LAB_PATHS]:
                 t0 = time.monotonic()
                 try:
                     html = export_html(root / f"xss_{p}.ipynb", export_dir)
