@@ -576,3 +576,50 @@ def test_corpus_is_what_the_report_says() -> None:
     for needle in ("```~~~", "~~~`", '```"><img', "\t\n", "\u00a0javascript:", "\ufeffjavascript:",
                    "\u2028javascript:", "```mermaid", "$<img", EXFIL_HOST, "formaction", "srcdoc"):
         assert needle in texts, needle
+
+
+# ------------------------------------------------------------- a hostile document (issue 20)
+
+DOC_SETUP = """\
+%load_ext upstage_magic
+import json, pathlib, urllib.request
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({{}}))
+_req = urllib.request.Request({ctl!r} + '/_emulator/config', data=json.dumps({{'reply': 'echo'}}).encode(),
+                              method='POST', headers={{'Content-Type': 'application/json'}})
+_OPENER.open(_req, timeout=30).read()
+"""
+
+
+def test_hostile_pdf_through_parse_and_file_jupyterlab(tmp_path: Path) -> None:
+    """A PDF whose text is markup and script payloads, through ``%upstage parse`` (the preview,
+    the Document as a cell's value) and ``%%upstage --file`` (the attachments block and an
+    echoed answer that repeats the document): no flag is set, nothing leaves loopback."""
+    from tests.support.pdfs import hostile_pdf
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "hostile.pdf").write_bytes(hostile_pdf())
+    emu = EmulatorProcess(tmp_path)
+    facts: list[dict[str, Any]] = []
+    try:
+        cells = ["%upstage parse hostile.pdf -o doc", "doc",
+                 "%%upstage --file hostile.pdf --no-history\nSummarise the attached document.",
+                 f"print({DONE!r})"]
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(DOC_SETUP.format(ctl=emu.root))]
+        nb.cells += [nbformat.v4.new_code_cell(c) for c in cells]
+        nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+        nbformat.write(nb, root / "xss_document.ipynb")
+        with browser_page(LabServer, tmp_path, root, emu, ARTIFACTS, "xss-doc", timeout_ms=30_000) as (lab, page):
+            guard = Guard(page.context, template_urls=set())
+            page.reload()
+            facts.append(run_path(page, lab, guard, "xss_document.ipynb", "lab:document", nb7=False, n_done=1))
+            shown = " ".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+            assert "window.__xss_pdf_script=1" in shown  # the payloads are there, as text
+            assert "Attached: file hostile.pdf" in shown and "2 pages" in shown
+            flags = sorted(guard.flags.get("lab:document", set()))
+            assert not flags, flags
+            assert not guard.remote.get("lab:document"), guard.remote.get("lab:document")
+            assert not facts[0]["main_frame_navigations"] and facts[0]["usable"]
+    finally:
+        emu.close()
