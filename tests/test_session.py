@@ -70,7 +70,7 @@ def test_error_turns_are_kept_but_not_sent_and_do_not_count_against_max_history(
     assert [m["content"] for m in sent(s) if m["role"] == "user"] == ["good1", "good2", "next"]
 
 
-def test_stopped_turn_is_partial_and_sent_back():
+def test_stopped_turn_is_partial_kept_and_not_sent_back():
     s = ChatSession()
     ex = Exchange(request("long one", session=s), s)
 
@@ -82,7 +82,9 @@ def test_stopped_turn_is_partial_and_sent_back():
 
     asyncio.run(stop_early())
     assert (ex.status, ex.turn.answer) == ("stopped", "partial")
-    assert [m["content"] for m in sent(s, "n")] == ["long one", "partial", "n"]
+    # Kept for the record (history, exports), but the next question must not continue it.
+    assert s.turns[-1].answer == "partial"
+    assert [m["content"] for m in sent(s, "n")] == ["n"]
 
 
 def test_exports_keep_every_turn(tmp_path):

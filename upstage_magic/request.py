@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import formats, models, placeholders, replay
+from .conversation import DEFAULT_HISTORY_TOKENS, history_for
 from .context import estimate_tokens
 from .errors import UpstageError
 from .secrets import mask_secrets
@@ -80,6 +81,8 @@ class Ask:
     #: An :class:`~upstage_magic.attach.AttachmentBlock` (files, cells): sent before the
     #: context and the prompt, never placeholder-filled.
     attachments: Any = None
+    #: The notebook cell that asks (a re-run replaces that cell's turn; see :mod:`conversation`).
+    cell: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,9 @@ class Request:
     #: "off" | "record" | "replay" (see :mod:`upstage_magic.replay`); a request not made by plan: off.
     replay: str = "off"
     attachments: Any = None
+    cell: str | None = None
+    #: How much history went (a :class:`~upstage_magic.conversation.HistoryInfo`), None without history.
+    history_info: Any = None
 
     @property
     def streamed(self) -> bool:
@@ -197,7 +203,7 @@ def plan(settings: Any, ask: Ask, *, session: Any = None, provider: Any = None) 
         options["tools"] = [t.spec() for t in tools]
         if ask.tool_choice is not None:
             options["tool_choice"] = ask.tool_choice
-    history = tuple(session.history_messages()) if (session is not None and ask.history) else ()
+    history, history_info = _history(settings, ask, session)
     notice = models.retired_notice(model)
     return Request(
         model=model, messages=_messages(prompt, system, fmt, ask.context, history, attachments=ask.attachments),
@@ -205,8 +211,19 @@ def plan(settings: Any, ask: Ask, *, session: Any = None, provider: Any = None) 
         prompt=prompt, system=system, format=fmt, schema=schema, record=ask.history,
         notices=(f"Note: {notice} Sending it anyway; the server decides.",) if notice else (),
         notes=tuple(notes), context=ask.context, history=history, tools=tools,
-        replay=replay.mode_for(settings, ask), attachments=ask.attachments,
+        replay=replay.mode_for(settings, ask), attachments=ask.attachments, cell=ask.cell,
+        history_info=history_info,
     )
+
+
+def _history(settings: Any, ask: Ask, session: Any) -> tuple[tuple[dict[str, Any], ...], Any]:
+    """The history sent (re-run rule, token budget: :func:`conversation.history_for`) and what was decided."""
+    if session is None or not ask.history:
+        return (), None
+    if not hasattr(session, "sent_turns"):  # a duck-typed session that only lists messages
+        return tuple(session.history_messages()), None
+    budget = getattr(settings, "history_tokens", DEFAULT_HISTORY_TOKENS)
+    return history_for(session, cell=ask.cell, budget=budget)
 
 
 def resolve_model(name: str | None, provider: Any = None) -> str:

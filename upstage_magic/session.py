@@ -18,8 +18,11 @@ also loses a key's beginning at its end, events are scrubbed as they arrive, err
 are cut only after masking. So a key the model echoed is never stored nor sent back.
 
 History rules: every recorded turn is kept (``turns``, ``%upstage history``, exports).
-Turns "done", "length" and "stopped" (with an answer) are sent back to the model; "error"
-turns are kept for the record but not sent. ``max_history`` caps only what is sent.
+Turns "done" and "length" (with an answer) are sent back to the model; "stopped" (a
+partial answer the user interrupted) and "error" turns are kept for the record but not
+sent. ``max_history`` caps only what is sent; :mod:`conversation` adds the token budget.
+A turn asked from a notebook cell (``Turn.cell``) that is asked again replaces its earlier
+turn in place (the conversation follows the notebook, not the number of runs).
 """
 from __future__ import annotations
 
@@ -40,8 +43,13 @@ __all__ = ["STATUSES", "ChatSession", "Exchange", "Recorded", "SessionBusyError"
 
 #: Final statuses of a turn; an Exchange is "streaming" until it ends.
 STATUSES = ("done", "stopped", "error", "length")
-_SENT_STATUSES = frozenset({"done", "length", "stopped"})
+_SENT_STATUSES = frozenset({"done", "length"})
 _ERROR_CHARS = 2000
+
+
+def _replaces(cell: str | None) -> bool:
+    """Whether a turn of ``cell`` replaces the earlier one: not for ``run:<n>`` (a run number only names)."""
+    return bool(cell) and not str(cell).startswith("run:")
 
 
 class SessionBusyError(RuntimeError):
@@ -78,6 +86,8 @@ class Turn:
     timings: dict[str, float] = field(default_factory=dict)
     #: When the replayed answer was first recorded (epoch seconds); None: asked for real.
     replayed: float | None = None
+    #: The notebook cell that asked (``"cell:<cellId>"`` or ``"run:<n>"``); None elsewhere.
+    cell: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form (usage as a dict of counts)."""
@@ -88,6 +98,7 @@ class Turn:
             "reasoning": self.reasoning, "tool_calls": self.tool_calls, "estimated_tokens": self.estimated_tokens,
             "finish_reason": self.finish_reason, "options": self.options, "timings": self.timings,
             "replayed": _iso(self.replayed),
+            "cell": self.cell,
         }
 
 
@@ -342,6 +353,7 @@ class Exchange:
             estimated_tokens=0 if self.usage is not None else self.chunks, finish_reason=self.finish_reason,
             options=public_options(self.options), timings=self.timings(),
             replayed=self.replayed,
+            cell=getattr(self.request, "cell", None),
         )
         self._text = self.turn.answer
         from .replay import record  # noqa: PLC0415
@@ -372,11 +384,18 @@ class ChatSession:
         self._lock = threading.RLock()
 
     # -- history ----------------------------------------------------------------------------
-    def sent_turns(self) -> list[Turn]:
-        """The recorded turns sent back as history: the last ``max_history`` sendable ones."""
+    def sent_turns(self, before_cell: str | None = None) -> list[Turn]:
+        """The recorded turns sent back as history: the last ``max_history`` sendable ones.
+
+        ``before_cell``: only those recorded before that cell's turn, if it has one (a re-run).
+        """
         limit = max(0, int(self.max_history))
         with self._lock:
-            sendable = [t for t in self.turns if t.status in _SENT_STATUSES and t.answer]
+            turns = self.turns
+            mine = [i for i, t in enumerate(turns) if _replaces(before_cell) and t.cell == before_cell]
+            if mine:
+                turns = turns[: mine[0]]
+            sendable = [t for t in turns if t.status in _SENT_STATUSES and t.answer]
         return sendable[-limit:] if limit else []
 
     def history_messages(self) -> list[dict[str, Any]]:
@@ -411,11 +430,12 @@ class ChatSession:
         with self._lock:
             if self.active is exchange:
                 self.active = None
-            if exchange.record:
-                self.turns.append(turn)
+            replaced = self._record(turn) if exchange.record else None
             if turn.usage is not None:
                 self.usage = self.usage + turn.usage
             self.estimated_tokens += turn.estimated_tokens
+        if replaced is not None:
+            self._tell("remove", replaced)
         self._tell("end", exchange)
         if exchange.record:
             self._tell("change", self)
@@ -426,6 +446,15 @@ class ChatSession:
             self.turns.append(turn)
         self._tell("end", Recorded(turn))
         self._tell("change", self)
+
+    def _record(self, turn: Turn) -> Turn | None:
+        """Append ``turn``, or put it in place of the earlier turn of its cell (returned)."""
+        for i, old in enumerate(self.turns):
+            if _replaces(turn.cell) and old.cell == turn.cell:
+                self.turns[i:] = [turn] + [t for t in self.turns[i + 1:] if t.cell != turn.cell]
+                return old
+        self.turns.append(turn)
+        return None
 
     def pop_last(self) -> Turn | None:
         """Remove and return the last recorded turn (Retry), telling ``on_remove`` listeners."""
@@ -507,7 +536,7 @@ class ChatSession:
         lines = ["# Upstage chat", ""]
         if self.system_prompt:
             lines += ["**System:** " + md(self.system_prompt), ""]
-        notes = {"stopped": "stopped by the user (partial answer)", "length": "cut at max_tokens"}
+        notes = {"stopped": "stopped by the user (partial answer; kept, not sent back as context)", "length": "cut at max_tokens"}
         for i, t in enumerate(self.turns, 1):
             lines += [f"## {i}. You", "", md(t.prompt), "", f"### {md(t.model or 'assistant')}", "",
                       md(t.answer) if t.answer else "_(no answer)_", ""]

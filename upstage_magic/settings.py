@@ -83,6 +83,16 @@ class SettingsTraits(HasTraits):
                              "auto = rich in a Jupyter kernel, plain otherwise.").tag(config=True)
     replay = Bool(False, help="Answer a request that was answered before from its record (no request sent; "
                               "marked replayed). Also UPSTAGE_MAGIC_REPLAY=1; --fresh asks again.").tag(config=True)
+    history_tokens = Int(4000, allow_none=True,
+                         help="Most estimated tokens of earlier turns sent with a question (newest first; "
+                              "None: no budget, 0: none). max_history still caps the turns.").tag(config=True)
+
+    @validate("history_tokens")
+    def _check_history_tokens(self, proposal: Any) -> int | None:
+        value = proposal["value"]
+        if value is not None and value < 0:
+            raise TraitError(f"history_tokens must be a number of tokens >= 0 (or None), not {value!r}.")
+        return value
 
     @validate("update_interval")
     def _check_interval(self, proposal: Any) -> float:

@@ -156,10 +156,25 @@ def _history(magics: Any, args: argparse.Namespace) -> None:
         from ..render import render_html  # noqa: PLC0415
         from .display import html_bundle  # noqa: PLC0415
 
-        md = s.export_markdown()
+        md = s.export_markdown() + _history_notes(magics)
         display(html_bundle(render_html(md, load_images=magics.load_images), md), raw=True)
     else:
-        print(s.export_markdown())
+        print(s.export_markdown() + _history_notes(magics))
+
+
+def _history_notes(magics: Any) -> str:
+    """How much history the last question took, and how re-runs are recognised."""
+    from .cells import identity_note  # noqa: PLC0415
+
+    lines = []
+    last = getattr(magics, "last_exchange", None)
+    info = getattr(getattr(last, "request", None), "history_info", None)
+    if info is not None:
+        lines.append(f"_Last question: {info.describe()}._")
+    note = identity_note(magics.session.turns)
+    if note:
+        lines.append(f"_{note}_")
+    return "\n" + "\n\n".join(lines) + "\n" if lines else ""
 
 
 def _reset(magics: Any, args: argparse.Namespace) -> None:

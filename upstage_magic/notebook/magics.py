@@ -277,6 +277,7 @@ class UpstageMagics(Magics, SettingsTraits):
             tools=self._tools(args) or None,
             replay=True if args.replay else None, fresh=args.fresh,
             attachments=self._attachments(args, block),
+            cell=self.cell_id(),
         )
 
     def _tools(self, args: Any) -> list[Any]:
@@ -298,6 +299,17 @@ class UpstageMagics(Magics, SettingsTraits):
         from .documents import attachments_for  # noqa: PLC0415
 
         return attachments_for(self, args, used_tokens=context.tokens if context is not None else 0)
+
+    def cell_id(self) -> str | None:
+        """The running cell's identity: ``cell:<cellId>`` from the front end, else ``run:<n>``.
+
+        JupyterLab 4 and Notebook 7 (and VS Code) send ``cellId`` in the execute request's
+        metadata; without one (a console, nbclient, terminal IPython) the execution count is
+        used, so a re-run adds a turn instead of replacing one (``%upstage history`` says so).
+        """
+        from .cells import cell_id  # noqa: PLC0415
+
+        return cell_id(self.shell)
 
     def _schema(self, name: str | None) -> Any:
         """The --schema NAME object from the notebook (None without --schema)."""
@@ -377,6 +389,11 @@ class UpstageMagics(Magics, SettingsTraits):
             view.finish(None, footer_text(exchange, "error") if exchange.text else None)
             if isinstance(exc, SessionBusyError):
                 raise UsageError(str(exc)) from None
+            from ..conversation import context_full_hint  # noqa: PLC0415
+
+            full = context_full_hint(exc, exchange.request)
+            if full:
+                exc.hint = full
             notices = " ".join(n.removeprefix("Note: ") for n in exchange.request.notices)
             if notices:
                 exc.hint = f"{exc.hint} {notices}".strip()
