@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import formats, models, placeholders, replay
-from .conversation import DEFAULT_HISTORY_TOKENS, history_for
 from .context import estimate_tokens
+from .conversation import DEFAULT_HISTORY_TOKENS, history_for
 from .errors import UpstageError
 from .secrets import mask_secrets
 
