@@ -1,6 +1,8 @@
 """Coalescer: first text at once, then at most one render per interval, final flush."""
 from __future__ import annotations
 
+import re
+
 from upstage_magic.notebook.display import Coalescer
 
 
@@ -186,12 +188,14 @@ def test_stats_parts_shared_by_footer_and_widget_status():
 
     for ex in (_exchange(["a", "b", "c"]), _exchange(["a", "b"], Usage(4, 9, 13))):
         parts = stats_parts(ex)
-        assert parts and all(p in footer_text(ex, "done") for p in parts)
-        assert all(p in fmt_stats("done", ex) for p in parts)
+        assert parts and all(p in fmt_stats("done", ex) for p in parts)
+    # The footer is one short line; estimated numbers (no usage from the server) carry a "~".
     estimated = _exchange(["a", "b", "c"])
-    assert "~3 answer tokens" in footer_text(estimated, "done")
-    assert "chunks" not in footer_text(estimated, "done")
+    line = footer_text(estimated, "done")
+    assert re.fullmatch(r"fake-model · ~\d+ in / ~3 out · \d+\.\d s", line), line
+    assert "chunks" not in line
     counted = _exchange(["a", "b"], Usage(4, 9, 13))
+    assert re.fullmatch(r"fake-model · 4 in / 9 out · \d+\.\d s", footer_text(counted, "done"))
     assert stats_parts(counted)[0] == "4 prompt + 9 answer tokens"
     assert "first answer token" in fmt_stats("done", counted) and "TTFT" not in fmt_stats("done", counted)
 
@@ -199,7 +203,7 @@ def test_stats_parts_shared_by_footer_and_widget_status():
 def test_stats_count_reasoning_apart_and_time_the_answer_phase():
     from tests.support.fake import request
     from upstage_magic.events import Reasoning, Usage
-    from upstage_magic.notebook.display import stats_parts
+    from upstage_magic.notebook.display import footer_text, stats_parts
     from upstage_magic.session import ChatSession, Exchange
 
     now = [0.0]
@@ -217,6 +221,8 @@ def test_stats_count_reasoning_apart_and_time_the_answer_phase():
         ex._end()
         parts = stats_parts(ex)
         assert parts[0] == "5 prompt + 30 answer + 100 reasoning tokens (4 prompt cached)"
+        line = footer_text(ex, "done")
+        assert line == "fake-model · 5 in / 30 out (100 reasoning) · 3.1 s"  # timings: metadata, history
         if not stream:
             assert not any("first" in p or "tok/s" in p for p in parts)
             continue

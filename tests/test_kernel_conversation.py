@@ -125,6 +125,7 @@ def test_a_stopped_answer_is_kept_but_not_sent_back(fresh, emu):
 
 def test_an_empty_stream_after_a_large_prompt_says_the_context_may_be_full(fresh, emu):
     k = fresh
+    k.run("%config UpstageMagics.history_tokens = None")  # no budget: the whole conversation goes
     in_cell(k, "big", "%%upstage\n" + "a long pasted document " * 700)
     emu.set_fault({"kind": "empty", "body": True, "times": None})
     try:

@@ -89,7 +89,7 @@ def test_answer_streams_with_history(fresh):
     md = answer_markdown(first)
     assert "You asked: Hello there" in md and "Turn 1" in md
     assert "```python\ndef greet(name: str) -> str:" in md
-    assert "answer tokens" in markdowns(first)[-1]  # footer
+    assert " in / " in markdowns(first)[-1] and " out" in markdowns(first)[-1]  # footer
     second = run(k, "%%upstage\nAnd again")
     assert "Turn 2" in answer_markdown(second)
     meta = [m["content"].get("metadata", {}) for m in displays(second)]
@@ -272,4 +272,5 @@ def test_reasoning_shows_first_in_its_own_block_and_o_gets_the_answer_only(fresh
     ans = json.loads(k.run("import json; print(json.dumps(ans))"))
     assert ans == filler_text(12) and REASONING_TEXT.split()[0] not in ans
     footer = markdowns(msgs)[-1]
-    assert "reasoning tokens" in footer and "first answer token" in footer
+    assert "reasoning)" in footer and "first answer token" not in footer  # one short line
+    assert "first_answer_token" in json.dumps([m["content"].get("metadata", {}) for m in displays(msgs)])

@@ -98,7 +98,7 @@ def test_prompt_history_and_options(shell, magics, fake, capsys):
     fake.enqueue(["Hello", " there", FinishReason("stop"), Usage(3, 2, 5)])
     cell(shell, "-m fake -t 0.3 --max-tokens 50 --top-p 0.9 --reasoning-effort low", "Hi!\n")
     out = capsys.readouterr().out
-    assert "Hello there" in out and "3 prompt + 2 answer tokens" in out
+    assert "Hello there" in out and "fake-model · 3 in / 2 out · " in out
     call = fake.calls[-1]
     assert call["model"] == "fake-model"
     assert (call["temperature"], call["max_tokens"], call["top_p"], call["reasoning_effort"]) == (0.3, 50, 0.9, "low")
@@ -364,7 +364,7 @@ def test_rich_markdown_is_sanitised_and_bounded(shell, magics, fake, captured):
     assert len(captured) <= 5  # first, maybe one update, final, footer
     assert captured[0]["transient"]["display_id"] and captured[1]["update"]
     footer = captured[-1]["data"]["text/plain"]
-    assert "3 answer" not in footer and "2 answer tokens" in footer
+    assert "3 out" not in footer and "1 in / 2 out" in footer
 
 
 def test_rich_json_shows_pretty_block(shell, magics, fake, captured):
@@ -645,3 +645,9 @@ def test_a_thousand_cells_under_a_tiny_switch_interval_store_exact_values(shell,
     finally:
         sys.setswitchinterval(old)
         magics.max_history = 20
+
+
+def test_cell_magic_help_prints_the_options(shell, magics, capsys):
+    shell.run_cell_magic("upstage", "--help", "")
+    out = capsys.readouterr().out
+    assert "%%upstage" in out and "--no-history" in out and "--map" in out

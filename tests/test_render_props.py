@@ -16,8 +16,8 @@ from upstage_magic.render import AnswerRenderer, export_markdown_text, render_ht
 
 # ---------------------------------------------------------------------------- the audit
 
-HTML_TAGS = {
-    "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "strong", "em", "s", "code", "pre",
+HTML_TAGS = {  # no h1-h3: an answer's headings sit below the notebook's own (h4-h6)
+    "p", "br", "hr", "h4", "h5", "h6", "strong", "em", "s", "code", "pre",
     "blockquote", "ul", "ol", "li", "table", "thead", "tbody", "tr", "th", "td", "a", "span",
 }
 MATHML_TAGS = {
@@ -29,7 +29,8 @@ ATTRS = {
     "a": {"href", "title", "target", "rel", "class"},
     "img": {"src", "alt", "title"},
     "ol": {"start"},
-    "pre": {"class"}, "span": {"class"}, "th": {"class"}, "td": {"class"},
+    "pre": {"class"}, "span": {"class", "style"}, "th": {"class"}, "td": {"class"}, "code": {"class"},
+    "h4": {"class"}, "h5": {"class"}, "h6": {"class"},
     "math": {"display"},
     "mo": {"stretchy", "fence", "separator", "form", "accent", "largeop", "movablelimits", "symmetric",
            "minsize", "maxsize", "lspace", "rspace"},
@@ -45,7 +46,9 @@ CLASSES = {
     "a": {"um-image-link"},
     "th": {"um-align-left", "um-align-center", "um-align-right"},
     "td": {"um-align-left", "um-align-center", "um-align-right"},
-    "span": {"um-image-link", "um-math-source"},
+    "span": {"um-image-link", "um-math-source", "um-math", "um-math-display", "um-mathml"},
+    "code": {"um-tex"},
+    **{h: {"um-h", "jp-toc-ignore", "tocSkip"} for h in ("h4", "h5", "h6")},
 }
 URL = re.compile(r"(?:https?|mailto):", re.IGNORECASE)
 IMG_URL = re.compile(r"https?:", re.IGNORECASE)
@@ -71,8 +74,10 @@ class Audit(HTMLParser):
         d = dict(attrs)
         for name, value in attrs:
             value = value or ""
-            if name.startswith("on") or name in ("style", "id") or name not in ATTRS.get(tag, set()):
+            if name.startswith("on") or name == "id" or name not in ATTRS.get(tag, set()):
                 self.problems.append(f"attribute {name} on <{tag}>")
+            if name == "style" and (tag != "span" or value != "display:none"):  # the hidden MathML only
+                self.problems.append(f"style {value!r} on <{tag}>")
             if name == "href" and not URL.match(value):
                 self.problems.append(f"href {value!r}")
             if name == "src" and not IMG_URL.match(value):

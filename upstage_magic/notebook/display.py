@@ -126,7 +126,17 @@ def stats_parts(answer: Any, *, elapsed: bool = False) -> list[str]:
 
 
 def footer_text(exchange: Any, status: str) -> str:
-    """One line: model, tokens, time to first token, speed, and why it ended if notable."""
+    """One short line: model · tokens in / out (reasoning) · time, and why it ended if notable.
+
+    See :mod:`footer`; :func:`detailed_footer_text` is the older, detailed line.
+    """
+    from .footer import footer_line  # noqa: PLC0415
+
+    return footer_line(exchange, status)
+
+
+def detailed_footer_text(exchange: Any, status: str) -> str:
+    """Model, tokens, time to first token, speed, and why it ended if notable."""
     parts = [str(exchange.model), *stats_parts(exchange)]
     if status == "length":
         parts.append('cut at max_tokens (finish reason "length"): raise --max-tokens for more')
@@ -168,16 +178,20 @@ def tool_calls_text(calls: list[Any]) -> str:
 
 # Our own wrappers around rendered answers (thinking, context, tool calls, footer, notes).
 WRAPPER_CSS = """
-.um-answer details.um-thinking, .um-answer details.um-context {
+details.um-thinking, details.um-context {
   margin: 0.25em 0 0.5em; padding: 0.25em 0.6em; border-left: 3px solid var(--jp-border-color1, #ccc);
   color: var(--jp-content-font-color2, #555);
 }
-.um-answer details > summary { cursor: pointer; font-size: 0.9em; color: var(--jp-content-font-color2, #555); }
-.um-answer .um-thinking-body, .um-answer .um-context-body { font-size: 0.9em; }
+details.um-thinking > summary, details.um-context > summary {
+  cursor: pointer; font-size: 0.9em; color: var(--jp-content-font-color2, #555);
+}
+.um-thinking-body, .um-context-body { font-size: 0.9em; }
+.um-answer .um-thinking-body p, .um-answer .um-thinking-body li { color: inherit; }
 .um-answer .um-tool-calls pre { border-left: 3px solid var(--jp-brand-color1, #1976d2); padding-left: 0.6em; }
 .um-answer .um-footer, .um-answer .um-note {
   font-size: 0.85em; font-style: italic; color: var(--jp-content-font-color2, #555); margin-top: 0.2em;
 }
+.um-answer .um-footer small, .um-answer .um-note small { font-size: 1em; }
 """.strip()
 
 
@@ -218,8 +232,9 @@ def body_html(fmt: str, text: str, *, renderer: Any = None, final: Final | None 
 
 def footer_bundle(line: str, *, notes: list[str] | None = None) -> dict[str, Any]:
     """The one-line footer (and quiet notes under it) as escaped HTML and plain text."""
-    parts = [f'<div class="um-footer">{html.escape(line)}</div>'] if line else []
-    parts += [f'<div class="um-note">{html.escape(n)}</div>' for n in notes or ()]
+    # <small>: stays small where our stylesheet is dropped (an untrusted or exported notebook).
+    parts = [f'<div class="um-footer"><small>{html.escape(line)}</small></div>'] if line else []
+    parts += [f'<div class="um-note"><small>{html.escape(n)}</small></div>' for n in notes or ()]
     plain = "\n".join(([f"[{line}]"] if line else []) + list(notes or ()))
     return html_bundle("".join(parts), plain)
 

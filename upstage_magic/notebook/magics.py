@@ -222,6 +222,9 @@ class UpstageMagics(Magics, SettingsTraits):
         fix [N] | log | resume [ID] | import FILE | cache clear`` (``%upstage help`` says more).
         """
         __tracebackhide__ = True
+        if {"-h", "--help"} & set(line.split()):
+            print(self.upstage.parser.format_help())
+            return None
         args = self._args(line, cell)
         if args.map is not None:
             return self._map(cell, args)

@@ -4,9 +4,13 @@ CSS = """
 .um-answer table { border-collapse: collapse; margin: 0.5em 0; display: block; overflow-x: auto; }
 .um-answer th, .um-answer td { border: 1px solid var(--jp-border-color1, #ccc); padding: 0.25em 0.6em; }
 .um-answer th { background: var(--jp-layout-color2, rgba(127,127,127,0.12)); font-weight: 600; }
-.um-answer .um-align-left { text-align: left; }
-.um-answer .um-align-center { text-align: center; }
-.um-answer .um-align-right { text-align: right; }
+.um-answer.um-answer th, .um-answer.um-answer td { text-align: left; }
+.um-answer.um-answer .um-align-left { text-align: left; }
+.um-answer.um-answer .um-align-center { text-align: center; }
+.um-answer.um-answer .um-align-right { text-align: right; }
+.um-answer h4.um-h, .um-answer h5.um-h, .um-answer h6.um-h { margin: 0.8em 0 0.3em; line-height: 1.3; }
+.um-answer h4.um-h { font-size: var(--jp-content-font-size2, 1.2em); }
+.um-answer h5.um-h, .um-answer h6.um-h { font-size: var(--jp-content-font-size1, 1em); }
 .um-answer pre.um-code, .um-answer pre.um-text {
   background: var(--jp-cell-editor-background, rgba(127,127,127,0.08));
   border: 1px solid var(--jp-border-color2, rgba(127,127,127,0.25));
@@ -15,8 +19,10 @@ CSS = """
   line-height: var(--jp-code-line-height, 1.4); white-space: pre;
 }
 .um-answer pre.um-text { white-space: pre-wrap; }
-.um-answer pre code { background: none; padding: 0; font: inherit; white-space: inherit; }
-.um-answer :not(pre) > code {
+.um-answer.um-answer pre code, .um-answer.um-answer pre code span {
+  background: transparent; padding: 0; margin: 0; font: inherit; white-space: inherit; overflow: visible;
+}
+.um-answer.um-answer :not(pre) > code {
   background: var(--jp-layout-color2, rgba(127,127,127,0.15)); padding: 0 0.25em; border-radius: 3px;
   font-family: var(--jp-code-font-family, monospace);
 }
@@ -27,8 +33,12 @@ CSS = """
 .um-answer a { color: var(--jp-content-link-color, #1a73e8); text-decoration: underline; }
 .um-answer .um-image-link { font-style: italic; }
 .um-answer .um-math-source { font-family: var(--jp-code-font-family, monospace); }
-.um-answer math { display: inline-block; max-width: 100%; overflow-x: auto; vertical-align: middle; }
-.um-answer math[display="block"] { display: block; margin: 0.5em 0; overflow-x: auto; }
+.um-answer .um-mathml { display: inline !important; }
+.um-answer.um-answer code.um-tex { display: none; }
+.um-answer math { display: inline-block; max-width: 100%; overflow-x: auto; vertical-align: middle; font-size: 1.1em; }
+.um-answer .um-math-display { display: block; text-align: center; }
+.um-answer math[display="block"] { display: block; margin: 0.5em auto; overflow-x: auto; text-align: center;
+  font-size: 1.2em; }
 .um-answer .k, .um-answer .kc, .um-answer .kd, .um-answer .kn, .um-answer .kp, .um-answer .kr,
 .um-answer .ow { color: var(--jp-mirror-editor-keyword-color, #008000); font-weight: bold; }
 .um-answer .kt { color: var(--jp-mirror-editor-builtin-color, #b00040); }

@@ -35,11 +35,21 @@ def latex_to_mathml(latex: str, *, display: bool) -> str | None:
     return out
 
 
+#: Hides the MathML where our stylesheet is dropped (an untrusted notebook, a sanitising viewer):
+#: there the TeX source shows instead of MathML flattened to plain text (``e^{i\\pi}`` as "eiπ").
+#: Our stylesheet shows the MathML (``!important`` outranks this inline style) and hides the source.
+MATHML_HIDDEN_STYLE = "display:none"
+
+
 def math_html(token: Any, *, display: bool) -> str:
-    """A math token as MathML, or its source as escaped text."""
+    """A math token as MathML with its TeX source beside it for style-less views, or the source as text."""
     mathml = latex_to_mathml(token.content, display=display)
     source = html.escape(token.meta["source"], quote=False)
-    return mathml if mathml is not None else f'<span class="um-math-source">{source}</span>'
+    if mathml is None:
+        return f'<span class="um-math-source">{source}</span>'
+    kind = "um-math um-math-display" if display else "um-math"
+    return (f'<span class="{kind}"><span class="um-mathml" style="{MATHML_HIDDEN_STYLE}">{mathml}</span>'
+            f'<code class="um-tex">{source}</code></span>')
 
 
 def math_inline_rule(state: Any, silent: bool) -> bool:

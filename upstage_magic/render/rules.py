@@ -85,6 +85,20 @@ def _render_cell_open(self: Any, tokens: Any, idx: int, options: Any, env: Any) 
     return f"<{token.tag}{cls}>"
 
 
+#: An answer's headings sit below the notebook's own: ``#`` -> h4, ``##`` -> h5, deeper -> h6.
+_HEADING_TAGS = {"h1": "h4", "h2": "h5"}
+#: ``jp-toc-ignore``/``tocSkip``: JupyterLab's Table of Contents skips headings with these classes.
+HEADING_CLASSES = "um-h jp-toc-ignore tocSkip"
+
+
+def _render_heading_open(self: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
+    return f'<{_HEADING_TAGS.get(tokens[idx].tag, "h6")} class="{HEADING_CLASSES}">'
+
+
+def _render_heading_close(self: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
+    return f"</{_HEADING_TAGS.get(tokens[idx].tag, 'h6')}>\n"
+
+
 def _render_math(self: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
     return math_html(tokens[idx], display=tokens[idx].info == "display")
 
@@ -111,6 +125,7 @@ def markdown() -> Any:
         ("link_open", _render_link_open), ("link_close", _render_link_close), ("image", _render_image),
         ("fence", _render_code), ("code_block", _render_code), ("th_open", _render_cell_open),
         ("td_open", _render_cell_open), ("um_math", _render_math), ("um_math_block", _render_math_block),
+        ("heading_open", _render_heading_open), ("heading_close", _render_heading_close),
     ]:
         md.add_render_rule(name, rule)
     return md

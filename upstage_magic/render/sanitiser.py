@@ -38,6 +38,7 @@ ALLOWED_ATTRIBUTES: dict[str, frozenset[str]] = {
     "a": frozenset({"href", "title", "target", "rel"}),
     "img": frozenset({"src", "alt", "title"}),
     "ol": frozenset({"start"}),
+    "span": frozenset({"style"}),  # only ever exactly SPAN_STYLE (the MathML hidden for style-less views)
     **_MATHML_ATTRIBUTES,
 }
 """Attributes per tag (besides ``class``, which only takes :data:`ALLOWED_CLASSES`)."""
@@ -54,9 +55,13 @@ PYGMENTS_CLASSES = frozenset({
     "sa", "sb", "sc", "sd", "se", "sh", "si", "sr", "ss", "sx", "vc", "vg", "vi", "vm", "w", "x",
 })
 
+_HEADING_CLASSES = frozenset({"um-h", "jp-toc-ignore", "tocSkip"})
+
 ALLOWED_CLASSES: dict[str, frozenset[str]] = {
-    "pre": frozenset({"um-code", "um-text"}), "span": PYGMENTS_CLASSES | {"um-image-link", "um-math-source"},
-    "a": frozenset({"um-image-link"}), "th": _ALIGN_CLASSES, "td": _ALIGN_CLASSES,
+    "pre": frozenset({"um-code", "um-text"}),
+    "span": PYGMENTS_CLASSES | {"um-image-link", "um-math-source", "um-math", "um-math-display", "um-mathml"},
+    "a": frozenset({"um-image-link"}), "th": _ALIGN_CLASSES, "td": _ALIGN_CLASSES, "code": frozenset({"um-tex"}),
+    "h4": _HEADING_CLASSES, "h5": _HEADING_CLASSES, "h6": _HEADING_CLASSES,
 }
 """``class`` values allowed per tag: Pygments token classes and our own ``um-*`` names."""
 
@@ -106,8 +111,17 @@ def is_unsafe_url(url: str) -> bool:
 # ---------------------------------------------------------------------------- nh3
 
 
+#: The one inline style the renderer emits (on a span around MathML); any other is dropped.
+SPAN_STYLE = "display:none"
+
+
 def _attribute_filter(tag: str, attr: str, value: str) -> str | None:
-    """Second check on URLs (ours, not only nh3's): the allow-listed schemes after cleaning."""
+    """Second check on URLs (ours, not only nh3's): the allow-listed schemes after cleaning.
+
+    ``style`` is kept only on a ``span`` and only as exactly :data:`SPAN_STYLE`.
+    """
+    if attr == "style":
+        return SPAN_STYLE if tag == "span" and value.replace(" ", "").rstrip(";") == SPAN_STYLE else None
     schemes = {"href": LINK_SCHEMES, "src": IMAGE_SCHEMES}.get(attr)
     return value if schemes is None or url_allowed(value, schemes) else None
 
@@ -122,6 +136,7 @@ def _cleaner(load_images: bool) -> Any:
         tags=tags, clean_content_tags={"script", "style"}, attributes=attributes, attribute_filter=_attribute_filter,
         strip_comments=True, link_rel="noopener noreferrer", set_tag_attribute_values={"a": {"target": "_blank"}},
         url_schemes=set(LINK_SCHEMES), url_relative="deny", allowed_classes={t: set(c) for t, c in ALLOWED_CLASSES.items()},
+        filter_style_properties={"display"},
     )
 
 
