@@ -60,7 +60,7 @@ def test_chat_widget_in_notebook7(tmp_path: Path) -> None:
             magic_out = magic_cell.locator(".jp-OutputArea-output", has_text=HEADING)
             sync_api.expect(magic_out).to_have_count(1)
             sync_api.expect(magic_out).to_contain_text("You asked: In one sentence: what is a notebook widget?")
-            sync_api.expect(magic_out.locator("h2", has_text=HEADING)).to_be_visible()
+            sync_api.expect(magic_out.locator("h5.jp-toc-ignore", has_text=HEADING)).to_be_visible()
             sync_api.expect(magic_out.locator("pre code")).not_to_have_count(0)
             assert "##" not in magic_out.inner_text()  # rendered, not shown as Markdown source
 
@@ -84,7 +84,7 @@ def test_chat_widget_in_notebook7(tmp_path: Path) -> None:
             sync_api.expect(status).to_contain_text("streaming")
             sync_api.expect(done).to_have_count(n_done + 1)
             sync_api.expect(done.last).to_contain_text("You asked: What is Solar in Notebook 7?")
-            sync_api.expect(done.last.locator("h2", has_text=HEADING)).to_be_visible()
+            sync_api.expect(done.last.locator("h5", has_text=HEADING)).to_be_visible()
             sync_api.expect(status).to_contain_text("done")
             sync_api.expect(textarea).to_have_value("")
             assert emu.requests()[-1]["messages"][-1]["content"] == "What is Solar\nin Notebook 7?"
