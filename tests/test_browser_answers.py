@@ -82,7 +82,7 @@ MEASURE_JS = r"""() => {
     const thinkBody = think.querySelector('.um-thinking-body p') || think.querySelector('.um-thinking-body');
     const para = [...ans.querySelectorAll(':scope > p')].find(p => !p.querySelector('.um-math'));
     const dmath = ans.querySelector('.um-math-display math');
-    const mrect = dmath ? dmath.getBoundingClientRect() : null;
+    const mrect = dmath ? (dmath.firstElementChild || dmath).getBoundingClientRect() : null;
     const arect = ans.getBoundingClientRect();
     const td = ans.querySelector('td');
     return {
@@ -151,14 +151,17 @@ def test_answers_in_jupyterlab_shared_and_exported(tmp_path: Path) -> None:
             set_theme(page, "JupyterLab Light")
             page.set_viewport_size({"width": 1280, "height": 1100})
             # The Table of Contents lists the notebook's headings, none of the answer's.
-            page.evaluate("() => window.jupyterapp.commands.execute('toc:show-panel')")
+            page.locator(".jp-SideBar .lm-TabBar-tab[data-id='table-of-contents']").click()
             page.wait_for_function("() => document.querySelector('.jp-TableOfContents-tree, "
                                    ".jp-TableOfContents-content')?.textContent.includes('Notebook section')")
             toc = page.evaluate(TOC_JS)
             assert "Notebook title" in toc and "Notebook H4" in toc
             assert "answer heading" not in toc, toc
-            page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
-            page.wait_for_timeout(1500)
+            page.locator(".lm-MenuBar-itemLabel", has_text="File").first.click()
+            page.locator(".lm-Menu-itemLabel", has_text="Save Notebook").first.click()
+            page.wait_for_function("() => !document.querySelector('.jp-NotebookPanel-toolbar, .lm-TabBar-tab.jp-mod-dirty')"
+                                   " || !document.querySelector('.lm-TabBar-tab.jp-mod-dirty')")
+            page.wait_for_timeout(1000)
         saved = json.loads((root / "answers.ipynb").read_text())
         outputs = [o for c in saved["cells"] for o in c.get("outputs", [])]
         assert any("um-footer" in "".join(o.get("data", {}).get("text/html", "")) for o in outputs)

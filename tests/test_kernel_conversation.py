@@ -135,3 +135,17 @@ def test_an_empty_stream_after_a_large_prompt_says_the_context_may_be_full(fresh
     assert r.error is not None and r.error["ename"] == "IncompleteStreamError"
     shown = "\n".join(r.error["traceback"])
     assert "context may be full" in shown and "--no-history" in shown and "history_tokens" in shown
+
+
+def test_a_connection_error_is_a_small_block_and_a_short_real_error(fresh):
+    from tests.support.harness import free_port
+
+    r = fresh.execute(f"%%upstage --base-url http://127.0.0.1:{free_port()}/v1\nhello")
+    assert r.error is not None and r.error["ename"] == "APIConnectionError"  # a real error: Run all stops
+    shown = "\n".join(r.error["traceback"])
+    assert "Could not connect to the Upstage API." in shown
+    assert "ssl:default" not in shown and "Connect call failed" not in shown  # internals only in Details
+    blocks = [d["data"] for d in r.displays if "um-error" in d["data"].get("text/html", "")]
+    assert len(blocks) == 1
+    assert "<details><summary>Details</summary>" in blocks[0]["text/html"]
+    assert "Connect call failed" in blocks[0]["text/plain"] and "overflow-wrap: break-word" in blocks[0]["text/html"]

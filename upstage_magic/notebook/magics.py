@@ -400,6 +400,13 @@ class UpstageMagics(Magics, SettingsTraits):
             notices = " ".join(n.removeprefix("Note: ") for n in exchange.request.notices)
             if notices:
                 exc.hint = f"{exc.hint} {notices}".strip()
+            if rich:
+                from IPython.display import display  # noqa: PLC0415
+
+                from .errorview import error_bundle, first_line  # noqa: PLC0415
+
+                display(error_bundle(exc), raw=True)
+                raise _short(exc, first_line(exc)) from None
             raise _short(exc) from None
         except Exception:
             view.finish(None, footer_text(exchange, "error") if exchange.text else None)

@@ -37,8 +37,8 @@ CSS = """
 .um-answer.um-answer code.um-tex { display: none; }
 .um-answer math { display: inline-block; max-width: 100%; overflow-x: auto; vertical-align: middle; font-size: 1.1em; }
 .um-answer .um-math-display { display: block; text-align: center; }
-.um-answer math[display="block"] { display: block; margin: 0.5em auto; overflow-x: auto; text-align: center;
-  font-size: 1.2em; }
+.um-answer math[display="block"] { display: block; display: block math; width: fit-content; max-width: 100%;
+  margin: 0.5em auto; overflow-x: auto; font-size: 1.2em; }
 .um-answer .k, .um-answer .kc, .um-answer .kd, .um-answer .kn, .um-answer .kp, .um-answer .kr,
 .um-answer .ow { color: var(--jp-mirror-editor-keyword-color, #008000); font-weight: bold; }
 .um-answer .kt { color: var(--jp-mirror-editor-builtin-color, #b00040); }
