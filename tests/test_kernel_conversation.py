@@ -149,3 +149,7 @@ def test_a_connection_error_is_a_small_block_and_a_short_real_error(fresh):
     assert len(blocks) == 1
     assert "<details><summary>Details</summary>" in blocks[0]["text/html"]
     assert "Connect call failed" in blocks[0]["text/plain"] and "overflow-wrap: break-word" in blocks[0]["text/html"]
+    # While it retried, a live line said so (then it was removed).
+    live = [d["data"].get("text/plain", "") for d in r.displays if "retrying (" in d["data"].get("text/plain", "")]
+    assert live and live[0].startswith("retrying (1/") and " s: Could not connect to the Upstage API." in live[0]
+    assert "ssl:default" not in "".join(live)

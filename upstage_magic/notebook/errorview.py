@@ -12,11 +12,11 @@ import html
 import re
 from typing import Any
 
+from ..errorview_text import split_detail
 from ..secrets import redact
 
 __all__ = ["error_bundle", "first_line", "split_detail"]
 
-_DETAIL = re.compile(r"\s*\(([^()]*(?:\[[^\]]*\][^()]*)?)\)\.?$")
 _CODE = re.compile(r"`([^`\n]{1,200})`")
 ERROR_CSS = """
 .um-answer .um-error { border-left: 3px solid var(--jp-error-color1, #d32f2f); padding: 0.2em 0.7em;
@@ -25,14 +25,6 @@ ERROR_CSS = """
 .um-answer .um-error p { margin: 0.2em 0; }
 .um-answer .um-error code { font-family: var(--jp-code-font-family, monospace); }
 """.strip()
-
-
-def split_detail(message: str) -> tuple[str, str]:
-    """``"Could not connect ... (host: [Errno 111] ...)."`` -> (the sentence, the parenthetical)."""
-    m = _DETAIL.search(message)
-    if m is None or len(m.group(1)) < 12:
-        return message, ""
-    return message[: m.start()].rstrip() + ".", m.group(1)
 
 
 def _inline(text: str) -> str:

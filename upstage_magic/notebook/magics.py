@@ -381,14 +381,28 @@ class UpstageMagics(Magics, SettingsTraits):
         view = RichView(exchange, exchange.request.format, interval=self.update_interval,
                         load_images=self.load_images) if rich else PlainView(exchange, exchange.request.format)
         self._view: RichView | PlainView = view
+        from .retryline import RetryLine  # noqa: PLC0415
+
+        retry = self.retry_line = RetryLine(rich)
+
+        def changed() -> None:
+            retry.clear()
+            view.changed()
+
+        def tick() -> None:
+            view.tick()
+            retry.tick()
+
         try:
-            exchange.run(provider, pump=run_stream, on_change=view.changed, tick=view.tick,
+            exchange.run(provider, pump=retry.pump(run_stream), on_change=changed, tick=tick,
                          interval=min(0.05, self.update_interval))
         except KeyboardInterrupt:
+            retry.clear()
             view.finish(None, footer_text(exchange, "stopped"))  # always: it carries the marker
             # Re-raise (so queued cells stop) from this hidden frame: no runner internals shown.
             raise _short(KeyboardInterrupt("stopped: the partial answer was kept")) from None
         except (UpstageError, SessionBusyError) as exc:
+            retry.clear()
             view.finish(None, footer_text(exchange, "error") if exchange.text else None)
             if isinstance(exc, SessionBusyError):
                 raise UsageError(str(exc)) from None

@@ -53,6 +53,7 @@ from ..errors import (
     backoff,
     status_error,
 )
+from ..retries import announce
 from ..secrets import cut, display_url
 from .wire import malformed, stream_error
 
@@ -116,7 +117,9 @@ async def send(
         if failure is not None:  # raised outside the except: no implicit chaining
             if retryable and attempt < max_retries:
                 attempt += 1
-                await _sleep(backoff(attempt, base=RETRY_BASE_DELAY, cap=RETRY_MAX_DELAY))
+                wait = backoff(attempt, base=RETRY_BASE_DELAY, cap=RETRY_MAX_DELAY)
+                announce(attempt, max_retries, wait, failure)
+                await _sleep(wait)
                 continue
             raise failure
         if response.status < 400:
@@ -130,6 +133,7 @@ async def send(
         if delay is None:
             raise err
         attempt += 1
+        announce(attempt, max_retries, delay, err)
         await _sleep(delay)
 
 
