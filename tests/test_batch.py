@@ -562,3 +562,19 @@ def test_map_fills_placeholders_in_the_system_prompt_too(tmp_path):
     ask = Ask("Rate {item}", system="Answer in {lang}.", history=False, namespace={"lang": "French"})
     batch(ask, ["x"], cache=False, progress=False, provider=Spy)
     assert seen[0][0] == {"role": "system", "content": "Answer in French."}
+
+
+def test_widget_progress_says_the_numbers_once_at_the_end(monkeypatch):
+    import IPython.display
+
+    from upstage_magic.notebook.progress import WidgetProgress
+
+    shown: list = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, **kw: shown.append(obj))
+    stats = BatchStats(total=2, done=2, tokens_in=10, tokens_out=20)
+    view = WidgetProgress()
+    view.start(stats)
+    assert "2/2" in view.label.value  # while running: the live line
+    view.finish(stats)
+    assert view.label.value == "" and view.bar.bar_style == "success"
+    assert repr(shown[-1]).startswith("Done: 2/2 answered")  # the one summary, kept in the saved notebook

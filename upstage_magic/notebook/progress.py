@@ -172,6 +172,7 @@ class WidgetProgress:
         from IPython.display import display
 
         self.update(stats)
+        self.label.value = ""  # the summary below says the numbers once (not twice in two fonts)
         self.bar.bar_style = "danger" if interrupted else ("warning" if stats.failed else "success")
         head = ("Stopped: " if interrupted else "Done: ") + stats.summary()
         table_html = failures_table(stats, as_html=True)
