@@ -55,7 +55,8 @@ def test_hit_misses_and_fresh(kernel, emu):
     answer = lambda b: b["data"]["text/plain"]  # noqa: E731
     assert answer(hit) == answer(first)
     assert hit["shown"].count("replayed · recorded 20") == 2  # the footer, as HTML and as text
-    assert "replayed" not in first["shown"] and "tok/s" in first["shown"] and "tok/s" not in hit["shown"]
+    timed = re.compile(r" out(?: \([0-9,]+ reasoning\))? \\u00b7 [0-9.]+ s|out(?: \([0-9,]+ reasoning\))? · [0-9.]+ s")
+    assert "replayed" not in first["shown"] and timed.search(first["shown"]) and not timed.search(hit["shown"])
     assert meta["usage"] == first["metadata"]["upstage"]["usage"]
 
     for changed in ("%%upstage --no-history -t 0.3 --replay\nTell me about replay.",      # an option
@@ -104,7 +105,8 @@ _TIMING = [re.compile(p) for p in (
     r" \\u00b7 first byte [0-9.]+ s", r" \\u00b7 first answer token [0-9.]+ s", r" \\u00b7 [0-9.,k]+ tok/s",
     r" \\u00b7 replayed \\u00b7 recorded [0-9-]+ [0-9:]+ UTC", r"Thought for [0-9.]+ s",
     r" · first byte [0-9.]+ s", r" · first answer token [0-9.]+ s", r" · [0-9.,k]+ tok/s",
-    r" · replayed · recorded [0-9-]+ [0-9:]+ UTC")]
+    r" · replayed · recorded [0-9-]+ [0-9:]+ UTC",
+    r" \\u00b7 [0-9.]+ s\b", r" · [0-9.]+ s\b")]  # the footer's total time
 
 
 def _comparable(path) -> list:

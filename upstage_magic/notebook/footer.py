@@ -43,7 +43,7 @@ def footer_line(exchange: Any, status: str) -> str:
     """One short line: model, tokens, total time, how much history went if some was left out, why it ended."""
     parts = [str(exchange.model), token_phrase(exchange)]
     elapsed = getattr(exchange, "elapsed", None)
-    if elapsed is not None:
+    if elapsed is not None and getattr(exchange, "replayed", None) is None:  # a replay has no timing of its own
         parts.append(f"{elapsed:.1f} s")
     info = getattr(getattr(exchange, "request", None), "history_info", None)
     if info is not None and info.left_out:
@@ -56,4 +56,8 @@ def footer_line(exchange: Any, status: str) -> str:
         parts.append("failed: partial answer kept" if exchange.text else "failed")
     elif exchange.finish_reason and exchange.finish_reason not in ("stop", "length"):
         parts.append(f"finish reason {exchange.finish_reason!r}")
+    if getattr(exchange, "replayed", None) is not None:
+        from ..replay import recorded_label  # noqa: PLC0415
+
+        parts.append(recorded_label(exchange.replayed))
     return " · ".join(parts)
