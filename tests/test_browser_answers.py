@@ -135,6 +135,7 @@ def test_answers_in_jupyterlab_shared_and_exported(tmp_path: Path) -> None:
             run_all_cells(page)
             wait_all_cells_ran(page)
             page.wait_for_selector(".um-footer")
+            page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").first.click()  # notebook full width
             for theme in ("JupyterLab Light", "JupyterLab Dark"):
                 set_theme(page, theme)
                 for width in (1200, 420):
