@@ -117,3 +117,20 @@ def test_plan_puts_attachments_first_and_never_fills_them() -> None:
     assert "hello {name}" in request.describe()
     row = request.for_item({"x": 1}, 0)
     assert row.messages[-1]["content"].startswith(block.text)
+
+
+async def test_turn_records_what_was_attached() -> None:
+    from tests.support.fake import FakeProvider
+    from upstage_magic.session import ChatSession, Exchange
+
+    block = build_block([Piece("file t.md", "hello", "5 bytes"), Piece("file big.txt", "x " * 5000, "10 KB")], 300)
+    request = plan(Settings(), Ask("q", attachments=block))
+    exchange = Exchange(request, ChatSession())
+    fake = FakeProvider().enqueue(["fine"])
+    async for _ in exchange.stream(fake):
+        pass
+    turn = exchange.turn
+    assert turn is not None and turn.answer == "fine"
+    assert [a["title"] for a in turn.attachments] == ["file t.md", "file big.txt"]
+    assert turn.attachments[0]["info"] == "5 bytes" and turn.attachments[1]["cut"] is True
+    assert turn.to_dict()["attachments"] == turn.attachments

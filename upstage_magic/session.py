@@ -88,6 +88,8 @@ class Turn:
     replayed: float | None = None
     #: The notebook cell that asked (``"cell:<cellId>"`` or ``"run:<n>"``); None elsewhere.
     cell: str | None = None
+    #: What was attached (``--file``, ``--cells``, the widget's attach): title, info (size, pages), tokens, cut.
+    attachments: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form (usage as a dict of counts)."""
@@ -99,6 +101,7 @@ class Turn:
             "finish_reason": self.finish_reason, "options": self.options, "timings": self.timings,
             "replayed": _iso(self.replayed),
             "cell": self.cell,
+            "attachments": self.attachments,
         }
 
 
@@ -354,6 +357,8 @@ class Exchange:
             options=public_options(self.options), timings=self.timings(),
             replayed=self.replayed,
             cell=getattr(self.request, "cell", None),
+            attachments=[{k: mask_secrets(v) if isinstance(v, str) else v for k, v in item.items()}
+                         for item in getattr(self.request.attachments, "items", None) or []],
         )
         self._text = self.turn.answer
         from .replay import record  # noqa: PLC0415

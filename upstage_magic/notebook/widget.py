@@ -65,6 +65,7 @@ from .chatpanel import PanelMixin
 from .chatview import LiveAnswer, answer_html, error_parts, fmt_stats, widget_css
 from .display import Coalescer
 from .transcript_sync import send_turn_delta
+from .widget_attach import AttachMixin
 
 __all__ = ["MAX_SHOWN", "MAX_SHOWN_CHARS", "ChatWidget", "answer_html", "render_html"]
 
@@ -77,7 +78,7 @@ MAX_SHOWN = 30
 MAX_SHOWN_CHARS = 400_000
 
 
-class ChatWidget(PanelMixin, anywidget.AnyWidget):
+class ChatWidget(PanelMixin, AttachMixin, anywidget.AnyWidget):
     """A chat with an Upstage Solar model inside the notebook.
 
     ``ChatWidget()`` shares the kernel's conversation with ``%%upstage`` cells and the
@@ -306,7 +307,7 @@ class ChatWidget(PanelMixin, anywidget.AnyWidget):
 
     def request_for(self, text: str) -> Request:
         """The request a send of ``text`` makes (the one plan: effort checks, notices, history)."""
-        return plan(self.config, Ask(text), session=self.session, provider=self.provider)
+        return plan(self.config, Ask(text, attachments=self.take_attachments()), session=self.session, provider=self.provider)
 
     def export(self, path: str | Path | None = None) -> Path:
         """Save the conversation (Markdown for .md, JSON for .json); returns the path.
