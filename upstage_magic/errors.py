@@ -125,7 +125,7 @@ class APIStatusError(UpstageError):
     ) -> None:
         self.status = status
         self.server_message = redact(server_message) if server_message else None
-        self.code = code
+        self.code = cut(code, 200) if code is not None else None  # server text too
         self.body = scrub(body, redacting=True)
         super().__init__(message, hint=hint)
 
@@ -200,7 +200,7 @@ class StreamErrorEvent(StreamError):
     """The server sent an error inside the stream."""
 
     def __init__(self, message: str, *, code: str | None = None, hint: str | None = None) -> None:
-        self.code = code
+        self.code = cut(code, 200) if code is not None else None  # server text too
         super().__init__(message, hint=hint)
 
 

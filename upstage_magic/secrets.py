@@ -146,8 +146,8 @@ def cut(text: Any, limit: int, *, more: str = "...", redacting: bool = True) -> 
 def scrub(value: Any, *, redacting: bool = False) -> Any:
     """A copy of ``value`` with every string inside masked (str, dict, list, tuple, dataclass).
 
-    Frozen dataclasses (the stream events) are copied with their string fields masked;
-    other values come back unchanged.
+    Frozen dataclasses (the stream events) are copied with their fields masked (nested
+    values too); other values come back unchanged.
     """
     fn = redact if redacting else mask_secrets
     if isinstance(value, str):
@@ -158,8 +158,9 @@ def scrub(value: Any, *, redacting: bool = False) -> Any:
         items = [scrub(v, redacting=redacting) for v in value]
         return items if isinstance(value, list) else tuple(items)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        changes = {f.name: fn(v) for f in dataclasses.fields(value)
-                   if isinstance(v := getattr(value, f.name), str)}
+        # Every field, nested ones too (``Usage.raw`` is the server's own dict).
+        changes = {f.name: new for f in dataclasses.fields(value) if f.init
+                   and (new := scrub(old := getattr(value, f.name), redacting=redacting)) is not old}
         return dataclasses.replace(value, **changes) if changes else value
     return value
 

@@ -192,10 +192,13 @@ def _parse_retry_after(headers: Any) -> float | None:
 def json_body(raw: bytes) -> Any:
     """A whole JSON body; an error envelope in place of an answer raises StreamErrorEvent."""
     text = raw.decode("utf-8", "replace")
+    bad = None
     try:
         obj = json.loads(text)
     except ValueError as exc:
-        raise malformed(text, exc) from None
+        bad = malformed(text, exc)
+    if bad is not None:  # raised outside the except: the JSON error (raw body) is not its context
+        raise bad
     if isinstance(obj, dict) and obj.get("error") and not obj.get("choices"):
         raise stream_error(obj["error"])
     return obj

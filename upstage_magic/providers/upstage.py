@@ -20,7 +20,8 @@ import aiohttp
 from .. import models as model_table
 from .. import settings
 from ..errors import APIStatusError, BadRequestError, MalformedEventError, MissingAPIKeyError
-from ..secrets import Secret, SecretURL, register_secret
+from ..events import Reasoning
+from ..secrets import Secret, SecretURL, mask_secrets, register_secret, scrub
 from .base import AsyncGeneratorProvider, AsyncResult, Messages, ProviderModelMixin
 from .http import DEFAULT_NONSTREAM_TIMEOUT, DEFAULT_TIMEOUT, aclose_running_loop, drain, json_body, read, send
 from .sse import SSEDecoder
@@ -177,7 +178,8 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
         items = obj.get("data") if isinstance(obj, dict) else obj
         if not isinstance(items, list):
             raise MalformedEventError("The model list answer has no 'data' list.", "", 0)
-        return [item["id"] if isinstance(item, dict) else str(item) for item in items
+        # Ids are server text: masked here, where they enter the package (dropdowns, footers, logs).
+        return [mask_secrets(item["id"] if isinstance(item, dict) else item) for item in items
                 if not isinstance(item, dict) or "id" in item]
 
     @classmethod
@@ -226,6 +228,16 @@ def _messages(messages: Messages | str) -> list[dict[str, Any]]:
 
 
 async def _items(response: aiohttp.ClientResponse, *, stream: bool, key: str) -> AsyncResult:
+    """The answer's items from an OK response, whole values (finish reason, tool calls) masked.
+
+    Text and reasoning pieces come as sent: a key may be split over pieces, so only their
+    joined text can be masked (``Exchange`` does, as it reads them).
+    """
+    async for item in _raw_items(response, stream=stream, key=key):
+        yield item if isinstance(item, (str, Reasoning)) else scrub(item)
+
+
+async def _raw_items(response: aiohttp.ClientResponse, *, stream: bool, key: str) -> AsyncResult:
     """The answer's items from an OK response: a whole JSON body, or the SSE stream read by read."""
     if not stream:
         raw = await read(response.read(), key=key, started=True)

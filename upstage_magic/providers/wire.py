@@ -219,7 +219,9 @@ class StreamParser:
                 if data == "[DONE]":
                     self.done = True
                     return
-                raise malformed(data, exc) from None  # type: ignore[arg-type]
+                # Raised below, outside this block: the JSON error (holding the raw data) is
+                # not kept as the context of ours.
+                obj = malformed(data, exc)  # type: ignore[arg-type]
             except TypeError:  # not text: an SSE event with a type/id, or a parsed object
                 if isinstance(data, ServerSentEvent):
                     obj = self._typed(data)
@@ -229,7 +231,7 @@ class StreamParser:
                 else:
                     obj = data
             if obj.__class__ is not dict:
-                raise malformed(_text_of(data), shape=True)
+                raise obj if isinstance(obj, MalformedEventError) else malformed(_text_of(data), shape=True)
             choices = obj.get("choices")
             if choices:
                 choice = choices[0] if choices.__class__ is list else None
@@ -316,14 +318,17 @@ class StreamParser:
         (a JSON error object, any JSON, or plain text). Other types are read like plain events.
         """
         data = event.data
+        bad: MalformedEventError | None = None
         try:
             obj = json.loads(data)
         except ValueError as exc:
+            bad = malformed(data, exc)  # raised outside: the JSON error (raw data) is not its context
+        if bad is not None:
             if event.event == "error":
-                raise stream_error(data.strip() or "(no details)") from None
+                raise stream_error(data.strip() or "(no details)")
             if data == "[DONE]":
                 return None
-            raise malformed(data, exc) from None
+            raise bad
         if event.event == "error":
             raise stream_error(obj.get("error", obj) if isinstance(obj, dict) else obj)
         return obj
