@@ -350,3 +350,14 @@ def test_export_hoists_nested_code_and_cleans_language():
 def test_export_neutralises_every_link_of_a_run():
     out = export_markdown_text("[a](javascript:x)[b](\u00a0javascript:y) [c](https://ok)\n\n[r]: vbscript:z")
     assert out == "[a](#)[b](#) [c](https://ok)\n\n[r]: #"
+
+
+@pytest.mark.parametrize("tex", [r"\(\color{red}\colorbox{red}{SESSION EXPIRED}\)", r"$\color{red}{RED}$",
+                                 r"$\textcolor{red}{x}$", r"$\fcolorbox{red}{blue}{x}$", r"$\style{background:red}{x}$",
+                                 r"$$\mathcolor{red}{x}$$"])
+def test_math_cannot_paint(tex):
+    """A server must not paint coloured text or boxes into the notebook through math."""
+    out = render_html(tex)
+    assert "<math" in out
+    for attr in ("mathcolor", "mathbackground", "color", "style", "background"):
+        assert attr + "=" not in out, (attr, out)

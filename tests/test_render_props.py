@@ -35,7 +35,7 @@ ATTRS = {
     "mo": {"stretchy", "fence", "separator", "form", "accent", "largeop", "movablelimits", "symmetric",
            "minsize", "maxsize", "lspace", "rspace"},
     "mover": {"accent"}, "munder": {"accentunder"}, "munderover": {"accent", "accentunder"},
-    "mfrac": {"linethickness"}, "mstyle": {"displaystyle", "scriptlevel", "mathcolor"},
+    "mfrac": {"linethickness"}, "mstyle": {"displaystyle", "scriptlevel"},
     "mspace": {"width", "height", "depth"}, "mpadded": {"width", "height", "depth", "lspace", "voffset"},
     "mtable": {"columnalign", "rowalign", "columnlines", "rowlines", "columnspacing", "rowspacing", "frame"},
     "mtd": {"columnalign", "rowalign", "columnspan", "rowspan"}, "menclose": {"notation"},

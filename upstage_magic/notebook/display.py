@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from ..formats import Final, fence
-from ..secrets import mask_partial, secret_tail
+from ..secrets import defang, mask_partial, secret_tail
 
 __all__ = ["Coalescer", "PlainView", "RichView", "footer_bundle", "footer_text", "html_bundle", "stats_parts",
            "text_bundle", "thinking_html"]
@@ -196,7 +196,7 @@ details.um-thinking > summary, details.um-context > summary {
 
 
 def html_bundle(answer_html: str, plain: str) -> dict[str, Any]:
-    """A MIME bundle of our sanitised HTML (with the answer stylesheet) and plain text."""
+    """A MIME bundle of our sanitised HTML (with the answer stylesheet) and plain text (defanged)."""
     from ..render import CSS  # noqa: PLC0415
 
     # We render math ourselves: the front end's MathJax must not typeset server or notebook
@@ -204,7 +204,7 @@ def html_bundle(answer_html: str, plain: str) -> dict[str, Any]:
     # tex2jax_ignore: MathJax 2 in classic pages and older nbconvert templates).
     return {"text/html": f'<style>{CSS}\n{WRAPPER_CSS}</style>'
                          f'<div class="um-answer mathjax_ignore tex2jax_ignore">{answer_html}</div>',
-            "text/plain": plain}
+            "text/plain": defang(plain)}  # a text front end's autolinker sees this twin
 
 
 def text_bundle(text: str) -> dict[str, Any]:

@@ -539,7 +539,16 @@ def _short(exc: BaseException, text: str | None = None) -> BaseException:
     """
     line = defang(f"{type(exc).__name__}: {text if text is not None else redact(exc)}")
     exc._render_traceback_ = lambda: [line]  # type: ignore[attr-defined]
+    _defang_value(exc)
     return exc
+
+
+def _defang_value(exc: BaseException) -> None:
+    """``str(exc)`` (the error output's ``evalue``, saved in the .ipynb) masked and defanged too."""
+    if isinstance(exc, UpstageError):
+        exc.message, exc.hint = defang(exc.message), defang(exc.hint)
+    if not isinstance(exc, KeyboardInterrupt):
+        exc.args = tuple(defang(redact(a)) if isinstance(a, str) else a for a in exc.args)
 
 
 def _unquote(value: str | None) -> str | None:

@@ -180,7 +180,9 @@ class WidgetProgress:
 
         class _Summary:  # text/plain and text/html of one output
             def _repr_html_(self) -> str:
-                return f"<div>{html.escape(head)}</div>{table_html}"
+                # Our HTML: the front end's MathJax must not typeset server text in it.
+                return (f'<div class="mathjax_ignore tex2jax_ignore"><div>{html.escape(head)}</div>'
+                        f"{table_html}</div>")
 
             def __repr__(self) -> str:
                 return head + ("\n" + table_text if table_text else "")

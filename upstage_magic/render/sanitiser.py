@@ -12,7 +12,8 @@ IMAGE_SCHEMES = frozenset({"http", "https"})
 
 # Only what latex2mathml emits for ordinary formulas. Left out on purpose: maction,
 # mglyph, semantics/annotation(-xml) (HTML integration points), and the attributes
-# href, style, class, id, mathbackground that latex2mathml passes through from the TeX.
+# href, style, class, id, mathcolor, mathbackground that latex2mathml passes through from the
+# TeX: a server must not paint coloured text or boxes (a red "SESSION EXPIRED") via math.
 MATHML_TAGS = frozenset({
     "math", "mrow", "mi", "mn", "mo", "ms", "mtext", "mspace", "msub", "msup", "msubsup",
     "mfrac", "msqrt", "mroot", "mover", "munder", "munderover", "mtable", "mtr", "mtd",
@@ -21,7 +22,7 @@ MATHML_TAGS = frozenset({
 _MATHML_ATTRIBUTES: dict[str, frozenset[str]] = {tag: frozenset(names.split()) for tag, names in {
     "math": "display", "mover": "accent", "munder": "accentunder", "munderover": "accent accentunder",
     "mo": "stretchy fence separator form accent largeop movablelimits symmetric minsize maxsize lspace rspace",
-    "mfrac": "linethickness", "mstyle": "displaystyle scriptlevel mathcolor", "mspace": "width height depth",
+    "mfrac": "linethickness", "mstyle": "displaystyle scriptlevel", "mspace": "width height depth",
     "mpadded": "width height depth lspace voffset", "menclose": "notation",
     "mtable": "columnalign rowalign columnlines rowlines columnspacing rowspacing frame",
     "mtd": "columnalign rowalign columnspan rowspan",
