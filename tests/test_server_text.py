@@ -114,7 +114,8 @@ async def test_provider_values_and_errors(mode: str, stream: bool) -> None:
         assert error is not None, mode
 
 
-@pytest.mark.parametrize("mode", ["answer", *(f"status-{s}" for s in (401, 404, 500)), "html-503"])
+@pytest.mark.parametrize("mode", ["answer", *(f"status-{s}" for s in (401, 404, 500)), "html-503", "status-500+keys",
+                                  "html-503+keys"])
 async def test_model_list_and_its_errors(server: HostileServer, mode: str) -> None:
     url = server.base_url if mode == "answer" else server.mode_url(mode)
     try:
@@ -130,20 +131,27 @@ async def test_model_list_and_its_errors(server: HostileServer, mode: str) -> No
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", [*MODES, *(m + "+keys" for m in MODES)])
 async def test_exchange_turn_exports_and_log(mode: str, stream: bool, tmp_path: Path) -> None:
-    """What an answer shows while streaming and records at the end: nothing of the key."""
+    """What an answer shows while streaming and records at the end: nothing of the key.
+
+    ``+keys``: the key's copies come first in every text, so every cut (80 to 2000
+    characters) lands inside a key.
+    """
     session = ChatSession()
     log = SessionLog(lambda: str(tmp_path / "logs.db"))
     log.attach(session)
-    fmt = "json" if mode in ("json", "badjson") else None
+    fmt = "json" if mode.startswith(("json", "badjson")) else None
     request = plan(Settings(), Ask(prompt=f"mode={mode}", stream=stream, format=fmt, extra={"max_retries": 0}),
                    session=session, provider=Upstage)
     exchange = session.start(request)
     live: list[str] = []
     try:
         async for _ in exchange.stream(Upstage):
-            live.append(mask_partial(exchange.text) + mask_partial(exchange.reasoning))  # what a live view shows
+            # What a live view shows (a possible key's beginning at the end held back), and
+            # the exchange's own texts (whole keys masked).
+            live.append(mask_partial(exchange.text) + mask_partial(exchange.reasoning))
+            assert KEY not in exchange.text + exchange.reasoning
     except UpstageError:
         pass
     assert exchange.turn is not None
@@ -159,7 +167,7 @@ async def test_exchange_turn_exports_and_log(mode: str, stream: bool, tmp_path: 
                           f"{mode}: log file")
     assert not found
     if mode == "answer":
-        assert exchange.status == "done" and exchange.text.count("***") >= 30
+        assert exchange.status == "done" and exchange.text.count("***") >= 20
 
 
 # ------------------------------------------------------------------------ batch
@@ -177,7 +185,8 @@ def test_batch_answers_cache_and_failures(tmp_path: Path, monkeypatch: pytest.Mo
     from upstage_magic.notebook.batch import batch
 
     items = ["answer", "code", "think", "reasoning", "status-400", "status-422", "status-500", "status-503",
-             "html-500", "text-500", "error-event", "event-error", "malformed"]
+             "html-500", "text-500", "error-event", "event-error", "malformed", "status-500+keys", "html-500+keys",
+             "error-event+keys", "malformed+keys"]
     cache = tmp_path / "cache" / "answers.db"
     cache.parent.mkdir()
     err = io.StringIO()
@@ -188,8 +197,8 @@ def test_batch_answers_cache_and_failures(tmp_path: Path, monkeypatch: pytest.Mo
     found += find_needles(err.getvalue(), KEY, "progress summary and failures table")
     found += find_needles(_cache_text(cache), KEY, "answer cache file")
     assert not found
-    assert first[0].count("***") >= 30 and again[0] == first[0]
-    assert len(first.errors) == 9, first.errors
+    assert first[0].count("***") >= 20 and again[0] == first[0]
+    assert len(first.errors) == 13, first.errors
 
 
 def test_batch_json_schema_failures_and_values(tmp_path: Path) -> None:
@@ -198,11 +207,12 @@ def test_batch_json_schema_failures_and_values(tmp_path: Path) -> None:
 
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
     values = batch("mode={item}", ["json"], format="json", cache=False, retries=0, progress=False)
-    failed = batch("mode={item}", ["badjson", "json"], schema=schema, cache=False, retries=0, progress=False)
+    failed = batch("mode={item}", ["badjson", "json", "badjson+keys"], schema=schema, cache=False, retries=0,
+                   progress=False)
     assert not leaks(list(values), "json values") + leaks(list(failed), "schema failures") + leaks(
         failed.errors, "schema errors")
     assert isinstance(values[0], dict) and "***" in values[0]["answer"]
-    assert len(failed.errors) == 2
+    assert len(failed.errors) == 3
 
 
 def test_map_cell_out_value(tmp_path: Path) -> None:
@@ -227,7 +237,7 @@ def test_a_key_streamed_in_pieces_never_shows_a_prefix() -> None:
         return seen
 
     seen = asyncio.run(run())
-    assert len(seen) > 100
+    assert len(seen) > 50
     assert not leaks(seen, "live")
 
 

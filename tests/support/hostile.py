@@ -11,7 +11,8 @@ blocks, JSON that fails a schema, code blocks.
 
 One server serves every case: the mode is chosen per request by ``mode=NAME`` in the last
 user message (a cell's prompt), or by a path prefix ``/m/NAME/v1`` (a base URL per mode,
-also for ``/models``). Modes: see :data:`MODES`.
+also for ``/models``). Modes: see :data:`MODES`. ``NAME+keys`` (e.g. ``status-500+keys``)
+puts the copies of the key before the payloads in every text (see :func:`hostile_text`).
 
 The key is repeated many times in a text (``key + " "`` periodically), so whatever length a
 client cuts a text to, the cut lands inside a copy of the key: a client that cuts before
@@ -65,12 +66,16 @@ MODES = (
     "event-error",  # some text, then "event: error" with plain-text data
     "malformed",  # some text, then an event that is not JSON
 )
-_MODE = re.compile(r"mode=([a-z0-9-]+)")
+_MODE = re.compile(r"mode=([a-z0-9+-]+)")
 
 
 def make_key() -> str:
-    """A canary key built at run time, not key-shaped (only the registry can mask it)."""
-    return "hk-CANARY-" + secrets.token_hex(16)
+    """A canary key built at run time, not key-shaped (only the registry can mask it).
+
+    Long (106 characters), so a text cut inside one of its copies almost always keeps more
+    than the 12 characters the needles look for: a client that cuts before it masks shows.
+    """
+    return "hk-CANARY-" + secrets.token_hex(48)
 
 
 def needles(key: str) -> dict[str, str]:
@@ -88,15 +93,22 @@ def find_needles(text: str, key: str, where: str) -> list[str]:
     return hits
 
 
-def hostile_text(key: str, field: str, *, repeat: int = 30) -> str:
-    """The payloads and the key (whole, then ``repeat`` times back to back) for one field."""
-    return f"[{field}] " + " ".join(PAYLOADS) + f" key={key} " + (key + " ") * repeat
+def hostile_text(key: str, field: str, *, repeat: int = 30, keys_first: bool = False) -> str:
+    """The payloads and the key (whole, then ``repeat`` times back to back) for one field.
+
+    ``keys_first``: the copies of the key come before the payloads, so a text cut anywhere
+    in its first ``repeat * (len(key) + 1)`` characters is cut inside a key.
+    """
+    keys = (key + " ") * repeat
+    if keys_first:
+        return f"[{field}] key={key} " + keys + " ".join(PAYLOADS)
+    return f"[{field}] " + " ".join(PAYLOADS) + f" key={key} " + keys
 
 
 class HostileServer:
     """The hostile server on 127.0.0.1 (random port) in a thread; ``base_url`` ends in /v1."""
 
-    def __init__(self, *, repeat: int = 30) -> None:
+    def __init__(self, *, repeat: int = 20) -> None:
         self.repeat = repeat
         self.requests: list[dict[str, Any]] = []
         self._loop = asyncio.new_event_loop()
@@ -155,9 +167,10 @@ class HostileServer:
             except ValueError:
                 body = None
         mode = request.match_info.get("mode") or _mode_of(body) or "answer"
+        mode, _, layout = mode.partition("+")
         tail = request.match_info["tail"]
         self.requests.append({"path": request.path, "mode": mode, "body": body})
-        h = _Hostile(key, self.repeat)
+        h = _Hostile(key, self.repeat, keys_first=layout == "keys")
         if mode.startswith(("status-", "html-", "text-")):
             return h.error_page(mode)
         if tail.startswith("models"):
@@ -184,12 +197,14 @@ def _mode_of(body: Any) -> str | None:
 class _Hostile:
     """The replies of one request, every text field built from the request's key."""
 
-    def __init__(self, key: str, repeat: int) -> None:
+    def __init__(self, key: str, repeat: int, *, keys_first: bool = False) -> None:
         self.key = key
         self.repeat = repeat
+        self.keys_first = keys_first
 
     def t(self, field: str, repeat: int | None = None) -> str:
-        return hostile_text(self.key, field, repeat=self.repeat if repeat is None else repeat)
+        return hostile_text(self.key, field, repeat=self.repeat if repeat is None else repeat,
+                            keys_first=self.keys_first)
 
     def usage(self) -> dict[str, Any]:
         return {"prompt_tokens": 3, "completion_tokens": 12, "total_tokens": 15,
@@ -217,6 +232,8 @@ class _Hostile:
             return "<think>" + self.t("think") + "</think>\n\n" + self.t("content")
         if mode == "tool":
             return ""
+        if mode == "slow":
+            return self.t("content", 3)  # a few copies: the pieces are what matters
         return self.t("content")
 
     def error_page(self, mode: str) -> web.Response:
