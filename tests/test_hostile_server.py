@@ -46,7 +46,7 @@ ERROR_MODES = [*(f"status-{s}" for s in STATUSES), *(f"html-{s}" for s in STATUS
 
 # Every frame: report flags as they appear; record needles seen in text as it is added.
 WATCH_JS = """(() => {
-  const prefix = %s, needles = %s;
+  const prefix = PREFIX_JSON, needles = NEEDLES_JSON;
   window.__hostileSeen = [];
   const check = () => {
     try { for (const k of Object.keys(window)) if (k.startsWith(prefix)) window.__hostileFlags = (window.__hostileFlags || []).concat([k]); } catch (e) {}
@@ -61,7 +61,7 @@ WATCH_JS = """(() => {
     }
   }).observe(document, {subtree: true, childList: true, characterData: true, attributes: true});
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start); else start();
-})();""" % (json.dumps(FLAG_PREFIX), json.dumps(list(needles(KEY).values())))
+})();""".replace("PREFIX_JSON", json.dumps(FLAG_PREFIX)).replace("NEEDLES_JSON", json.dumps(list(needles(KEY).values())))
 
 CHECK_JS = """() => {
   const outs = [...document.querySelectorAll('.jp-OutputArea-output')];
@@ -75,7 +75,7 @@ CHECK_JS = """() => {
                          user: !!o.closest('.jp-OutputArea-executeResult')
                                || o.getAttribute('data-mime-type') === 'application/vnd.jupyter.stdout'}));
   return {
-    flags: Object.keys(window).filter(k => k.startsWith(%s)).concat(window.__hostileFlags || []),
+    flags: Object.keys(window).filter(k => k.startsWith(PREFIX_JSON)).concat(window.__hostileFlags || []),
     seen: window.__hostileSeen || [],
     unsafeLinks: links,
     typeset: outs.reduce((n, o) => n + o.querySelectorAll('mjx-container, .MathJax, .MathJax_Display').length, 0),
@@ -83,7 +83,7 @@ CHECK_JS = """() => {
     errors: document.querySelectorAll('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]').length,
     html: document.documentElement.outerHTML,
   };
-}""" % json.dumps(FLAG_PREFIX)
+}""".replace("PREFIX_JSON", json.dumps(FLAG_PREFIX))
 
 CELLS = [
     "%load_ext upstage_magic\nfrom upstage_magic import batch, ChatWidget\n"

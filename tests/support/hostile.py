@@ -35,7 +35,11 @@ from aiohttp import web
 __all__ = ["FLAG_PREFIX", "MODES", "PAYLOADS", "STATUSES", "HostileServer", "hostile_text", "make_key", "needles"]
 
 FLAG_PREFIX = "__hostile_"
+# TeX first: in short fields (a finish reason cut to 100 characters, a failures table's
+# 160) it survives the cut and reaches our HTML as text, where a front end's MathJax would
+# typeset it if our outputs did not opt out.
 PAYLOADS = (
+    r"\(\color{red}\colorbox{red}{SESSION EXPIRED}\)",
     f'<img src=x onerror="window.{FLAG_PREFIX}img=1">',
     f"<script>window.{FLAG_PREFIX}script=1</script>",
     f'<a href="javascript:window.{FLAG_PREFIX}a=1">a</a>',
@@ -43,7 +47,6 @@ PAYLOADS = (
     f"[ref link][r]\n\n[r]: javascript:window.{FLAG_PREFIX}ref=1\n",
     f"javascript://%0Awindow.{FLAG_PREFIX}autolink=1",
     "vbscript://x data://text/html,x",
-    r"\(\color{red}\colorbox{red}{SESSION EXPIRED}\)",
     f"$$\\href{{javascript:window.{FLAG_PREFIX}href=1}}{{x}}$$",
     r"$\color{red}{RED}\mathbin{\style{background:red}{x}}$",
     f'<svg onload="window.{FLAG_PREFIX}svg=1"></svg>',
