@@ -2,9 +2,11 @@
 
     PYTHONPATH=. python benchmarks/bench_batch.py [--n 5000] [--rps 100]
 
-Measures (issue 13):
-- wall time vs the limit's lower bound (n / rps; the goal is within 1.15x), with 0 lost and
-  0 duplicated answers (counted at the emulator: accepted requests per prompt);
+Measures (issues 13 and 21), for the old pacing (AIMD on 429s) and the new one (the
+emulator's x-ratelimit headers, then AIMD) in the same run:
+- wall time vs the limit's lower bound (n / rps; the goal is within 1.03x), the share of
+  requests answered 429 (goal under 2%), with 0 lost and 0 duplicated answers (counted at
+  the emulator: accepted requests per prompt);
 - a re-run with the same cache sends 0 requests and finishes in under 2 s;
 - peak memory (tracemalloc, each size in a fresh subprocess, no rate limit) at 1,000 and
   5,000 items;
@@ -90,17 +92,8 @@ def memory_child(n: int) -> None:
     print(json.dumps({"n": n, "peak_bytes": peak}))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=5000)
-    parser.add_argument("--rps", type=float, default=100.0)
-    parser.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.memory_child:
-        memory_child(args.memory_child)
-        return
-
-    n, rps = args.n, args.rps
+def run_once(n: int, rps: float, pacing: str, *, rerun: bool) -> None:
+    """One batch of ``n`` against a fresh emulator limited to ``rps``, paced by ``pacing``."""
     emu = CountingEmulator(reply="echo")
     emu.configure(rate_limit={"rps": rps})
     loop, thread = serve(emu)
@@ -112,7 +105,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         cache = str(Path(tmp) / "cache.sqlite3")
-        opts = {"cache": cache, "base_url": emu.base_url, "api_key": "bench-key", "model": "solar-mini4"}
+        opts = {"cache": cache, "base_url": emu.base_url, "api_key": "bench-key", "model": "solar-mini4",
+                "pacing": pacing}
         t0 = time.perf_counter()
         result = asyncio.run(abatch("{item}", items, on_progress=sample, **opts))
         wall = time.perf_counter() - t0
@@ -120,28 +114,45 @@ def main() -> None:
         lost = sum(1 for p, r in zip(items, result, strict=False) if r != p)
         dup = sum(c - 1 for c in emu.answered.values() if c > 1)
         missing_at_server = n - len(emu.answered)
-        print(f"batch of {n} against the emulator limited to {rps:g} requests/s")
-        print(f"  wall {wall:.2f} s; lower bound {bound:.1f} s; ratio {wall / bound:.3f}x (goal <= 1.15x)")
-        print(f"  achieved {n / wall:.1f} answers/s; 429s {emu.rate_limited}; "
-              f"errors {len(result.errors)}; lost {lost}; duplicated {dup}; never answered {missing_at_server}")
+        label = {"aimd": "old pacing (AIMD on 429s only)", "headers": "new pacing (x-ratelimit headers, then AIMD)"}
+        print(f"batch of {n} against the emulator limited to {rps:g} requests/s: {label[pacing]}")
+        print(f"  wall {wall:.2f} s; lower bound {bound:.1f} s; ratio {wall / bound:.3f}x (goal <= 1.03x)")
+        print(f"  achieved {n / wall:.1f} answers/s; 429s {emu.rate_limited} = {100 * emu.rate_limited / n:.2f}% "
+              f"of {n} (goal < 2%); errors {len(result.errors)}; lost {lost}; duplicated {dup}; "
+              f"never answered {missing_at_server}")
         print("  concurrency over time (t s: done, limit, 429s so far):")
-        step, nxt = 5.0, 0.0
+        step, nxt = 10.0, 0.0
         for t, done, conc, limited in samples:
             if t >= nxt:
                 print(f"    {t:5.1f}: {done:5d}, {conc}, {limited}")
                 nxt += step
         t, done, conc, limited = samples[-1]
         print(f"    {t:5.1f}: {done:5d}, {conc}, {limited}  (end)")
-
-        before = sum(emu.answered.values()) + emu.rate_limited
-        t0 = time.perf_counter()
-        again = asyncio.run(abatch("{item}", items, **opts))
-        rerun = time.perf_counter() - t0
-        sent = sum(emu.answered.values()) + emu.rate_limited - before
-        same = list(again) == list(result)
-        print(f"  re-run: {sent} requests sent, {rerun:.2f} s (goal 0 and < 2 s); same answers: {same}")
+        if rerun:
+            before = sum(emu.answered.values()) + emu.rate_limited
+            t0 = time.perf_counter()
+            again = asyncio.run(abatch("{item}", items, **opts))
+            took = time.perf_counter() - t0
+            sent = sum(emu.answered.values()) + emu.rate_limited - before
+            same = list(again) == list(result)
+            print(f"  re-run: {sent} requests sent, {took:.2f} s (goal 0 and < 2 s); same answers: {same}")
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=5000)
+    parser.add_argument("--rps", type=float, default=100.0)
+    parser.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child)
+        return
+
+    n, rps = args.n, args.rps
+    for pacing in ("aimd", "headers"):
+        run_once(n, rps, pacing, rerun=pacing == "headers")
 
     peaks = {}
     for size in (1000, 5000):

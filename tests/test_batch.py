@@ -197,7 +197,7 @@ async def test_format_json_parses_and_adds_the_json_word(emu, tmp_path):
 async def test_429_storm_nothing_lost_nothing_sent_twice(emu, tmp_path):
     emu.configure(rate_limit={"rps": 10})
     items = [f"p{i}" for i in range(35)]
-    out = await abatch("{item}", items, concurrency=8, **opts(emu, tmp_path))
+    out = await abatch("{item}", items, concurrency=8, pacing="aimd", **opts(emu, tmp_path))  # the fallback
     assert out == items and out.errors == []
     assert emu.rate_limited > 0 and out.stats.rate_limited == emu.rate_limited
     counts = collections.Counter(prompts_sent(emu))  # requests the emulator answered (not the 429s)

@@ -164,6 +164,8 @@ class RateWindow:
     """Sliding-window counters for rate-limit mode (times from the event loop's clock)."""
 
     def __init__(self) -> None:
+        #: The x-ratelimit-*-requests headers of the request ``check`` let through last.
+        self.granted: dict[str, str] = {}
         self.second: deque[float] = deque()
         self.minute: deque[float] = deque()
         self.tokens: deque[tuple[float, int]] = deque()
@@ -197,6 +199,7 @@ class RateWindow:
             minute.append(now)
             toks.append((now, tokens))
             self.token_sum += tokens
+            self.granted = self.headers(now, limits)
             return None
         wait = max(0.001, max(o[2] for o in over))
         headers = {"Retry-After": str(max(1, math.ceil(wait))), "retry-after-ms": str(math.ceil(wait * 1000))}
@@ -208,3 +211,21 @@ class RateWindow:
         body = error_body(f"Rate limit reached for {kinds}. Please retry after {wait:.3f} s.",
                           "requests" if "requests" in kinds else "tokens", "rate_limit_exceeded")
         return web.json_response(body, status=429, headers=headers)
+
+    def headers(self, now: float, limits: dict[str, float]) -> dict[str, str]:
+        """The request limit nearest to running out, as the real API reports it on every answer.
+
+        ``limit`` and ``remaining`` in the window; ``reset``: time until the window is back to
+        full (its newest request leaves it). Nothing when only ``tpm`` is configured.
+        """
+        best: tuple[int, float, float] | None = None  # (remaining, limit, reset)
+        for span, window, limit in ((1.0, self.second, limits.get("rps")), (60.0, self.minute, limits.get("rpm"))):
+            if limit is None:
+                continue
+            left = max(0, int(limit - len(window)))
+            reset = max(0.0, window[-1] + span - now) if window else 0.0
+            if best is None or left < best[0]:
+                best = (left, limit, reset)
+        if best is None:
+            return {}
+        return rate_limit_headers(limit=int(best[1]), remaining=best[0], reset_seconds=round(best[2], 3))

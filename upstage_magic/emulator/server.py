@@ -150,6 +150,7 @@ class Emulator:
     def make_app(self) -> web.Application:
         """The aiohttp application (routes under /v1, /v1/solar and /_emulator)."""
         app = web.Application(middlewares=[self._count_connections], client_max_size=52 * 1024**2)
+        app.on_response_prepare.append(_add_rate_headers)
         for base in ("/v1", "/v1/solar"):
             app.router.add_post(base + "/chat/completions", self._chat)
             app.router.add_get(base + "/models", self._models)
@@ -242,6 +243,8 @@ class Emulator:
             body, is_json = None, False
         if self.rate_limit and (limited := self._check_rate_limit(body)) is not None:
             return limited
+        if self.rate_limit:
+            request[_RATE_HEADERS] = self._granted_headers()  # sent with the answer (_add_rate_headers)
         if not is_json:
             return Reject(400, "The request body is not valid JSON.").response
         if not isinstance(body, dict):
@@ -412,6 +415,9 @@ class Emulator:
             self.rate_limited += 1
         return refused
 
+    def _granted_headers(self) -> dict[str, str]:
+        return dict(self._rate.granted) if self._rate is not None else {}
+
     async def _ctl_json(self, request: web.Request) -> Any:
         raw = await request.read()
         return json.loads(raw) if raw.strip() else None
@@ -525,3 +531,14 @@ def _abort(request: web.Request) -> None:
     """Close the connection now, mid-body (the client sees a cut stream)."""
     if request.transport is not None:
         request.transport.close()
+
+
+_RATE_HEADERS = web.RequestKey("upstage_emulator_rate_headers", dict)
+
+
+async def _add_rate_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Rate-limit mode: every answer carries the x-ratelimit-*-requests headers (like the real API)."""
+    headers = request.get(_RATE_HEADERS)
+    if headers:
+        for name, value in headers.items():
+            response.headers.setdefault(name, value)

@@ -27,9 +27,12 @@ schema DataFrame the row's columns are None) and ``errors`` lists them. ``fail_f
 raises the first failure instead. A bad key, unknown model or missing key stops the batch
 at once (every item would fail the same way).
 
-Pacing: at most ``concurrency`` requests in flight (default 8). A 429 closes a shared gate
-for everyone until its Retry-After has passed and halves the limit; each success adds
-``1/limit`` back (AIMD), up to ``concurrency``. 5xx, connection errors, timeouts and broken
+Pacing: at most ``concurrency`` requests in flight (default 8), paced from the server's
+``x-ratelimit-*-requests`` headers (remaining, reset, and the rate learned from them; see
+:mod:`.pacing`) so that few requests are answered 429. A 429 closes a shared gate for
+everyone until its Retry-After has passed and halves the limit; each success adds
+``1/limit`` back (AIMD), up to ``concurrency``: all that is left for a server that sends no
+such headers (or with ``pacing="aimd"``). 5xx, connection errors, timeouts and broken
 streams are retried per item with exponential backoff (``retries`` times, default 3).
 The provider's own retries are off (``max_retries=0``): this module owns them.
 
@@ -70,6 +73,7 @@ from ..request import Ask, Request, RequestError, plan
 from ..schema import SchemaValidationError
 from ..secrets import cut
 from ..session import Exchange
+from .pacing import AimdPacer, HeaderPacer
 
 __all__ = [
     "Batch",
@@ -201,64 +205,7 @@ class BatchDict(dict):
 # --------------------------------------------------------------------------- pacing
 
 
-class _Pacer:
-    """Concurrency limit with a shared rate-limit gate and AIMD (on the batch's loop)."""
-
-    def __init__(self, limit: int, stats: BatchStats) -> None:
-        self.max = limit
-        self.limit = float(limit)
-        self.active = 0
-        self.gate = 0.0  # loop time before which nobody sends
-        self.no_cut_until = 0.0
-        self.waiters: list[asyncio.Future[None]] = []
-        self.stats = stats
-        stats.concurrency = limit
-
-    async def acquire(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            now = loop.time()
-            if self.gate > now:
-                await asyncio.sleep(self.gate - now)
-                continue
-            if self.active < int(self.limit):
-                self.active += 1
-                self.stats.in_flight = self.active
-                return
-            fut = loop.create_future()
-            self.waiters.append(fut)
-            try:
-                await fut
-            finally:
-                if fut in self.waiters:
-                    self.waiters.remove(fut)
-
-    def release(self) -> None:
-        self.active -= 1
-        self.stats.in_flight = self.active
-        self._wake()
-
-    def _wake(self) -> None:
-        for fut in self.waiters[: max(1, int(self.limit) - self.active)]:
-            if not fut.done():
-                fut.set_result(None)
-
-    def success(self) -> None:
-        if self.limit < self.max:
-            self.limit = min(float(self.max), self.limit + 1.0 / self.limit)
-            self.stats.concurrency = int(self.limit)
-            self._wake()
-
-    def rate_limited(self, retry_after: float) -> None:
-        """Close the gate for everyone for ``retry_after`` s; halve the limit once per episode."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        self.gate = max(self.gate, now + retry_after)
-        self.stats.waiting_until = time.monotonic() + (self.gate - now)
-        if now >= self.no_cut_until:
-            self.limit = max(1.0, self.limit / 2)
-            self.stats.concurrency = int(self.limit)
-            self.no_cut_until = self.gate
+_Pacer = AimdPacer  # the AIMD fallback; HeaderPacer paces from x-ratelimit-* headers (see pacing)
 
 
 # --------------------------------------------------------------------------- items
@@ -307,7 +254,8 @@ class Batch:
                  concurrency: int | None = None, schema: Any = None, format: str = "text",
                  cache: bool | str | AnswerCache = True, fail_fast: bool = False, retries: int = DEFAULT_RETRIES,
                  on_progress: Callable[[BatchStats], Any] | None = None, progress_interval: float = PROGRESS_INTERVAL,
-                 provider: Any = None, settings: Any = None, fresh: bool = False, **options: Any) -> None:
+                 provider: Any = None, settings: Any = None, fresh: bool = False, pacing: str = "headers",
+                 **options: Any) -> None:
         if concurrency is not None and (not isinstance(concurrency, int) or isinstance(concurrency, bool)
                                         or concurrency < 1):
             raise ValueError("concurrency must be a positive integer, e.g. concurrency=8")
@@ -322,6 +270,9 @@ class Batch:
         self.request = replace(_plan(template, settings, provider, model=model, system=system, schema=schema,
                                      format=format, options=options), replay="off")  # our own cache replays
         self.fresh = fresh
+        if pacing not in ("headers", "aimd"):
+            raise ValueError('pacing must be "headers" (the server\'s x-ratelimit-* headers, then AIMD) or "aimd"')
+        self.pacing = pacing
         self.model = self.request.model
         self.concurrency = concurrency or DEFAULT_CONCURRENCY
         self.fail_fast = fail_fast
@@ -465,6 +416,15 @@ class Batch:
                 self.stats.tokens_out += hit.completion_tokens
         return sorted(todo)
 
+    def _pacer(self) -> AimdPacer:
+        """Header pacing for this batch's host (AIMD alone with ``pacing="aimd"`` or without headers)."""
+        if self.pacing == "aimd":
+            return AimdPacer(self.concurrency, self.stats)
+        from ..settings import get_base_url  # noqa: PLC0415
+
+        url = self.request.options.get("base_url") or get_base_url()
+        return HeaderPacer(self.concurrency, self.stats, url)
+
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(self.progress_interval)
@@ -484,7 +444,7 @@ class Batch:
         try:
             todo = iter(self._from_cache())
             self._report()
-            pacer = _Pacer(self.concurrency, self.stats)
+            pacer = self._pacer()
 
             async def worker() -> None:
                 for i in todo:

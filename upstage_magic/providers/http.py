@@ -55,6 +55,7 @@ from ..errors import (
 )
 from ..retries import announce
 from ..secrets import cut, display_url
+from . import ratelimit
 from .wire import malformed, stream_error
 
 __all__ = ["CONNECT_TIMEOUT", "DEFAULT_NONSTREAM_TIMEOUT", "DEFAULT_TIMEOUT", "TRANSPORT_ERRORS", "aclose_running_loop",
@@ -122,6 +123,7 @@ async def send(
                 await _sleep(wait)
                 continue
             raise failure
+        ratelimit.observe(url, response.headers, response.status)
         if response.status < 400:
             return response
         retry_after = _parse_retry_after(response.headers)
