@@ -134,3 +134,20 @@ async def test_header_pacing_keeps_429s_rare_and_loses_nothing(emu, tmp_path):
     emu.configure(reply="echo", rate_limit={"rps": 50})
     old = await abatch("{item}", items, cache=str(tmp_path / "b.sqlite3"), pacing="aimd", **base)
     assert old == items and emu.rate_limited > 3  # the old pacing learns only from 429s
+
+
+async def test_batch_does_not_retry_a_5xx_validation_error(tmp_path):
+    from upstage_magic.errors import ServerError
+
+    class Refusing:
+        default_model = "solar-mini4"
+        calls = 0
+
+        async def create_async_generator(self, model, messages, **options):
+            Refusing.calls += 1
+            raise ServerError("HTTP 500: 1 validation error for ChatCompletionRequest: response_format.type "
+                              "Input should be 'text' or 'json_object'", status=500)
+            yield ""  # pragma: no cover - an async generator
+
+    out = await abatch("{item}", ["a", "b"], provider=Refusing(), cache=False)
+    assert Refusing.calls == 2 and len(out.errors) == 2  # one request per item, not four

@@ -551,6 +551,18 @@ async def test_max_retries_zero_disables(m, sleeps):
     assert len(calls(m)) == 1 and sleeps == []
 
 
+@pytest.mark.parametrize("message", [
+    "1 validation error for ChatCompletionRequest\nresponse_format.type\n  Input should be 'text' or 'json_object'",
+    "[{'type': 'literal_error', 'loc': ('body', 'response_format', 'type')}]",
+])
+async def test_5xx_with_a_request_validation_body_is_not_retried(m, sleeps, message):
+    m.post(CHAT, status=500, payload=envelope(message), repeat=True)
+    with pytest.raises(errors.ServerError) as info:
+        await collect()
+    assert len(calls(m)) == 1 and sleeps == []
+    assert "not retried" in (info.value.hint or "")
+
+
 async def test_client_errors_not_retried(m, sleeps):
     m.post(CHAT, status=400, payload=envelope("bad param"), repeat=True)
     with pytest.raises(errors.BadRequestError):

@@ -278,3 +278,17 @@ def backoff(attempt: int, *, base: float = 0.5, cap: float = 8.0) -> float:
     The one retry schedule of the package (the provider's retries and batch's per-item ones).
     """
     return min(cap, base * 2 ** (attempt - 1)) * (0.75 + 0.5 * random.random())
+
+
+#: Texts of a request-validation error (FastAPI/pydantic, vLLM, llama.cpp...) that some servers
+#: answer with HTTP 500: a request the server cannot read, which a retry only repeats.
+_VALIDATION = re.compile(r"validation error|validationerror|field required|extra inputs are not permitted|"
+                         r"input should be|literal_error|value is not a valid|unprocessable", re.IGNORECASE)
+VALIDATION_HINT = ("The server refused the request itself (a request-validation error, sent as a server "
+                    "error), so it was not retried: change the request (e.g. the format or a field it does "
+                    "not know).")
+
+
+def is_validation_error(err: BaseException) -> bool:
+    """Whether an HTTP error's text is a request-validation message (never worth retrying)."""
+    return bool(_VALIDATION.search(str(err)))

@@ -66,6 +66,7 @@ from ..errors import (
     StreamError,
     UpstageError,
     backoff,
+    is_validation_error,
 )
 from ..formats import final_for
 from ..placeholders import read_field
@@ -347,7 +348,7 @@ class Batch:
         except _RETRYABLE as exc:
             pacer.release()
             tries[0] += 1
-            if attempts + 1 > self.retries:
+            if attempts + 1 > self.retries or is_validation_error(exc):  # a refused request fails again
                 self._fail(i, exc, attempts + 1 + limited)
                 return None
             self.stats.retries += 1

@@ -45,12 +45,14 @@ from typing import Any, TypeVar
 import aiohttp
 
 from ..errors import (
+    VALIDATION_HINT,
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
     IncompleteStreamError,
     UpstageError,
     backoff,
+    is_validation_error,
     status_error,
 )
 from ..retries import announce
@@ -132,6 +134,9 @@ async def send(
         finally:
             response.release()
         delay = _retry_delay(response.status, retry_after, attempt + 1) if attempt < max_retries else None
+        if response.status >= 500 and is_validation_error(err):  # the same request fails the same way
+            err.hint = VALIDATION_HINT
+            raise err
         if delay is None:
             raise err
         attempt += 1
