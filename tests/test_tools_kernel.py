@@ -211,3 +211,24 @@ def test_no_stdin_refuses_and_tells_the_model(tmp_path, emu, monkeypatch):
     assert "The tool area returned: Not run: this call needs the user's approval" in outs
     assert nb.cells[3].outputs[0]["text"].strip() == "[]"
     assert TEST_KEY not in json.dumps(nb)
+
+
+def test_tools_notebook_runs_offline(tmp_path, monkeypatch):
+    """notebooks/tools.ipynb under nbclient: the asking call is refused, --approve runs, the turn keeps the calls."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    for name in ("UPSTAGE_API_KEY", "UPSTAGE_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("UPSTAGE_MAGIC_HOME", str(tmp_path))
+    nb = nbformat.read(ROOT / "notebooks" / "tools.ipynb", as_version=4)
+    NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    blob = [json.dumps(c.outputs, ensure_ascii=False) for c in code]
+    assert "Running on the offline Upstage emulator" in blob[0]
+    assert '"description": "The area of a circle."' in blob[1] or "The area of a circle." in blob[1]
+    assert "refused: no one could be asked" in blob[2] and "ran without asking" in blob[2]  # cities: approve=False
+    assert "Tool area · ran without asking" in blob[3]
+    assert "('area', 'auto', '7.07 cm²')" in blob[4]
+    assert "Tool list_variables · ran without asking" in blob[5]

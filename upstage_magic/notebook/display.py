@@ -187,6 +187,7 @@ details.um-thinking > summary, details.um-context > summary {
 }
 .um-thinking-body, .um-context-body { font-size: 0.9em; }
 .um-answer .um-thinking-body p, .um-answer .um-thinking-body li { color: inherit; }
+.um-answer details.um-tool { margin: 0.25em 0; padding: 0.2em 0.6em; border-left: 3px solid var(--jp-brand-color1, #1976d2); }
 .um-answer .um-tool-calls pre { border-left: 3px solid var(--jp-brand-color1, #1976d2); padding-left: 0.6em; }
 .um-answer .um-footer, .um-answer .um-note {
   font-size: 0.85em; font-style: italic; color: var(--jp-content-font-color2, #555); margin-top: 0.2em;

@@ -39,8 +39,8 @@ from ..secrets import cut, defang, mask_secrets
 from ..session import Exchange, Turn
 from ..tools import RESULT_CHARS, Tool, ToolArgumentError, error_text, result_text
 
-__all__ = ["DEFAULT_MAX_STEPS", "PREVIEW_CHARS", "CallRecord", "approve_call", "call_html", "run_call",
-           "run_tools", "step_messages"]
+__all__ = ["DEFAULT_MAX_STEPS", "PREVIEW_CHARS", "CallRecord", "Loop", "always_approved", "approve_call", "call_html",
+           "call_signature", "calls_html", "finished", "prepare", "refused", "run_call", "run_tools", "step_messages"]
 
 DEFAULT_MAX_STEPS = 10
 #: Characters of a result shown in a call's block (the model gets up to RESULT_CHARS).
@@ -157,36 +157,59 @@ def await_here(awaitable: Any) -> Any:
             asyncio.events._set_running_loop(running)
 
 
-def run_call(call: Any, tools: Mapping[str, Tool], *, step: int, always: set[str],
-             ask: Callable[[str], str] | None = None, into: list[CallRecord] | None = None) -> CallRecord:
-    """Check, approve and run one tool call; the record says what happened.
-
-    ``into`` gets the record at once (so an interrupt, which passes through, still leaves it).
-    """
+def prepare(call: Any, tools: Mapping[str, Tool], *, step: int) -> tuple[CallRecord, Tool | None, dict[str, Any]]:
+    """The call's record, its tool and checked arguments; tool None: the record is final (an error)."""
     name = mask_secrets(getattr(call, "name", "") or "")
     record = CallRecord(id=mask_secrets(getattr(call, "id", "") or ""), name=name,
                         arguments=mask_secrets(getattr(call, "arguments", "") or ""), step=step)
-    if into is not None:
-        into.append(record)
     tool = tools.get(getattr(call, "name", "") or "")
     if tool is None:
         record.approval, record.error = "unknown", True
         record.result = f"Error: there is no tool named {cut(name, 80, redacting=False)!r}; the tools are " \
                         f"{', '.join(tools) or 'none'}."
-        return _preview(record)
+        return _preview(record), None, {}
     try:
         arguments = tool.arguments(getattr(call, "arguments", "") or "")
     except ToolArgumentError as exc:
         record.approval, record.error, record.result = "invalid", True, cut(f"Error: {exc}", 1000, redacting=False)
-        return _preview(record)
+        return _preview(record), None, {}
+    return record, tool, arguments
+
+
+def refused(record: CallRecord) -> CallRecord:
+    """A call that was not approved ("no", "no input"): what the model is told."""
+    record.result = NOT_APPROVED if record.approval == "no" else NO_STDIN
+    return _preview(record)
+
+
+def finished(record: CallRecord, started: float, value: Any = None, error: BaseException | None = None) -> CallRecord:
+    """A call that ran: its duration and its result (or error) as the text sent back."""
+    record.seconds = time.perf_counter() - started
+    if error is not None:
+        record.error, record.result = True, error_text(error)
+    else:
+        record.result = result_text(value, RESULT_CHARS)
+    return _preview(record)
+
+
+def run_call(call: Any, tools: Mapping[str, Tool], *, step: int, always: set[str],
+             ask: Callable[[str], str] | None = None, into: list[CallRecord] | None = None) -> CallRecord:
+    """Check, approve (``ask``: the question on stdin) and run one tool call here; the record says what happened.
+
+    ``into`` gets the record at once (so an interrupt, which passes through, still leaves it).
+    """
+    record, tool, arguments = prepare(call, tools, step=step)
+    if into is not None:
+        into.append(record)
+    if tool is None:
+        return record
     try:
         record.approval = approve_call(tool, arguments, always=always, ask=ask)
     except KeyboardInterrupt:
         record.approval, record.result = "interrupted", "Not run: the user interrupted the question."
         raise
     if record.approval in ("no", "no input"):
-        record.result = NOT_APPROVED if record.approval == "no" else NO_STDIN
-        return _preview(record)
+        return refused(record)
     started = time.perf_counter()
     try:
         value = tool.call(arguments)
@@ -194,15 +217,11 @@ def run_call(call: Any, tools: Mapping[str, Tool], *, step: int, always: set[str
             value = await_here(value)
     except KeyboardInterrupt:
         record.approval, record.seconds = "interrupted", time.perf_counter() - started
-        record.result = _preview(record).result or "Not finished: the user interrupted it."
+        record.result = "Not finished: the user interrupted it."
         raise
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - the model gets the error, the cell goes on
-        record.seconds = time.perf_counter() - started
-        record.error, record.result = True, error_text(exc)
-        return _preview(record)
-    record.seconds = time.perf_counter() - started
-    record.result = result_text(value, RESULT_CHARS)
-    return _preview(record)
+        return finished(record, started, error=exc)
+    return finished(record, started, value)
 
 
 def _preview(record: CallRecord) -> CallRecord:
@@ -251,6 +270,21 @@ def call_html(record: CallRecord) -> str:
     return (f'<details class="um-tool"><summary>{html.escape(call_summary(record))}</summary>'
             f'<div class="um-tool-body">{render_html(fence(mask_secrets(args), "json"))}'
             f'{render_text_html(record.preview or "(no result)")}</div></details>')
+
+
+def calls_html(calls: Iterable[Any]) -> str:
+    """The blocks of a recorded turn's calls (``Turn.tool_calls`` dicts: from the log too)."""
+    out = []
+    for c in calls:
+        if isinstance(c, dict):
+            seconds = c.get("seconds")
+            record = CallRecord(id=mask_secrets(c.get("id") or ""), name=mask_secrets(c.get("name") or "?"),
+                                arguments=mask_secrets(c.get("arguments") or ""), step=int(c.get("step") or 1),
+                                approval=mask_secrets(c.get("approval") or ""), error=bool(c.get("error")),
+                                seconds=float(seconds) if isinstance(seconds, (int, float)) else None,
+                                result=mask_secrets(c.get("result") or ""))
+            out.append(call_html(_preview(record)))
+    return "".join(out)
 
 
 def call_plain(record: CallRecord) -> str:

@@ -66,6 +66,7 @@ from .chatview import LiveAnswer, answer_html, error_parts, fmt_stats, widget_cs
 from .display import Coalescer
 from .transcript_sync import send_turn_delta
 from .widget_attach import AttachMixin
+from .widgettools import ToolsMixin
 
 __all__ = ["MAX_SHOWN", "MAX_SHOWN_CHARS", "ChatWidget", "answer_html", "render_html"]
 
@@ -78,7 +79,7 @@ MAX_SHOWN = 30
 MAX_SHOWN_CHARS = 400_000
 
 
-class ChatWidget(PanelMixin, AttachMixin, anywidget.AnyWidget):
+class ChatWidget(ToolsMixin, PanelMixin, AttachMixin, anywidget.AnyWidget):
     """A chat with an Upstage Solar model inside the notebook.
 
     ``ChatWidget()`` shares the kernel's conversation with ``%%upstage`` cells and the
@@ -124,8 +125,7 @@ class ChatWidget(PanelMixin, AttachMixin, anywidget.AnyWidget):
         system_prompt: str | None = None,
         temperature: float | None = None,
         max_tokens: int | None = None,
-        models: list[str] | None = None,
-        export_dir: str | Path | None = None,
+        models: list[str] | None = None, export_dir: str | Path | None = None,
         fetch_models: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -307,7 +307,7 @@ class ChatWidget(PanelMixin, AttachMixin, anywidget.AnyWidget):
 
     def request_for(self, text: str) -> Request:
         """The request a send of ``text`` makes (the one plan: effort checks, notices, history)."""
-        return plan(self.config, Ask(text, attachments=self.take_attachments()), session=self.session, provider=self.provider)
+        return plan(self.config, self.ask_for(text), session=self.session, provider=self.provider)
 
     def export(self, path: str | Path | None = None) -> Path:
         """Save the conversation (Markdown for .md, JSON for .json); returns the path.
@@ -423,7 +423,7 @@ class ChatWidget(PanelMixin, AttachMixin, anywidget.AnyWidget):
         elif kind == "resync":
             self.send_state("transcript")
         else:
-            self.dispatch_panel(kind, msg)
+            self.dispatch_panel(kind, msg)  # the panel's messages, and tool approvals (widgettools)
 
     def _answer_text(self, turn_id: Any) -> str:
         for turn in self.session.turns:
@@ -472,7 +472,7 @@ class ChatWidget(PanelMixin, AttachMixin, anywidget.AnyWidget):
                                "(or call send() from async code).") from None
         self._loop = loop
         request = self.request_for(text)
-        exchange = self.session.start(request)
+        exchange = self._first_step(request)
         model = request.model
         self._exchange = exchange
         self._live_render = LiveAnswer(load_images=bool(self.config.load_images))
@@ -483,10 +483,10 @@ class ChatWidget(PanelMixin, AttachMixin, anywidget.AnyWidget):
                          "stats": fmt_stats("streaming", None)}
             self.busy = True
             self.status = "streaming…"
-        self._task = loop.create_task(self._run(exchange))
+        self._task = loop.create_task(self._drive(request, exchange))
         return self._task
 
-    async def _run(self, exchange: Exchange) -> None:
+    async def _run(self, exchange: Exchange, finish: bool = True) -> None:
         """Consume ``exchange.stream`` and throttle renders; the exchange records the turn."""
         loop = asyncio.get_running_loop()
         handle: asyncio.Handle | None = None
@@ -526,7 +526,7 @@ class ChatWidget(PanelMixin, AttachMixin, anywidget.AnyWidget):
             if handle is not None:
                 handle.cancel()
             try:
-                self._finish(exchange)
+                self._finish(exchange) if finish else None  # a tool loop finishes after its last step
             except Exception as exc:  # noqa: BLE001
                 self._notice(exc)
 
@@ -595,7 +595,7 @@ class ChatWidget(PanelMixin, AttachMixin, anywidget.AnyWidget):
             "status": turn.status,
             "model": mask_secrets(turn.model or ""),
             "stats": stats,
-            "error": error,
+            "error": error, "tools_html": self._tools_html(turn),
         }
 
     def _rebuild(self) -> None:

@@ -300,16 +300,18 @@ function render({ model, el }) {
     const reasoning = h("details", "upstage-reasoning");
     reasoning.hidden = true;
     reasoning.append(h("summary", null, "Thinking…"), h("div", "upstage-reasoning-body um-answer"));
+    const tools = h("div", "upstage-tools um-answer");  // tool calls: cards, then blocks (kernel HTML)
     const body = h("div", "upstage-answer-body um-answer");
-    a.append(head, reasoning, body);
-    return { a, head, meta, reasoning, body };
+    a.append(head, reasoning, tools, body);
+    return { a, head, meta, reasoning, tools, body };
   }
 
   function turnElement(t) {
     const wrap = h("div", "upstage-turn");
     wrap.dataset.id = String(t.id);
-    const { a, head, meta, reasoning, body } = answerShell(t.model, t.status);
+    const { a, head, meta, reasoning, tools, body } = answerShell(t.model, t.status);
     meta.textContent = (t.model || "assistant") + " · " + (t.stats || LABELS[t.status] || t.status);
+    tools.innerHTML = t.tools_html || "";
     if (t.html) {
       const copy = button("upstage-copy-answer", "Copy answer", "Copy the whole answer (Markdown)");
       head.appendChild(copy);
@@ -369,7 +371,7 @@ function render({ model, el }) {
     }
     if (live) live.wrap.remove();
     const wrap = h("div", "upstage-turn upstage-live");
-    const { a, meta, reasoning, body } = answerShell(l.model, "streaming");
+    const { a, meta, reasoning, tools, body } = answerShell(l.model, "streaming");
     const frozen = h("div", "upstage-frozen");
     const tail = h("div", "upstage-tail");
     const caret = h("span", "upstage-caret");
@@ -378,7 +380,7 @@ function render({ model, el }) {
     meta.textContent = (l.model || "assistant") + " · " + (l.stats || "streaming…");
     wrap.append(userBubble(l.prompt), a);
     liveSlot.appendChild(wrap);
-    live = { wrap, meta, body, frozen, tail, reasoning, caret, prompt: l.prompt };
+    live = { wrap, meta, body, frozen, tail, reasoning, caret, tools, prompt: l.prompt };
     intro.hidden = true;
     toBottom();  // the user's own new question is always revealed
   }
@@ -430,6 +432,36 @@ function render({ model, el }) {
     }
     if (host.classList.contains("upstage-code")) host = host.querySelector("pre") || host;
     if (caret.parentNode !== host || host.lastChild !== caret) host.appendChild(caret);
+  }
+
+  // A tool call of the live answer: an approval card (Approve / Deny / Always) while the kernel
+  // waits, then the call's block. The HTML is the kernel's (rendered, sanitised); the buttons
+  // are ours and send only the card's id, which the kernel handed out.
+  function applyTool(msg) {
+    if (!live) return;
+    let card = live.tools.querySelector(`[data-call="${Number(msg.id)}"]`);
+    if (!card) {
+      card = h("div", "upstage-tool-card");
+      card.dataset.call = String(Number(msg.id));
+      live.tools.appendChild(card);
+    }
+    card.innerHTML = msg.html || "";
+    card.classList.toggle("upstage-tool-asking", !!msg.ask);
+    if (msg.ask) {
+      const row = h("div", "upstage-tool-buttons");
+      const choices = [["yes", "Approve", "Run this call once"], ["no", "Deny", "Do not run it; the model is told"]];
+      if (msg.always) choices.push(["always", "Always", "Run this tool without asking for the rest of this session"]);
+      for (const [answer, label, title] of choices) {
+        const b = button("upstage-tool-" + answer, label, title);
+        b.addEventListener("click", () => {
+          for (const other of row.querySelectorAll("button")) other.disabled = true;
+          model.send({ type: "approval", id: Number(msg.id), answer });
+        });
+        row.appendChild(b);
+      }
+      card.appendChild(row);
+    }
+    followed();
   }
 
   function applyLive(msg) {
@@ -691,6 +723,7 @@ function render({ model, el }) {
       case "turns":  // the model's transcript is updated (initialize); a finished turn replaces the live one
         if (live && (msg.add || []).some((t) => t.prompt === live.prompt)) { live.wrap.remove(); live = null; }
         break;
+      case "tool": applyTool(msg); break;
       case "export": download(msg); break;
       case "side": if (!msg.ok) { sideNote.textContent = "Side panel: " + (msg.why || "not available") + "."; sideNote.hidden = false; } break;
       case "copy": { const w = copyWaiters.get(msg.id); if (w) { copyWaiters.delete(msg.id); w(msg.text); } break; }
