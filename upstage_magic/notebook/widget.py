@@ -57,7 +57,7 @@ from traitlets import Bool, Dict, Int, List, TraitError, Unicode
 
 from ..events import Reasoning
 from ..render import render_html
-from ..request import Ask, Request, plan, resolve_model
+from ..request import Request, plan, resolve_model
 from ..secrets import cut, mask_partial, mask_secrets
 from ..session import ChatSession, Exchange, SessionBusyError, Turn, default_session, plural
 from ..settings import Settings, default_settings
