@@ -191,13 +191,12 @@ def expected_done(path: str, n: int) -> int:
 
 
 # The widget paths ("widget", "widget_reasoning": the corpus sent from code, 15 answers
-# per cell, one widget per cell) are built but not run in CI: in JupyterLab they passed
-# in some runs (6 s each) and in others a cell never finished within 4 minutes, while the
-# same turns take about a second in a bare kernel and in a one-cell browser run. Until
-# that is understood they would make CI flaky. The widget inserts the same sanitised HTML
-# as the cells (render_html); tests/test_browser.py sends hostile answers through the
-# widget UI in a real browser, and tests/test_widget.py audits its HTML.
-LAB_PATHS = ("stream_fast", "stream_paced", "no_stream", "code", "reasoning")
+# per cell, one widget per cell) were kept out of CI because in some runs a cell never
+# finished within 4 minutes. They run again since the widget sends each finished turn as
+# that turn only (issue 18): before, every turn re-sent and re-rendered the whole transcript
+# trait, so a cell of 15 answers sent O(n^2) bytes. Each answer's send/end and the comm
+# traffic are logged (WIDGET_TRACE, artifacts/widget_trace_*.log) to diagnose a hang.
+LAB_PATHS = ("stream_fast", "stream_paced", "no_stream", "code", "reasoning", "widget", "widget_reasoning")
 # UPSTAGE_XSS_LAB_PATHS=widget,widget_reasoning runs only those (repeated runs of one path).
 LAB_PATHS = tuple(p for p in os.environ.get("UPSTAGE_XSS_LAB_PATHS", ",".join(LAB_PATHS)).split(",") if p)
 NB7_PATHS = ("stream_fast", "stream_paced")
