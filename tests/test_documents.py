@@ -290,3 +290,17 @@ def test_multipart_and_merge() -> None:
                             {"elements": [{"id": 0, "page": 11}], "content": {"text": "b"}, "usage": {"pages": 2}}])
     assert [e["id"] for e in merged["elements"]] == [0, 1] and merged["usage"] == {"pages": 12}
     assert merged["content"]["text"] == "a\nb"
+
+
+def test_over_the_page_limit_is_refused_locally(tmp_path: Path) -> None:
+    import io
+
+    import pypdf
+
+    writer = pypdf.PdfWriter()
+    for _ in range(2001):
+        writer.add_blank_page(width=72, height=72)
+    buf = io.BytesIO()
+    writer.write(buf)
+    with pytest.raises(DocumentError, match="2001 pages is over Document Parse's limit of 2000 pages"):
+        check_file(write(tmp_path, "many.pdf", buf.getvalue()))
