@@ -88,13 +88,13 @@ _MAGIC_CELL = (
 _PROVIDER_SETUP = """
 import time as _t
 from upstage_magic.notebook.runner import run_coroutine as _bench_run
+from upstage_magic.request import Ask as _BenchAsk, plan as _bench_plan
 _bench_m = get_ipython().magics_manager.registry['UpstageMagics']
-_bench_p = _bench_m._provider()
+_bench_p = _bench_m.current_provider()
+_bench_r = _bench_plan(_bench_m.settings, _BenchAsk('bench', history=False), session=_bench_m.session, provider=_bench_p)
 async def _bench_consume():
     n = 0
-    async for _x in _bench_p.create_async_generator(
-            _bench_m._model(None), _bench_m.session.build_messages('bench', history=False),
-            timeout=_bench_m.timeout):
+    async for _x in _bench_p.create_async_generator(_bench_r.model, _bench_r.messages, **_bench_r.options):
         n += 1
     return n
 """
