@@ -324,7 +324,7 @@ function render({ model, el }) {
     }
     body.innerHTML = t.html || "";
     decorateCode(body);
-    if (t.status === "stopped") a.appendChild(note("stop", "stopped: partial answer (kept in the conversation)"));
+    if (t.status === "stopped") a.appendChild(note("stop", "stopped: partial answer (kept here, not sent back as context)"));
     if (t.status === "length") a.appendChild(note("cut", "cut at max tokens (raise Max tokens in Settings for longer answers)"));
     wrap.append(userBubble(t.prompt), a);
     if (t.status === "error") wrap.appendChild(errorBox(t.error || { kind: "Error", message: "the answer failed" }, true));
@@ -408,7 +408,7 @@ function render({ model, el }) {
     } else {
       l.reasoning.hidden = true;
     }
-    if (t.status === "stopped") a.appendChild(note("stop", "stopped: partial answer (kept in the conversation)"));
+    if (t.status === "stopped") a.appendChild(note("stop", "stopped: partial answer (kept here, not sent back as context)"));
     if (t.status === "length") a.appendChild(note("cut", "cut at max tokens (raise Max tokens in Settings for longer answers)"));
     if (t.status === "error") l.wrap.appendChild(errorBox(t.error || { kind: "Error", message: "the answer failed" }, true));
     l.wrap.classList.remove("upstage-live");
