@@ -570,3 +570,14 @@ async def test_resync_sends_the_whole_transcript_once(fake: FakeProvider) -> Non
     assert [e["prompt"] for e in state["transcript"]] == ["q0", "q1", "q2"]
     w.set_state({"transcript": []})  # a page never overwrites the kernel's transcript
     assert len(w.transcript) == 3
+
+
+def test_a_wrong_model_in_the_chat_points_at_its_own_model_field():
+    """The cell's 404 hint names `%upstage models`; the chat's names its Settings' Model list (issue 17)."""
+    from upstage_magic.errors import ModelNotFoundError
+    from upstage_magic.notebook.chatview import error_parts
+
+    parts = error_parts(ModelNotFoundError("model solar-nope not found", status=404))
+    assert "%upstage" not in parts["hint"] and "Model" in parts["hint"] and "Settings" in parts["hint"]
+    url = ModelNotFoundError("not found", status=404, hint=ModelNotFoundError.url_hint)
+    assert error_parts(url)["hint"] == ModelNotFoundError.url_hint  # a URL 404 keeps its own hint

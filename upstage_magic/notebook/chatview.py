@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..errors import UpstageError
+from ..errors import ModelNotFoundError, UpstageError
 from ..render import AnswerRenderer, render_html
 from ..secrets import mask_partial, mask_secrets, redact
 from ..session import Exchange, SessionBusyError, Turn
@@ -16,6 +16,8 @@ __all__ = ["LiveAnswer", "answer_html", "error_parts", "fmt_stats", "widget_css"
 
 _STATIC = Path(__file__).parent / "static"
 _GENERIC_HINT = "This looks like a bug in upstage-magic; the chat is still usable, try again."
+_MODEL_HINT = ("Check the model name in this chat's Settings: its Model list holds the models your key can use "
+               "(e.g. solar-pro4 or solar-mini4); pick one and press Retry.")
 _STATUS_LABELS = {"streaming": "streaming…", "done": "done", "stopped": "stopped",
                   "length": "cut at max tokens", "error": "error"}
 
@@ -43,6 +45,9 @@ def answer_html(text: str, *, load_images: bool = False) -> str:
 
 def error_parts(exc: BaseException | str | None) -> dict[str, str]:
     """{kind, message, hint} of an error, secrets redacted (one form for every error)."""
+    if isinstance(exc, ModelNotFoundError) and exc.hint == ModelNotFoundError.default_hint:
+        # The cell's hint names `%upstage models`; in the chat the fix is the Model field.
+        return {"kind": type(exc).__name__, "message": redact(exc.message), "hint": _MODEL_HINT}
     if isinstance(exc, UpstageError):
         return {"kind": type(exc).__name__, "message": redact(exc.message),
                 "hint": exc.hint or "Press Retry to ask again."}
