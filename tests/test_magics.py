@@ -538,9 +538,11 @@ def test_map_runs_the_cell_once_per_item_in_order(shell, magics, fake, capsys):
     magics.provider = echo = Echo()
     shell.user_ns["rows"] = ["red", "green", "blue"]
     shell.user_ns["topic"] = "colours"
-    cell(shell, "--map rows -o answers --no-cache -t 0.2", "Say {item} ({index}) about {topic}")
+    stored = cell(shell, "--map rows -o answers --no-cache -t 0.2", "Say {item} ({index}) about {topic}")
+    assert stored is None  # with -o the cell shows the progress, not every row as its Out (issue 17)
     assert list(shell.user_ns["answers"]) == [f"A:Say {c} ({i}) about colours" for i, c in enumerate(["red", "green", "blue"])]
     assert len(echo.calls) == 3 and all(c["temperature"] == 0.2 for c in echo.calls)
+    assert list(cell(shell, "--map rows --no-cache -t 0.2", "Say {item} ({index}) about {topic}")) == list(shell.user_ns["answers"])
     assert magics.session.turns == []  # a batch is not part of the conversation
     with pytest.raises(UsageError, match="--map"):
         cell(shell, "--map nowhere -o x --no-cache", "{item}")
