@@ -342,6 +342,7 @@ async def test_constructor_settings_need_a_private_settings(fake: FakeProvider) 
 async def test_synced_state_stays_flat_as_turns_grow(fake: FakeProvider) -> None:
     answer = "A table:\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n```python\nprint('x')\n```\n"
     w, out = make(fake)
+    front(w, type="hello", id=0)  # a view exists (JupyterLab, Notebook 7, VS Code)
     synced: list[int] = []
     real_send = w._send
     w._send = lambda msg, buffers=None: (synced.append(len(json.dumps(msg))), real_send(msg, buffers))
@@ -532,6 +533,7 @@ async def test_a_turn_sends_that_turn_only_however_long_the_chat(fake: FakeProvi
     """Bytes sent per turn (custom messages + state updates) do not grow with the chat, from turn 1."""
     answer = "Some **text** and a table:\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n" + "word " * 400 + "\n"
     w, out = make(fake)
+    front(w, type="hello", id=0)  # a view exists: the transcript goes by the turn
     synced: list[int] = []
     real_send = w._send
     w._send = lambda msg, buffers=None: (synced.append(len(json.dumps(msg))), real_send(msg, buffers))
@@ -555,6 +557,19 @@ async def test_a_turn_sends_that_turn_only_however_long_the_chat(fake: FakeProvi
     del out[:]
     front(w, type="new")
     assert [m for m in out if m["type"] == "turns"] == [{"type": "turns", "ids": [], "add": []}]
+
+
+async def test_with_no_view_the_transcript_is_synced_whole_for_saved_state(fake: FakeProvider) -> None:
+    """nbclient/papermill run no front end: the transcript goes out as state, so the saved notebook has it."""
+    w, _out = make(fake)
+    states: list[dict] = []
+    real_send = w._send
+    w._send = lambda msg, buffers=None: (states.append(msg), real_send(msg, buffers))
+    fake.enqueue(["headless answer"])
+    front(w, type="send", text="headless question", id=1)
+    await finish(w)
+    synced = [m["state"]["transcript"] for m in states if "transcript" in m.get("state", {})]
+    assert synced and synced[-1][-1]["prompt"] == "headless question"
 
 
 async def test_resync_sends_the_whole_transcript_once(fake: FakeProvider) -> None:

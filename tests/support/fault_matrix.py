@@ -577,9 +577,14 @@ class MagicRunner(_KernelRunner):
         obs.error = state["error"]
         exp = expected_text(f)
         if f.partial and exp:  # the partial answer stays visible in the cell output
-            mds = [d["data"].get("text/plain", "") for d in cell.displays]
+            # What the cell shows at the end: each display's last update (an error block and a
+            # footer may follow the answer now, so "the last two displays" is not the answer).
+            final: dict[Any, str] = {}
+            for n, d in enumerate(cell.displays):
+                final[(d.get("transient") or {}).get("display_id") or n] = d["data"].get("text/plain", "")
+            mds = list(final.values())
             last_word = exp.split()[-1].strip("#*`.,:") if exp.split() else ""
-            if not mds or last_word not in mds[-1] and not any(last_word in m for m in mds[-2:]):
+            if not mds or not any(last_word in m for m in mds):
                 obs.problems.append(f"partial text {last_word!r} not shown in the cell output")
         self.ctl.reset()
         nxt = k.execute(f"%%upstage\n{NEXT_PROMPT}", timeout=120)

@@ -18,10 +18,8 @@ Design notes
   ``hidden_turns`` and kept in the session and its export), ``live`` (the streaming answer's
   prompt/model/status/stats only), ``models``, ``settings`` (model, system prompt,
   temperature, max tokens), ``status``, ``busy``, ``shared``, ``notice``, ``queued``,
-  ``undo_turns``, ``want_side``/``side_open`` (see :mod:`.chatpanel`). The transcript is
-  sent by the turn, never re-sent whole when a turn ends (:mod:`.transcript_sync`); the
-  front end keeps its model's copy, so "save widget state" and nbclient (``send_state()``)
-  still keep the whole transcript.
+  ``undo_turns``, ``want_side``/``side_open`` (see :mod:`.chatpanel`). Once a view exists the
+  transcript goes by the turn (:mod:`.transcript_sync`), whole only with no view (nbclient).
 * Streaming sends only the live answer, as ``live`` custom messages (never the transcript):
   ``AnswerRenderer.split`` cuts its HTML into *frozen* top-level blocks (sent once, appended;
   a ``reset`` replaces them) and a *tail* (re-sent per update), so an update costs the size
@@ -354,16 +352,17 @@ class ChatWidget(ToolsMixin, PanelMixin, AttachMixin, anywidget.AnyWidget):
                 f"model={self.config.model or '(default)'!r}>")
 
     # ------------------------------------------------------------------ messages
+    _viewed = False  # a view said hello: from then on the transcript goes out by the turn
+
     def _should_send_property(self, key: str, value: Any) -> bool:
-        # The transcript goes out by the turn ("turns" messages, see transcript_sync); the
-        # whole list only with send_state() (comm open, request_state, a view's "resync").
+        # The transcript goes out by the turn ("turns" messages, see transcript_sync) once a view
+        # exists; with none (nbclient, papermill) as a whole, so the saved widget state has it.
         if key == "transcript":
-            return False
+            return not self._viewed
         return bool(super()._should_send_property(key, value))
 
     def set_state(self, sync_data: dict[str, Any]) -> None:
-        # The front end keeps its copy of the transcript itself (for saved widget state);
-        # the kernel's is the session's and is never written from the page.
+        # The page keeps its own copy of the transcript; the kernel's is never written from it.
         super().set_state({k: v for k, v in sync_data.items() if k != "transcript"})
 
     def _reply(self, content: dict[str, Any]) -> None:
@@ -397,6 +396,7 @@ class ChatWidget(ToolsMixin, PanelMixin, AttachMixin, anywidget.AnyWidget):
                 return
             self._reply({"type": "ack", "id": mid, "ok": True})
         elif kind == "hello":
+            self._viewed = True
             self._reply({"type": "hello", "id": msg.get("id")})
             if self.streaming and self._live_render is not None and self._exchange is not None:
                 self._send_live(full=True)
