@@ -30,6 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from .api import CREATED, MODELS, ChatRequest, Reject, check_request, error_body, word_count
+from .compat import check_local_request, local_models
 from .documents import DocumentParse
 from .faults import CONFIG_KEYS, RateWindow, check_config, check_fault, request_tokens, status_reply
 from .replies import Answer, compose_answer, pieces
@@ -68,6 +69,7 @@ class Emulator:
     # Rate-limit mode (see ``faults``); class defaults keep __init__ untouched.
     rate_limit: dict[str, float] | None = None
     tool_fragments = "first"
+    compat: str | None = None  # "openai-local": like a local OpenAI-compatible server (compat.py)
     rate_limited = 0
     _rate: RateWindow | None = None
 
@@ -234,6 +236,8 @@ class Emulator:
         except Reject as exc:
             return exc.response
         data = [{"id": name, "object": "model", "created": CREATED, "owned_by": "upstage"} for name in [*MODELS, *MODELS.values()]]
+        if self.compat:
+            data = local_models()
         return web.json_response({"object": "list", "data": data})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
@@ -272,7 +276,8 @@ class Emulator:
     def _plan(self, body: dict[str, Any]) -> Plan:
         """Check a chat request and work out its answer (raises Reject)."""
         cfg, fault = self._request_settings(body)
-        req = check_request(body, refused=cfg["reject_fields"])
+        check = check_local_request if cfg["compat"] else check_request
+        req = check(body, refused=cfg["reject_fields"])
         fault = fault or self._take_fault()
         self._counter += 1
         plan_id = f"chatcmpl-emu-{self._counter}"
