@@ -67,3 +67,94 @@ async def test_compat_streams_send_no_usage_even_when_asked(emulator: Emulator) 
 async def test_compat_setting_is_checked(emulator: Emulator, bad: Any) -> None:
     with pytest.raises(ValueError, match="compat"):
         emulator.configure(compat=bad)
+
+
+# ------------------------------------------------------------------------ the json_schema fallback
+
+from upstage_magic import errors  # noqa: E402
+from upstage_magic.notebook.batch import abatch  # noqa: E402
+from upstage_magic.providers import Upstage, jsonmode  # noqa: E402
+from upstage_magic.schema import Schema  # noqa: E402
+
+KEY = "test-key-SECRET123"
+
+
+@pytest.fixture(autouse=True)
+def fresh_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jsonmode, "_JSON_SCHEMA", {})
+
+
+async def ask(emu: Emulator, rf: dict[str, Any] | None = JSON_SCHEMA, **kw: Any) -> str:
+    items = [c async for c in Upstage.create_async_generator(
+        "solar-mini4", [{"role": "system", "content": "Be brief."}, *MSGS], api_key=KEY,
+        base_url=emu.base_url, response_format=rf, **kw)]
+    return "".join(c for c in items if isinstance(c, str))
+
+
+async def test_a_refused_json_schema_falls_back_to_json_object_once_and_is_remembered(emulator: Emulator) -> None:
+    emulator.configure(compat="openai-local")
+    text = await ask(emulator)
+    assert Schema.of(SCHEMA).parse(text) == {"label": "pos", "score": 1}  # validated locally
+    first, second = emulator.requests
+    assert first["response_format"] == JSON_SCHEMA and second["response_format"] == {"type": "json_object"}
+    roles = [m["role"] for m in second["messages"]]
+    assert roles == ["system", "system", "user"]  # the schema after the caller's system message
+    assert json.dumps(SCHEMA) in second["messages"][1]["content"]
+    emulator.requests.clear()
+    assert Schema.of(SCHEMA).parse(await ask(emulator, stream=False)) == {"label": "pos", "score": 1}
+    assert [r["response_format"]["type"] for r in emulator.requests] == ["json_object"]  # straight to it
+
+
+async def test_a_server_that_takes_json_schema_keeps_getting_it(emulator: Emulator) -> None:
+    for _ in range(2):
+        assert json.loads(await ask(emulator)) == {"label": "pos", "score": 1}
+    assert [r["response_format"]["type"] for r in emulator.requests] == ["json_schema"] * 2
+
+
+async def test_batch_with_a_schema_costs_one_extra_request_not_a_retry_storm(emulator: Emulator, tmp_path) -> None:
+    emulator.configure(compat="openai-local")
+    out = await abatch("Label {item} as JSON", ["good", "bad"], schema=SCHEMA, base_url=emulator.base_url,
+                       api_key=KEY, model="solar-mini4", cache=False, concurrency=4)
+    assert out == [{"label": "pos", "score": 1}] * 2
+    assert len(emulator.requests) <= 3  # issue 21: 8 before
+    assert sum(r["response_format"]["type"] == "json_schema" for r in emulator.requests) == 1
+
+
+async def test_a_validation_error_about_something_else_does_not_fall_back(emulator: Emulator) -> None:
+    emulator.set_fault({"kind": "status", "status": 500, "message": "1 validation error for ChatCompletionRequest\n"
+                        "temperature\n  Input should be less than or equal to 2"})
+    with pytest.raises(errors.ServerError):
+        await ask(emulator)
+    assert len(emulator.requests) == 1 and jsonmode._JSON_SCHEMA == {}
+
+
+@pytest.mark.parametrize("status", [400, 422])
+async def test_a_4xx_naming_response_format_falls_back_too(emulator: Emulator, status: int) -> None:
+    emulator.set_fault({"kind": "status", "status": status,
+                        "message": "response_format type 'json_schema' is not supported"})
+    assert isinstance(json.loads(await ask(emulator)), dict)  # JSON mode (Upstage's emulator: its own object)
+    assert [r["response_format"]["type"] for r in emulator.requests] == ["json_schema", "json_object"]
+
+
+def test_cell_with_a_schema_sets_o_to_the_validated_value_on_a_local_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`%%upstage -f json --schema S -o v` against the local server: 2 requests, v set (issue 21: unset)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from upstage_magic.emulator import serve_in_thread
+    from upstage_magic.session import ChatSession
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "upstage_magic")
+    try:
+        m = shell.magics_manager.registry["UpstageMagics"]
+        m.provider, m.session, m.display_mode, m.model = None, ChatSession(), "plain", ""
+        with serve_in_thread(api_key=KEY) as emu:
+            emu.configure(compat="openai-local")
+            monkeypatch.setenv("UPSTAGE_BASE_URL", emu.base_url)
+            monkeypatch.setenv("UPSTAGE_API_KEY", KEY)
+            shell.user_ns["S"] = SCHEMA
+            shell.run_cell_magic("upstage", "-m solar-mini4 -f json --schema S -o verdict", "Is this good?")
+            assert shell.user_ns["verdict"] == {"label": "pos", "score": 1}
+            assert [r["response_format"]["type"] for r in emu.requests] == ["json_schema", "json_object"]
+    finally:
+        shell.run_line_magic("unload_ext", "upstage_magic")

@@ -9,6 +9,10 @@ Usage in streams
     the token counts. A server that refuses the field (a 400 naming ``stream_options``) is
     asked once more without it, and that base URL is remembered for the process
     (``_NO_STREAM_OPTIONS``); nothing is retried once an answer has started.
+
+json_schema
+    A server that refuses ``response_format`` of type ``json_schema`` is asked once more with
+    ``json_object`` and the schema in the instructions (``jsonmode``), remembered per base URL.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from .. import settings
 from ..errors import APIStatusError, BadRequestError, MalformedEventError, MissingAPIKeyError
 from ..events import Reasoning
 from ..secrets import Secret, SecretURL, mask_secrets, register_secret, scrub
+from . import jsonmode
 from .base import AsyncGeneratorProvider, AsyncResult, Messages, ProviderModelMixin
 from .http import DEFAULT_NONSTREAM_TIMEOUT, DEFAULT_TIMEOUT, aclose_running_loop, drain, json_body, read, send
 from .sse import SSEDecoder
@@ -118,7 +123,7 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
 
         refused = False
         try:
-            response = await post()
+            response = await jsonmode.send(post, body, base)  # json_schema refused: json_object, once
         except BadRequestError as exc:
             if not (ask_usage and _names_stream_options(exc)):
                 raise
@@ -126,7 +131,7 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
         if refused:  # asked again outside the except: no chained 400 to show
             _NO_STREAM_OPTIONS[base] = True
             del body["stream_options"]
-            response = await post()
+            response = await jsonmode.send(post, body, base)
         try:
             async for item in _items(response, stream=stream, key=key):
                 yield item
