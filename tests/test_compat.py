@@ -3,6 +3,7 @@ client's fallbacks for such servers (json_schema refused, no usage in streams)."
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import aiohttp
@@ -136,7 +137,8 @@ async def test_a_4xx_naming_response_format_falls_back_too(emulator: Emulator, s
     assert [r["response_format"]["type"] for r in emulator.requests] == ["json_schema", "json_object"]
 
 
-def test_cell_with_a_schema_sets_o_to_the_validated_value_on_a_local_server(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cell_with_a_schema_sets_o_to_the_validated_value_on_a_local_server(monkeypatch: pytest.MonkeyPatch,
+                                                                          capsys: pytest.CaptureFixture) -> None:
     """`%%upstage -f json --schema S -o v` against the local server: 2 requests, v set (issue 21: unset)."""
     from IPython.core.interactiveshell import InteractiveShell
 
@@ -156,5 +158,46 @@ def test_cell_with_a_schema_sets_o_to_the_validated_value_on_a_local_server(monk
             shell.run_cell_magic("upstage", "-m solar-mini4 -f json --schema S -o verdict", "Is this good?")
             assert shell.user_ns["verdict"] == {"label": "pos", "score": 1}
             assert [r["response_format"]["type"] for r in emu.requests] == ["json_schema", "json_object"]
+            # the local server sent no usage in the stream: the footer shows estimates of both sides
+            assert re.search(r"solar-mini4 · ~\d+ in / ~\d+ out", capsys.readouterr().out)
     finally:
         shell.run_line_magic("unload_ext", "upstage_magic")
+
+
+# ------------------------------------------------------------------------ estimated usage
+
+
+async def test_a_stream_without_usage_gets_an_estimate_of_both_sides(emulator: Emulator) -> None:
+    from upstage_magic.context import estimate_tokens
+    from upstage_magic.events import Usage
+    from upstage_magic.request import estimate_request_tokens
+
+    emulator.configure(compat="openai-local")
+    msgs = [{"role": "system", "content": "Be brief."}, *MSGS]
+    items = [c async for c in Upstage.create_async_generator("solar-mini4", msgs, api_key=KEY,
+                                                             base_url=emulator.base_url)]
+    usage = [c for c in items if isinstance(c, Usage)]
+    text = "".join(c for c in items if isinstance(c, str))
+    assert len(usage) == 1 and usage[0] is items[-1] and usage[0].estimated
+    assert usage[0].prompt_tokens == estimate_request_tokens(msgs) > 0
+    assert usage[0].completion_tokens == estimate_tokens(text) > 0
+    assert usage[0].to_dict()["estimated"] is True and Usage.from_dict(usage[0].to_dict()) == usage[0]
+    emulator.configure(compat=None)  # a server that reports usage: its numbers, not an estimate
+    items = [c async for c in Upstage.create_async_generator("solar-mini4", msgs, api_key=KEY,
+                                                             base_url=emulator.base_url)]
+    reported = [c for c in items if isinstance(c, Usage)]
+    assert len(reported) == 1 and not reported[0].estimated and reported[0].prompt_tokens == 5
+
+
+def test_footer_marks_estimated_usage_with_tildes() -> None:
+    from types import SimpleNamespace
+
+    from upstage_magic.events import Usage
+    from upstage_magic.notebook.footer import footer_line, token_phrase
+
+    est = SimpleNamespace(usage=Usage(40, 120, 160, estimated=True), model="local-model", elapsed=1.0,
+                          text="x", finish_reason="stop", messages=[])
+    assert token_phrase(est) == "~40 in / ~120 out"
+    assert footer_line(est, "done").startswith("local-model · ~40 in / ~120 out")
+    real = SimpleNamespace(**{**vars(est), "usage": Usage(40, 120, 160)})
+    assert token_phrase(real) == "40 in / 120 out"

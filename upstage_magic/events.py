@@ -14,7 +14,11 @@ __all__ = ["Usage", "FinishReason", "Reasoning", "ToolCall", "StreamEvent"]
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts the server reported for one answer."""
+    """Token counts the server reported for one answer.
+
+    ``estimated``: the server sent none and these are the client's estimates (see
+    ``providers.estimate``); a footer shows them with ``~``.
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -22,6 +26,7 @@ class Usage:
     reasoning_tokens: int = 0
     cached_tokens: int = 0
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    estimated: bool = False
 
     @classmethod
     def from_dict(cls, data: Any) -> Usage:
@@ -44,13 +49,17 @@ class Usage:
             reasoning_tokens=num((ctd if isinstance(ctd, dict) and ctd else data).get("reasoning_tokens")),
             cached_tokens=num((ptd if isinstance(ptd, dict) and ptd else data).get("cached_tokens")),
             raw=dict(data),
+            estimated=data.get("estimated") is True,  # as ``to_dict`` stores an estimate
         )
 
     def to_dict(self) -> dict[str, int]:
         """The counts as a plain dict (what exports, the log and output metadata store)."""
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "total_tokens": self.total_tokens, "reasoning_tokens": self.reasoning_tokens,
-                "cached_tokens": self.cached_tokens}
+        out = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+               "total_tokens": self.total_tokens, "reasoning_tokens": self.reasoning_tokens,
+               "cached_tokens": self.cached_tokens}
+        if self.estimated:
+            out["estimated"] = True
+        return out
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -59,6 +68,7 @@ class Usage:
             self.total_tokens + other.total_tokens,
             self.reasoning_tokens + other.reasoning_tokens,
             self.cached_tokens + other.cached_tokens,
+            estimated=self.estimated or other.estimated,
         )
 
 

@@ -28,6 +28,7 @@ from ..events import Reasoning
 from ..secrets import Secret, SecretURL, mask_secrets, register_secret, scrub
 from . import jsonmode
 from .base import AsyncGeneratorProvider, AsyncResult, Messages, ProviderModelMixin
+from .estimate import with_estimated_usage
 from .http import DEFAULT_NONSTREAM_TIMEOUT, DEFAULT_TIMEOUT, aclose_running_loop, drain, json_body, read, send
 from .sse import SSEDecoder
 from .wire import StreamParser, parse_completion
@@ -133,8 +134,8 @@ class Upstage(AsyncGeneratorProvider, ProviderModelMixin):
             del body["stream_options"]
             response = await jsonmode.send(post, body, base)
         try:
-            async for item in _items(response, stream=stream, key=key):
-                yield item
+            async for item in with_estimated_usage(_items(response, stream=stream, key=key), body["messages"]):
+                yield item  # no usage from the server: an estimate, marked (estimate.py)
         finally:
             response.release()
 
