@@ -201,3 +201,18 @@ def test_footer_marks_estimated_usage_with_tildes() -> None:
     assert footer_line(est, "done").startswith("local-model · ~40 in / ~120 out")
     real = SimpleNamespace(**{**vars(est), "usage": Usage(40, 120, 160)})
     assert token_phrase(real) == "40 in / 120 out"
+
+
+# ------------------------------------------------------------------------ errors name the server
+
+
+async def test_status_errors_name_the_host_of_a_server_that_is_not_upstages(emulator: Emulator) -> None:
+    emulator.set_fault({"kind": "status", "status": 503, "times": None})
+    with pytest.raises(errors.ServerError) as info:
+        await ask(emulator, rf=None, max_retries=0)
+    host = emulator.base_url.split("/")[2]
+    assert str(info.value).startswith(f"The chat request to {host} failed with HTTP 503")
+    assert "Upstage" not in str(info.value) and host in (info.value.hint or "")
+    assert errors.server_host("https://api.upstage.ai/v1/chat/completions") is None
+    upstage = errors.status_error(503, url="https://api.upstage.ai/v1/chat/completions", what="chat request")
+    assert str(upstage).startswith("Upstage API chat request failed") and "Upstage service" in (upstage.hint or "")

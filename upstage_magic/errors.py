@@ -222,6 +222,20 @@ def _status_class(status: int) -> type[APIStatusError]:
     return APIStatusError
 
 
+def server_host(url: str | None) -> str | None:
+    """``host[:port]`` of a URL that is not Upstage's API (None for Upstage's, or no URL)."""
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    try:
+        parts = urlsplit(url or "")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if not host or host == "upstage.ai" or host.endswith(".upstage.ai"):
+        return None
+    return f"{host}:{port}" if port else host
+
+
 def status_error(
     status: int,
     *,
@@ -242,6 +256,10 @@ def status_error(
     cls = _status_class(status)
     hint: str | None = None
     message = f"Upstage API {what} failed with HTTP {status}"
+    if (host := server_host(url)) is not None:  # not Upstage's API: name the server it is (issue 21)
+        message = f"The {what} to {host} failed with HTTP {status}"
+        if cls is ServerError:
+            hint = f"The server at {host} had a problem; try again in a little while."
     if cls is ModelNotFoundError and not _mentions_model(server_message, code, model):
         hint = ModelNotFoundError.url_hint
         shown = display_url(url)
