@@ -178,11 +178,12 @@ async def test_client_async_path_reports_progress_and_merges(emu: Emulator, tmp_
 
 
 async def test_second_parse_is_from_the_cache_without_a_request(emu: Emulator, tmp_path: Path) -> None:
-    p = write(tmp_path, "report.pdf", report_pdf())
+    data = report_pdf()  # once: fpdf2 stamps the creation time, so two calls can differ
+    p = write(tmp_path, "report.pdf", data)
     kw = {"base_url": emu.base, "api_key": KEY, "cache_dir": tmp_path / "c"}  # type: ignore[attr-defined]
     first = await aparse(p, **kw)
     sent = len(emu.documents.requests)
-    same_bytes = write(tmp_path, "copy.pdf", report_pdf())
+    same_bytes = write(tmp_path, "copy.pdf", data)
     second = await aparse(same_bytes, **kw)
     assert len(emu.documents.requests) == sent and second.cached and not first.cached
     assert second.markdown == first.markdown

@@ -128,8 +128,9 @@ def _comparable(path) -> list:
     return cells
 
 
-def test_quickstart_twice_replays_faster_with_identical_outputs(tmp_path, monkeypatch):
-    """The demo as CI runs it: the second run replays every answer, at least twice as fast."""
+def test_quickstart_twice_replays_every_answer_with_identical_outputs(tmp_path, monkeypatch):
+    """The demo as CI runs it: the second run replays every answer and saves the same notebook.
+    How much faster it is is printed, not asserted (a timing ratio flakes on a shared machine)."""
     import nbclient  # noqa: F401 - imported before timing, so neither run pays for it
     import nbconvert  # noqa: F401
 
@@ -155,4 +156,3 @@ def test_quickstart_twice_replays_faster_with_identical_outputs(tmp_path, monkey
     assert not any(m["replayed"] for m in first_metas)
     assert _comparable(nb1) == _comparable(nb2)
     print(f"quickstart: first run {t1:.2f} s, replayed run {t2:.2f} s, {t1 / t2:.2f}x")
-    assert t1 / t2 >= 2.0, f"first run {t1:.1f} s, second {t2:.1f} s"

@@ -18,8 +18,8 @@ Design notes
   ``hidden_turns`` and kept in the session and its export), ``live`` (the streaming answer's
   prompt/model/status/stats only), ``models``, ``settings`` (model, system prompt,
   temperature, max tokens), ``status``, ``busy``, ``shared``, ``notice``, ``queued``,
-  ``undo_turns``, ``want_side``/``side_open`` (see :mod:`.chatpanel`). Once a view exists the
-  transcript goes by the turn (:mod:`.transcript_sync`), whole only with no view (nbclient).
+  ``undo_turns``, ``want_side``/``side_open`` (see :mod:`.chatpanel`). The transcript goes by
+  the turn (:mod:`.transcript_sync`); with no view yet (nbclient) whole once per cell.
 * Streaming sends only the live answer, as ``live`` custom messages (never the transcript):
   ``AnswerRenderer.split`` cuts its HTML into *frozen* top-level blocks (sent once, appended;
   a ``reset`` replaces them) and a *tail* (re-sent per update), so an update costs the size
@@ -62,7 +62,7 @@ from ..settings import Settings, default_settings
 from .chatpanel import PanelMixin
 from .chatview import LiveAnswer, answer_html, error_parts, fmt_stats, widget_css
 from .display import Coalescer
-from .transcript_sync import send_turn_delta
+from .transcript_sync import send_turn_delta, send_whole_when_cell_ends
 from .widget_attach import AttachMixin
 from .widgettools import ToolsMixin
 
@@ -352,14 +352,11 @@ class ChatWidget(ToolsMixin, PanelMixin, AttachMixin, anywidget.AnyWidget):
                 f"model={self.config.model or '(default)'!r}>")
 
     # ------------------------------------------------------------------ messages
-    _viewed = False  # a view said hello: from then on the transcript goes out by the turn
+    _viewed = False  # a view said hello (until then the whole list also goes once per cell)
 
     def _should_send_property(self, key: str, value: Any) -> bool:
-        # The transcript goes out by the turn ("turns" messages, see transcript_sync) once a view
-        # exists; with none (nbclient, papermill) as a whole, so the saved widget state has it.
-        if key == "transcript":
-            return not self._viewed
-        return bool(super()._should_send_property(key, value))
+        # The transcript goes out by the turn ("turns" messages, see transcript_sync).
+        return key != "transcript" and bool(super()._should_send_property(key, value))
 
     def set_state(self, sync_data: dict[str, Any]) -> None:
         # The page keeps its own copy of the transcript; the kernel's is never written from it.
@@ -625,6 +622,8 @@ class ChatWidget(ToolsMixin, PanelMixin, AttachMixin, anywidget.AnyWidget):
             self.transcript = entries  # not synced as a whole (see _should_send_property)
             self.hidden_turns = hidden
             send_turn_delta(self._reply, old_ids, entries)
+        if not self._viewed:
+            send_whole_when_cell_ends(self, lambda: self.comm is not None and not self._viewed)
 
     def _send_adopt(self, entries: list[dict[str, Any]]) -> None:
         """Tell the browser that the live answer it shows *is* the finished turn (the frozen
