@@ -191,12 +191,14 @@ def expected_done(path: str, n: int) -> int:
 
 
 # The widget paths ("widget", "widget_reasoning": the corpus sent from code, 15 answers
-# per cell, one widget per cell) were kept out of CI because in some runs a cell never
-# finished within 4 minutes. They run again since the widget sends each finished turn as
-# that turn only (issue 18): before, every turn re-sent and re-rendered the whole transcript
-# trait, so a cell of 15 answers sent O(n^2) bytes. Each answer's send/end and the comm
-# traffic are logged (WIDGET_TRACE, artifacts/widget_trace_*.log) to diagnose a hang.
-LAB_PATHS = ("stream_fast", "stream_paced", "no_stream", "code", "reasoning", "widget", "widget_reasoning")
+# per cell, one widget per cell) are out of CI again: with each finished turn sent as that
+# turn only (issue 18) they passed 10/10 on one machine, but on a 2-CPU machine a cell still
+# never finished within 4 minutes in 1 of 2 clean-clone CI runs and 1 of 2 local runs (Dec 3).
+# The hang is not understood (issue 18 stays open). Each answer's send/end and the comm
+# traffic are logged (WIDGET_TRACE, artifacts/widget_trace_*.log) to diagnose it; run them with
+# UPSTAGE_XSS_LAB_PATHS=widget,widget_reasoning. tests/test_browser.py and
+# tests/test_hostile_server.py still send hostile answers through the widget UI in a browser.
+LAB_PATHS = ("stream_fast", "stream_paced", "no_stream", "code", "reasoning")
 # UPSTAGE_XSS_LAB_PATHS=widget,widget_reasoning runs only those (repeated runs of one path).
 LAB_PATHS = tuple(p for p in os.environ.get("UPSTAGE_XSS_LAB_PATHS", ",".join(LAB_PATHS)).split(",") if p)
 NB7_PATHS = ("stream_fast", "stream_paced")
