@@ -560,16 +560,27 @@ async def test_a_turn_sends_that_turn_only_however_long_the_chat(fake: FakeProvi
 
 
 async def test_with_no_view_the_transcript_is_synced_whole_for_saved_state(fake: FakeProvider) -> None:
-    """nbclient/papermill run no front end: the transcript goes out as state, so the saved notebook has it."""
+    """nbclient/papermill run no front end: the whole transcript goes out once when the cell ends
+    (not with every turn), so the saved notebook has it."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()  # get_ipython() is this shell now: cells end with post_execute
     w, _out = make(fake)
     states: list[dict] = []
     real_send = w._send
     w._send = lambda msg, buffers=None: (states.append(msg), real_send(msg, buffers))
+
+    def synced() -> list:
+        return [m["state"]["transcript"] for m in states if "transcript" in m.get("state", {})]
+
     fake.enqueue(["headless answer"])
     front(w, type="send", text="headless question", id=1)
     await finish(w)
-    synced = [m["state"]["transcript"] for m in states if "transcript" in m.get("state", {})]
-    assert synced and synced[-1][-1]["prompt"] == "headless question"
+    assert synced() == []  # not per turn
+    shell.events.trigger("post_execute")
+    assert len(synced()) == 1 and synced()[-1][-1]["prompt"] == "headless question"
+    shell.events.trigger("post_execute")
+    assert len(synced()) == 1  # once per cell that changed it
 
 
 async def test_resync_sends_the_whole_transcript_once(fake: FakeProvider) -> None:
