@@ -135,11 +135,11 @@ def test_what_cannot_be_a_tool_says_why():
 
 def test_results_become_bounded_masked_text():
     pd = pytest.importorskip("pandas")
-    register_secret("up_tooltestsecret0123456789AB")
+    register_secret("CANARY-tool-test-secret-not-a-key")
     assert result_text({"a": 1, "b": [1, 2]}) == '{"a": 1, "b": [1, 2]}'
     assert result_text(Person(name="Ada")) == '{"name":"Ada","age":0}'
     assert result_text(Point(1, 2)) == '{"x": 1, "y": 2}'
-    assert "up_tooltestsecret0123456789AB" not in result_text("key up_tooltestsecret0123456789AB")
+    assert "CANARY-tool-test-secret-not-a-key" not in result_text("key CANARY-tool-test-secret-not-a-key")
     frame = result_text(pd.DataFrame({"a": range(1000)}))
     assert len(frame) < 2000 and "999" in frame and ".." in frame
     long = result_text("x" * 50_000)
