@@ -128,29 +128,11 @@ def stats_parts(answer: Any, *, elapsed: bool = False) -> list[str]:
 def footer_text(exchange: Any, status: str) -> str:
     """One short line: model · tokens in / out (reasoning) · time, and why it ended if notable.
 
-    See :mod:`footer`; :func:`detailed_footer_text` is the older, detailed line.
+    See :mod:`footer`; the detailed timings stay in ``metadata.upstage``.
     """
     from .footer import footer_line  # noqa: PLC0415
 
     return footer_line(exchange, status)
-
-
-def detailed_footer_text(exchange: Any, status: str) -> str:
-    """Model, tokens, time to first token, speed, and why it ended if notable."""
-    parts = [str(exchange.model), *stats_parts(exchange)]
-    if status == "length":
-        parts.append('cut at max_tokens (finish reason "length"): raise --max-tokens for more')
-    elif status == "stopped":
-        parts.append("stopped by interrupt: partial answer kept")
-    elif status == "error":
-        parts.append("failed: partial answer kept" if exchange.text else "failed")
-    elif exchange.finish_reason and exchange.finish_reason not in ("stop", "length"):
-        parts.append(f"finish reason {exchange.finish_reason!r}")
-    if getattr(exchange, "replayed", None) is not None:
-        from ..replay import recorded_label  # noqa: PLC0415
-
-        parts.append(recorded_label(exchange.replayed))
-    return " · ".join(parts)
 
 
 def thinking_html(reasoning: str, *, done: bool, summary: str = "Thinking…", renderer: Any = None) -> str:
