@@ -140,10 +140,11 @@ def test_an_empty_stream_after_a_large_prompt_says_the_context_may_be_full(fresh
 def test_a_connection_error_is_a_small_block_and_a_short_real_error(fresh):
     from tests.support.harness import free_port
 
-    r = fresh.execute(f"%%upstage --base-url http://127.0.0.1:{free_port()}/v1\nhello")
+    port = free_port()
+    r = fresh.execute(f"%%upstage --base-url http://127.0.0.1:{port}/v1\nhello")
     assert r.error is not None and r.error["ename"] == "APIConnectionError"  # a real error: Run all stops
     shown = "\n".join(r.error["traceback"])
-    assert "Could not connect to the Upstage API." in shown
+    assert f"Could not connect to the server at 127.0.0.1:{port}." in shown  # not Upstage's: named (issue 21)
     assert "ssl:default" not in shown and "Connect call failed" not in shown  # internals only in Details
     blocks = [d["data"] for d in r.displays if "um-error" in d["data"].get("text/html", "")]
     assert len(blocks) == 1
@@ -151,5 +152,5 @@ def test_a_connection_error_is_a_small_block_and_a_short_real_error(fresh):
     assert "Connect call failed" in blocks[0]["text/plain"] and "overflow-wrap: break-word" in blocks[0]["text/html"]
     # While it retried, a live line said so (then it was removed).
     live = [d["data"].get("text/plain", "") for d in r.displays if "retrying (" in d["data"].get("text/plain", "")]
-    assert live and live[0].startswith("retrying (1/") and " s: Could not connect to the Upstage API." in live[0]
+    assert live and live[0].startswith("retrying (1/") and f" s: Could not connect to the server at 127.0.0.1:{port}." in live[0]
     assert "ssl:default" not in "".join(live)

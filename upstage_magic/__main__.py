@@ -76,7 +76,10 @@ def run_demo(
             print(f"No UPSTAGE_API_KEY: using the offline emulator at {emu.base_url}")
         else:
             os.environ.pop("UPSTAGE_MAGIC_EMULATOR", None)
-            print("Using the Upstage API (UPSTAGE_API_KEY is set).")
+            from .errors import api_name
+            from .settings import get_base_url
+
+            print(f"Using {api_name(get_base_url())} (UPSTAGE_API_KEY is set).")
         try:
             nb = nbformat.read(notebook, as_version=4)
             client = NotebookClient(

@@ -52,10 +52,45 @@ __all__ = [
     "MalformedEventError",
     "StreamErrorEvent",
     "IncompleteStreamError",
+    "api_name",
+    "server_host",
+    "server_problem_hint",
     "status_error",
 ]
 
 _SENTENCE_END = (".", "!", "?", ":", ";", "\u2026")
+
+
+def server_host(url: str | None) -> str | None:
+    """``host[:port]`` of a URL that is not Upstage's API (None for Upstage's, or no URL)."""
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    try:
+        parts = urlsplit(url or "")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if not host or host == "upstage.ai" or host.endswith(".upstage.ai"):
+        return None
+    return f"{host}:{port}" if port else host
+
+
+def api_name(url: str | None, *, start: bool = False) -> str:
+    """How a message names the server ``url`` belongs to: "the Upstage API", or "the server at
+    <host>" when the base URL is not Upstage's (issue 21). ``start``: capitalised, to open a sentence.
+
+    The one place errors name the server (status, connection and timeout errors, server-error hints).
+    """
+    host = server_host(url)
+    name = "the Upstage API" if host is None else f"the server at {host}"
+    return name[:1].upper() + name[1:] if start else name
+
+
+def server_problem_hint(url: str | None) -> str:
+    """The hint of a 5xx: the server named as :func:`api_name` does."""
+    host = server_host(url)
+    who = "The Upstage service" if host is None else f"The server at {host}"
+    return f"{who} had a problem; try again in a little while."
 
 
 class UpstageError(Exception):
@@ -162,7 +197,7 @@ class RateLimitError(APIStatusError):
 
 
 class ServerError(APIStatusError):
-    default_hint = "The Upstage service had a problem; try again in a little while."
+    default_hint = server_problem_hint(None)
 
 
 class APIConnectionError(UpstageError):
@@ -222,20 +257,6 @@ def _status_class(status: int) -> type[APIStatusError]:
     return APIStatusError
 
 
-def server_host(url: str | None) -> str | None:
-    """``host[:port]`` of a URL that is not Upstage's API (None for Upstage's, or no URL)."""
-    from urllib.parse import urlsplit  # noqa: PLC0415
-
-    try:
-        parts = urlsplit(url or "")
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        return None
-    if not host or host == "upstage.ai" or host.endswith(".upstage.ai"):
-        return None
-    return f"{host}:{port}" if port else host
-
-
 def status_error(
     status: int,
     *,
@@ -258,8 +279,8 @@ def status_error(
     message = f"Upstage API {what} failed with HTTP {status}"
     if (host := server_host(url)) is not None:  # not Upstage's API: name the server it is (issue 21)
         message = f"The {what} to {host} failed with HTTP {status}"
-        if cls is ServerError:
-            hint = f"The server at {host} had a problem; try again in a little while."
+    if cls is ServerError:
+        hint = server_problem_hint(url)
     if cls is ModelNotFoundError and not _mentions_model(server_message, code, model):
         hint = ModelNotFoundError.url_hint
         shown = display_url(url)

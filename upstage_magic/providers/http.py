@@ -51,6 +51,7 @@ from ..errors import (
     APITimeoutError,
     IncompleteStreamError,
     UpstageError,
+    api_name,
     backoff,
     is_validation_error,
     status_error,
@@ -116,7 +117,7 @@ async def send(
                 method, url, headers=headers, data=data, proxy=proxy or None, timeout=client_timeout
             )
         except TRANSPORT_ERRORS as exc:
-            failure, retryable = map_transport_error(exc, started=False, key=key)
+            failure, retryable = map_transport_error(exc, started=False, key=key, url=url)
         if failure is not None:  # raised outside the except: no implicit chaining
             if retryable and attempt < max_retries:
                 attempt += 1
@@ -144,13 +145,13 @@ async def send(
         await _sleep(delay)
 
 
-async def read(operation: Awaitable[_T], *, key: str, started: bool) -> _T:
-    """Await one read from the network; its transport errors become ours (see above)."""
+async def read(operation: Awaitable[_T], *, key: str, started: bool, url: str | None = None) -> _T:
+    """Await one read from the network; its transport errors become ours (see above; ``url`` names the server)."""
     __tracebackhide__ = True  # noqa: F841
     try:
         return await operation
     except TRANSPORT_ERRORS as exc:
-        failure, _ = map_transport_error(exc, started=started, key=key)
+        failure, _ = map_transport_error(exc, started=started, key=key, url=url)
     raise failure  # outside the except: the aiohttp error is at most a sanitised cause
 
 
@@ -249,31 +250,34 @@ def _describe(exc: BaseException) -> str:
 _NESTED_REPR = re.compile(r":?\s*<\w*(?:Error|Exception)\b[^>]*>")
 
 
-def map_transport_error(exc: BaseException, *, started: bool, key: str) -> tuple[UpstageError, bool]:
+def map_transport_error(exc: BaseException, *, started: bool, key: str,
+                        url: str | None = None) -> tuple[UpstageError, bool]:
     """The one mapping of a ``TRANSPORT_ERRORS`` error to (our error, retryable).
 
     The error's ``__cause__`` is ``exc`` with every traceback in its chain dropped (or
     nothing, when ``exc`` shows the key), so no traceback mode can show aiohttp's frames
     and their request headers. Raise it outside the ``except`` block that caught ``exc``.
+    ``url`` (the request's) names the server in the message when it is not Upstage's.
     """
-    err, retryable = _transport_error(exc, started=started)
+    err, retryable = _transport_error(exc, started=started, url=url)
     err.__cause__ = _safe_cause(exc, key)
     err.__suppress_context__ = True
     return err, retryable
 
 
-def _transport_error(exc: BaseException, *, started: bool) -> tuple[UpstageError, bool]:
+def _transport_error(exc: BaseException, *, started: bool, url: str | None = None) -> tuple[UpstageError, bool]:
     """Map an aiohttp/asyncio/OS error to (UpstageError, retryable).
 
     ``started``: an OK response had begun, so a break is an incomplete answer, and
     nothing may be retried. Messages go through ``errors.redact`` in UpstageError.
     """
     detail = _describe(exc)
+    api, api_ = api_name(url), api_name(url, start=True)  # "the Upstage API", or "the server at <host>"
     if isinstance(exc, asyncio.TimeoutError):  # includes aiohttp's ServerTimeoutError family
         connect_timeout = getattr(aiohttp, "ConnectionTimeoutError", None)
         if connect_timeout is not None and isinstance(exc, connect_timeout):
             return APITimeoutError(
-                f"Timed out connecting to the Upstage API after {CONNECT_TIMEOUT:g} s ({detail})."
+                f"Timed out connecting to {api} after {CONNECT_TIMEOUT:g} s ({detail})."
             ), not started
         if started:
             return APITimeoutError(
@@ -281,7 +285,7 @@ def _transport_error(exc: BaseException, *, started: bool) -> tuple[UpstageError
                 "the text so far was kept."
             ), False
         return APITimeoutError(
-            "The Upstage API did not answer within the timeout (waiting for the first byte)."
+            f"{api_} did not answer within the timeout (waiting for the first byte)."
         ), False
     if started:
         if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError)):
@@ -292,7 +296,7 @@ def _transport_error(exc: BaseException, *, started: bool) -> tuple[UpstageError
             f"The connection broke while the answer was arriving ({detail})."
         ), False
     if isinstance(exc, aiohttp.ClientSSLError):
-        return APIConnectionError(f"TLS/SSL error talking to the Upstage API ({detail})."), False
+        return APIConnectionError(f"TLS/SSL error talking to {api} ({detail})."), False
     if isinstance(exc, aiohttp.ClientProxyConnectionError):
         return APIConnectionError(f"Could not connect to the proxy ({detail})."), True
     if isinstance(exc, aiohttp.ClientHttpProxyError):
@@ -301,9 +305,9 @@ def _transport_error(exc: BaseException, *, started: bool) -> tuple[UpstageError
         ), False
     dns_error = getattr(aiohttp, "ClientConnectorDNSError", None)
     if dns_error is not None and isinstance(exc, dns_error):
-        return APIConnectionError(f"Could not resolve the API host ({detail})."), True
+        return APIConnectionError(f"Could not resolve the host of {api} ({detail})."), True
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return APIConnectionError(f"Could not connect to the Upstage API ({detail})."), True
+        return APIConnectionError(f"Could not connect to {api} ({detail})."), True
     if isinstance(exc, (aiohttp.InvalidURL, getattr(aiohttp, "NonHttpUrlClientError", aiohttp.InvalidURL))):
         shown = display_url(str(getattr(exc, "url", "") or "")) or "?"
         return APIConnectionError(
@@ -312,7 +316,7 @@ def _transport_error(exc: BaseException, *, started: bool) -> tuple[UpstageError
         ), False
     if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionError)):
         return APIConnectionError(
-            f"The connection to the Upstage API broke before an answer arrived ({detail})."
+            f"The connection to {api} broke before an answer arrived ({detail})."
         ), True
     if isinstance(exc, ValueError) and not isinstance(exc, aiohttp.ClientError):
         return APIConnectionError(
@@ -320,7 +324,7 @@ def _transport_error(exc: BaseException, *, started: bool) -> tuple[UpstageError
             hint="Check UPSTAGE_BASE_URL / base_url (it should look like "
             "https://api.upstage.ai/v1) and the API key (no spaces or line breaks).",
         ), False
-    return APIConnectionError(f"Request to the Upstage API failed ({detail})."), False
+    return APIConnectionError(f"Request to {api} failed ({detail})."), False
 
 
 async def drain(response: aiohttp.ClientResponse) -> None:
