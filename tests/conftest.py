@@ -47,3 +47,13 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
     monkeypatch.setattr(upstage_module, "_sleep", fake_sleep)
     return delays
+
+
+@pytest.fixture(autouse=True)
+def fresh_model_lists() -> None:
+    """Each test starts with no server's model list known (models caches them per process)."""
+    from upstage_magic import models
+
+    models._LIVE.clear()
+    models._OFFERED.clear()
+    models._ASKED.clear()

@@ -107,3 +107,170 @@ def test_no_user_facing_string_names_upstage_outside_the_one_helper() -> None:
     assert errors.api_name("https://api.upstage.ai/v1") == "the Upstage API"
     assert errors.api_name("http://localhost:8000/v1", start=True) == "The server at localhost:8000"
 
+
+
+# ------------------------------------------------------------------------ the server's own models
+
+from collections.abc import Iterator  # noqa: E402
+
+from upstage_magic import models  # noqa: E402
+from upstage_magic.request import Ask, plan  # noqa: E402
+from upstage_magic.settings import Settings  # noqa: E402
+
+
+class Listing:
+    """A provider whose list_models returns ``ids`` (only the list matters here)."""
+
+    def __init__(self, ids: list[str]) -> None:
+        self.ids, self.asked = ids, 0
+
+    async def list_models(self, **options: Any) -> list[str]:
+        self.asked += 1
+        return list(self.ids)
+
+    def get_model(self, name: str | None) -> str:
+        return name or models.DEFAULT_MODEL
+
+
+async def test_a_retired_notice_only_on_upstages_api_and_never_for_a_model_the_server_lists(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("UPSTAGE_BASE_URL", raising=False)
+    upstage, local = "https://api.upstage.ai/v1", "http://127.0.0.1:8000/v1"
+    ask = Ask("hi", model="solar-pro2")
+    assert plan(Settings(base_url=local), ask).notices == ()  # another server's model is its own
+    assert "solar-pro2 was retired" in plan(Settings(), ask).notices[0]  # Upstage's API (the default URL)
+    assert "solar-pro2 was retired" in plan(Settings(base_url=upstage), ask).notices[0]
+    ids, note = await models.fetch_models(Listing(["solar-pro2", "solar-pro4"]), base_url=upstage)
+    assert note is None and ids == ["solar-pro2", "solar-pro4"]
+    assert plan(Settings(base_url=upstage), ask).notices == ()  # Upstage's own live list offers it: the truth
+    assert plan(Settings(), Ask("hi", model="solar-mini")).notices  # one it does not list still is
+
+
+@pytest.fixture
+def local(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> Iterator[tuple[Any, Any, Emulator]]:
+    """An IPython shell with the magic (the real provider) and a local OpenAI-compatible server
+    (the emulator in compat mode, over loopback) as UPSTAGE_BASE_URL."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from upstage_magic.emulator import serve_in_thread
+    from upstage_magic.session import ChatSession
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "upstage_magic")
+    try:
+        m = shell.magics_manager.registry["UpstageMagics"]
+        m.provider, m.session, m.display_mode, m.model, m.footer = None, ChatSession(), "plain", "", True
+        with serve_in_thread(api_key=KEY) as emu:
+            emu.configure(compat="openai-local")
+            monkeypatch.setenv("UPSTAGE_BASE_URL", emu.base_url)
+            monkeypatch.setenv("UPSTAGE_API_KEY", KEY)
+            monkeypatch.delenv("UPSTAGE_MODEL", raising=False)
+            capsys.readouterr()
+            yield shell, m, emu
+    finally:
+        shell.run_line_magic("unload_ext", "upstage_magic")
+
+
+def test_a_local_server_calling_its_model_solar_pro2_gets_no_retired_notice(local: Any,
+                                                                             capsys: pytest.CaptureFixture) -> None:
+    shell, m, emu = local
+    emu.configure(local_model="solar-pro2")
+    for _ in range(2):
+        shell.run_cell_magic("upstage", "-m solar-pro2", "Hi")
+    out = capsys.readouterr()
+    assert "retired" not in out.err + out.out and [r["model"] for r in emu.requests] == ["solar-pro2"] * 2
+    emu.set_fault({"kind": "status", "status": 404, "message": "The model 'solar-pro2' does not exist"})
+    with pytest.raises(errors.ModelNotFoundError) as info:
+        shell.run_cell_magic("upstage", "-m solar-pro2", "Hi")
+    assert "retired" not in str(info.value) and "retired" not in capsys.readouterr().err  # not in the hint
+    shell.run_line_magic("upstage", "models --refresh")
+    listing = capsys.readouterr().out
+    assert "Models (from the API):" in listing and "solar-pro2" in listing and "[retired]" not in listing
+
+
+def test_a_retired_notice_on_upstages_api_is_said_once_per_model(monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from tests.support.fake import FakeProvider
+    from upstage_magic.session import ChatSession
+
+    monkeypatch.delenv("UPSTAGE_BASE_URL", raising=False)  # Upstage's API
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "upstage_magic")
+    try:
+        m = shell.magics_manager.registry["UpstageMagics"]
+        m.provider, m.session, m.display_mode, m.model = FakeProvider(), ChatSession(), "plain", ""
+        for model in ("solar-pro2", "solar-pro2", "solar-mini", "solar-pro2", "solar-mini"):
+            shell.run_cell_magic("upstage", f"-m {model}", "q")
+        err = capsys.readouterr().err
+        assert err.count("solar-pro2 was retired") == 1 and err.count("solar-mini is a legacy name") == 1
+        assert [c["model"] for c in m.provider.calls] == ["solar-pro2", "solar-pro2", "solar-mini",
+                                                          "solar-pro2", "solar-mini"]  # sent anyway
+        m.session = ChatSession()  # a new session says it again
+        shell.run_cell_magic("upstage", "-m solar-pro2", "q")
+        assert "solar-pro2 was retired" in capsys.readouterr().err
+    finally:
+        shell.run_line_magic("unload_ext", "upstage_magic")
+
+
+def test_with_no_model_set_the_model_a_local_server_lists_is_used_and_said_once(
+        local: Any, capsys: pytest.CaptureFixture) -> None:
+    shell, m, emu = local
+    shell.run_cell_magic("upstage", "", "Hi")
+    first = capsys.readouterr().out
+    shell.run_cell_magic("upstage", "", "And again?")
+    second = capsys.readouterr().out
+    assert [r["model"] for r in emu.requests] == ["local-model", "local-model"]  # not solar-pro4
+    said = "No model set: using local-model, the one the server lists"
+    assert first.count(said) == 1 and said not in second
+    assert re.search(r"^\[local-model · ", first, re.MULTILINE)  # the footer names it too
+    shell.run_line_magic("upstage", "config")
+    assert re.search(r"^model\s+local-model$", capsys.readouterr().out, re.MULTILINE)
+
+
+def test_a_chosen_model_or_upstage_model_is_sent_as_chosen(local: Any, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    shell, m, emu = local
+    shell.run_cell_magic("upstage", "-m solar-mini4", "Hi")
+    monkeypatch.setenv("UPSTAGE_MODEL", "my-model")
+    shell.run_cell_magic("upstage", "", "Hi")
+    assert [r["model"] for r in emu.requests] == ["solar-mini4", "my-model"]
+    assert "No model set" not in capsys.readouterr().out
+
+
+def test_a_server_that_also_lists_the_default_keeps_it(local: Any, capsys: pytest.CaptureFixture) -> None:
+    """The emulator as Upstage's API (on loopback, so not Upstage's URL) lists solar-pro4: it is kept."""
+    shell, m, emu = local
+    emu.configure(compat=None)
+    shell.run_cell_magic("upstage", "", "Hi")
+    assert [r["model"] for r in emu.requests] == ["solar-pro4"]
+    assert "No model set" not in capsys.readouterr().out
+
+
+def test_a_model_list_that_fails_is_asked_once_and_the_default_is_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from tests.support.fake import FakeProvider
+    from upstage_magic.session import ChatSession
+
+    asked = []
+
+    async def broken(**kw: Any) -> list[str]:
+        asked.append(kw)
+        raise errors.APIConnectionError("no list here")
+
+    monkeypatch.setenv("UPSTAGE_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.delenv("UPSTAGE_MODEL", raising=False)
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "upstage_magic")
+    try:
+        m = shell.magics_manager.registry["UpstageMagics"]
+        fake = FakeProvider()
+        fake.list_models = broken  # type: ignore[attr-defined]
+        m.provider, m.session, m.display_mode, m.model = fake, ChatSession(), "plain", ""
+        for _ in range(3):
+            shell.run_cell_magic("upstage", "", "q")
+    finally:
+        shell.run_line_magic("unload_ext", "upstage_magic")
+    assert len(asked) == 1 and [c["model"] for c in fake.calls] == ["fake-model"] * 3

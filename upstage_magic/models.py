@@ -17,7 +17,12 @@ Public API:
 - ``reasons(model, effort)``: whether the model reasons with that effort (``None``: unknown).
 - ``effort_for_think(model, think)``: the ``reasoning_effort`` that ``--think`` /
   ``--no-think`` send for that model.
-- ``retired_notice(model)``: a one-line notice naming the replacement, or ``None``.
+- ``retired_notice(model)``: a one-line notice naming the replacement, or ``None`` (the table).
+- ``retired_on(model, base_url)``: that notice only where it is true: on Upstage's API, for a
+  model its own live list (when asked) does not offer. Another server's models are its own.
+- ``server_default(base_url)``: with no model chosen, the model a server that is not Upstage's
+  offers in its own list (when it was asked), else ``None``; ``wants_server_list(base_url)``:
+  whether that list is worth asking for (not Upstage's, not asked yet, no ``UPSTAGE_MODEL``).
 - ``listed_model_ids()``: the ids a live ``GET /models`` returns today (the offline fallback).
 - ``group_models(ids)``: a short grouped listing: aliases first, dated ids folded under them.
 - ``fetch_models(provider, ...)``: the live list, cached per provider, server and key.
@@ -44,6 +49,9 @@ __all__ = [
     "model_info",
     "reasons",
     "retired_notice",
+    "retired_on",
+    "server_default",
+    "wants_server_list",
 ]
 
 #: The model used when none is chosen: Upstage's current flagship, used by its own docs.
@@ -222,6 +230,64 @@ def group_models(ids: list[str]) -> list[tuple[str, list[str]]]:
 # ---------------------------------------------------------------------------- the live list
 
 _LIVE: dict[tuple[int, str, str], list[str]] = {}
+#: What each server's own list offers, by resolved base URL (filled by ``fetch_models``).
+_OFFERED: dict[str, list[str]] = {}
+#: Base URLs whose list was asked for (answered or not): not asked again on every cell.
+_ASKED: set[str] = set()
+
+
+def _base_key(base_url: str | None) -> str | None:
+    """The resolved base URL (env default for ``None``), or ``None`` when it cannot be used."""
+    from .errors import UpstageError  # noqa: PLC0415
+    from .settings import resolve_base_url  # noqa: PLC0415
+
+    try:
+        return str(resolve_base_url(base_url or None))
+    except UpstageError:
+        return None
+
+
+def _is_upstage(base: str | None) -> bool:
+    from .errors import server_host  # noqa: PLC0415
+
+    return server_host(base) is None
+
+
+def retired_on(model: str, base_url: str | None = None) -> str | None:
+    """:func:`retired_notice` where it is true: Upstage's API, and not offered by its live list.
+
+    The table describes Upstage's server; a model another server (or Upstage's own list) offers
+    is that server's, whatever its name (issue 21: a local server calling its model solar-pro2).
+    """
+    notice = retired_notice(model)
+    if notice is None:
+        return None
+    base = _base_key(base_url)
+    if base is None or not _is_upstage(base) or model in _OFFERED.get(base, ()):
+        return None
+    return notice
+
+
+def wants_server_list(base_url: str | None = None) -> bool:
+    """Whether to ask a server for its models before choosing a default: not Upstage's API,
+    ``UPSTAGE_MODEL`` unset, not asked yet in this process."""
+    from .settings import env_model  # noqa: PLC0415
+
+    base = _base_key(base_url)
+    return base is not None and not _is_upstage(base) and base not in _ASKED and not env_model("")
+
+
+def server_default(base_url: str | None = None) -> str | None:
+    """The model to use when none is chosen, on a server that is not Upstage's: the first one its
+    own list offers, unless that list offers :data:`DEFAULT_MODEL` too. ``None``: keep the default
+    (Upstage's API, ``UPSTAGE_MODEL`` set, the list unknown or empty)."""
+    from .settings import env_model  # noqa: PLC0415
+
+    base = _base_key(base_url)
+    offered = _OFFERED.get(base or "") or []
+    if base is None or _is_upstage(base) or env_model("") or not offered or DEFAULT_MODEL in offered:
+        return None
+    return offered[0]
 
 
 async def fetch_models(provider: object, *, base_url: str | None = None, refresh: bool = False,
@@ -242,6 +308,9 @@ async def fetch_models(provider: object, *, base_url: str | None = None, refresh
     key = (id(provider), base_url or "", who)
     if not refresh and key in _LIVE:
         return list(_LIVE[key]), None
+    base = _base_key(base_url)
+    if base is not None:
+        _ASKED.add(base)
     known = [str(m) for m in getattr(provider, "models", None) or listed_model_ids()]
     list_models = getattr(provider, "list_models", None)
     if list_models is None:
@@ -254,4 +323,6 @@ async def fetch_models(provider: object, *, base_url: str | None = None, refresh
         reason = cut(str(exc).split("\n", 1)[0].rstrip("."), 300)
         return known, f"known list; the API could not be asked: {reason}"
     _LIVE[key] = ids
+    if base is not None:
+        _OFFERED[base] = list(ids)
     return list(ids), None

@@ -91,7 +91,8 @@ class Request:
 
     ``prompt`` and ``system`` are what the conversation records (the user's own text);
     ``messages`` adds history, the format's instruction and the context. ``notices`` are
-    shown before the answer (a retired model), ``notes`` under it (placeholders filled).
+    shown before the answer (a retired model on Upstage's API; once per session per model),
+    ``notes`` under it (placeholders filled), ``once`` under it the first time only.
     """
 
     model: str
@@ -104,6 +105,8 @@ class Request:
     record: bool = True
     notices: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    #: Quiet lines a front end says once per session (the model a server offers, used as the default).
+    once: tuple[str, ...] = ()
     context: Any = None
     history: tuple[dict[str, Any], ...] = ()
     #: The :class:`~upstage_magic.tools.Tool`\ s offered (their specs are ``options["tools"]``).
@@ -153,7 +156,7 @@ class Request:
         ]
         for m in self.messages:
             lines += ["", f"── {m.get('role', '?')} ──", _content_text(m.get("content", ""))]
-        lines += list(self.notices) + list(self.notes)
+        lines += list(self.notices) + list(self.notes) + list(self.once)
         return mask_secrets("\n".join(lines))
 
 
@@ -192,7 +195,8 @@ def plan(settings: Any, ask: Ask, *, session: Any = None, provider: Any = None) 
     prompt, system, notes = _filled(ask)
     if system is None:
         system = settings.system_prompt or (getattr(session, "system_prompt", None) or None)
-    model = resolve_model(ask.model or settings.model or None, provider)
+    base = ask.base_url or settings.base_url or None
+    model = resolve_model(ask.model or settings.model or None, provider, base_url=base)
     fmt = ask.format or settings.format
     if fmt not in formats.FORMATS:
         raise RequestError(f"Unknown format {fmt!r}; use one of {', '.join(formats.FORMATS)}.")
@@ -204,13 +208,16 @@ def plan(settings: Any, ask: Ask, *, session: Any = None, provider: Any = None) 
         if ask.tool_choice is not None:
             options["tool_choice"] = ask.tool_choice
     history, history_info = _history(settings, ask, session)
-    notice = models.retired_notice(model)
+    notice = models.retired_on(model, base)  # Upstage's API only; never a model the server lists
+    listed = () if ask.model or settings.model or model != models.server_default(base) else (
+        f"No model set: using {model}, the one the server lists (choose one with -m or "
+        "%config UpstageMagics.model).",)
     return Request(
         model=model, messages=_messages(prompt, system, fmt, ask.context, history, attachments=ask.attachments),
         options=options,
         prompt=prompt, system=system, format=fmt, schema=schema, record=ask.history,
         notices=(f"Note: {notice} Sending it anyway; the server decides.",) if notice else (),
-        notes=tuple(notes), context=ask.context, history=history, tools=tools,
+        notes=tuple(notes), once=listed, context=ask.context, history=history, tools=tools,
         replay=replay.mode_for(settings, ask), attachments=ask.attachments, cell=ask.cell,
         history_info=history_info,
     )
@@ -226,8 +233,12 @@ def _history(settings: Any, ask: Ask, session: Any) -> tuple[tuple[dict[str, Any
     return history_for(session, cell=ask.cell, budget=budget)
 
 
-def resolve_model(name: str | None, provider: Any = None) -> str:
-    """The model id sent: an alias resolved by the provider; ``None`` -> the provider's default."""
+def resolve_model(name: str | None, provider: Any = None, *, base_url: str | None = None) -> str:
+    """The model id sent: an alias resolved by the provider; ``None`` -> the provider's default, or
+    on a server that is not Upstage's (``base_url``; ``None``: the env's), the model its list offers
+    when it was asked (:func:`models.server_default`)."""
+    if not name and (listed := models.server_default(base_url)):
+        return listed
     get_model = getattr(provider, "get_model", None)
     if get_model is not None:
         return str(get_model(name))

@@ -385,6 +385,8 @@ class ChatSession:
         self.estimated_tokens = 0
         #: The recorded answer streaming now, if any (one at a time).
         self.active: Exchange | None = None
+        #: Notices said once per session (a retired model, the server's own model): not said again.
+        self.said: set[str] = set()
         self._listeners: dict[str, list[Callable[[Any], Any]]] = {"change": [], "end": [], "remove": []}
         self._lock = threading.RLock()
 

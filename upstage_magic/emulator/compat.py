@@ -6,8 +6,8 @@ FastAPI app) as issue 21 found one:
 
 - ``response_format`` of type ``json_schema`` is refused with **HTTP 500** and a pydantic
   request-validation message (only ``text`` and ``json_object`` are accepted);
-- ``GET /models`` lists one server-local name, ``local-model``; a chat request naming any
-  model is answered by it (replies name ``local-model``);
+- ``GET /models`` lists one server-local name, ``local-model`` (the ``local_model`` setting);
+  a chat request naming any model is answered by it (replies name it);
 - streams never end with a usage chunk, even when ``stream_options.include_usage`` is asked
   (a plain, non-streaming reply still carries usage);
 - like a model that follows its instructions, a ``json_object`` answer fits the JSON Schema
@@ -35,19 +35,20 @@ JSON_SCHEMA_REFUSAL = (
 )
 
 
-def local_models() -> list[dict[str, Any]]:
+def local_models(name: str = LOCAL_MODEL.alias) -> list[dict[str, Any]]:
     """The ``GET /models`` data of a local server: its one model, by its local name."""
-    return [{"id": LOCAL_MODEL.alias, "object": "model", "created": 0, "owned_by": "local"}]
+    return [{"id": name, "object": "model", "created": 0, "owned_by": "local"}]
 
 
-def check_local_request(body: dict[str, Any], *, refused: list[str] | tuple[str, ...] = ()) -> ChatRequest:
+def check_local_request(body: dict[str, Any], *, refused: list[str] | tuple[str, ...] = (),
+                        name: str = LOCAL_MODEL.alias) -> ChatRequest:
     """Check a chat request as the local server does (raises Reject; json_schema: 500)."""
     rf = body.get("response_format")
     if isinstance(rf, dict) and rf.get("type") not in (None, "text", "json_object"):
         raise Reject(500, JSON_SCHEMA_REFUSAL, "server_error", "internal_error")
     # Any model name is served by the one local model; the body is otherwise checked as usual.
     req = check_request({**body, "model": "syn-pro"}, refused=refused)
-    req = replace(req, model=LOCAL_MODEL, include_usage=False)
+    req = replace(req, model=replace(LOCAL_MODEL, alias=name, dated_id=name), include_usage=False)
     if req.response_format is not None:
         schema = rf.get("schema") if isinstance(rf, dict) else None
         schema = schema if isinstance(schema, dict) else _shown_schema(req.messages)

@@ -16,6 +16,8 @@ request in an ``"emulator": {...}`` object of the body, which may also carry a `
 - ``compat``: ``None`` (default: Upstage's API) or ``"openai-local"``: behave like a local
   OpenAI-compatible server (json_schema refused with a 500 validation error, ``/models``
   naming only ``local-model``, no usage in streams; see ``compat``).
+- ``local_model``: the one model's name in compat mode (default ``"local-model"``; a local
+  server may call its model anything, ``"solar-pro2"`` too).
 - ``tokens_per_second``: pace the stream (one event per interval), default full speed.
 - ``rate_limit``: rate-limit mode (``{"rps": 100, "rpm": 3000, "tpm": 100000}``, any subset;
   ``None`` turns it off): like the real API, a chat request over a limit gets a 429 with
@@ -51,7 +53,8 @@ from .api import STATUS_DEFAULTS, error_body, is_count, word_count
 from .compat import COMPAT_MODES
 
 CONFIG_KEYS = ("reply", "answer_tokens", "reasoning", "reasoning_tokens", "reasoning_field", "reject_fields",
-               "tokens_per_second", "rate_limit", "tool_fragments", "compat")
+               "tokens_per_second", "rate_limit", "tool_fragments", "compat",
+               "local_model")
 REASONING_FIELDS = ("reasoning", "reasoning_content", "think")
 #: How streamed tool calls are split: "first" (id and name in the first fragment only, as
 #: OpenAI and Upstage do) or "repeat" (name and id in every fragment, as some servers do).
@@ -73,6 +76,7 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
         ("reasoning_field", lambda v: v in REASONING_FIELDS, f"one of {', '.join(REASONING_FIELDS)}"),
         ("tool_fragments", lambda v: v in TOOL_FRAGMENTS, f"one of {', '.join(TOOL_FRAGMENTS)}"),
         ("compat", lambda v: v in COMPAT_MODES, "null or 'openai-local'"),
+        ("local_model", lambda v: isinstance(v, str) and 0 < len(v) <= 200, "a model name"),
         ("reject_fields", lambda v: isinstance(v, (list, tuple)) and all(isinstance(f, str) for f in v),
          "a list of request field names"),
     ):

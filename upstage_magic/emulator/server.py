@@ -70,6 +70,7 @@ class Emulator:
     rate_limit: dict[str, float] | None = None
     tool_fragments = "first"
     compat: str | None = None  # "openai-local": like a local OpenAI-compatible server (compat.py)
+    local_model = "local-model"  # that server's one model
     rate_limited = 0
     _rate: RateWindow | None = None
 
@@ -237,7 +238,7 @@ class Emulator:
             return exc.response
         data = [{"id": name, "object": "model", "created": CREATED, "owned_by": "upstage"} for name in [*MODELS, *MODELS.values()]]
         if self.compat:
-            data = local_models()
+            data = local_models(self.local_model)
         return web.json_response({"object": "list", "data": data})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
@@ -276,8 +277,10 @@ class Emulator:
     def _plan(self, body: dict[str, Any]) -> Plan:
         """Check a chat request and work out its answer (raises Reject)."""
         cfg, fault = self._request_settings(body)
-        check = check_local_request if cfg["compat"] else check_request
-        req = check(body, refused=cfg["reject_fields"])
+        if cfg["compat"]:
+            req = check_local_request(body, refused=cfg["reject_fields"], name=cfg["local_model"])
+        else:
+            req = check_request(body, refused=cfg["reject_fields"])
         fault = fault or self._take_fault()
         self._counter += 1
         plan_id = f"chatcmpl-emu-{self._counter}"

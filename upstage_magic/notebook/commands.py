@@ -93,7 +93,6 @@ def _models(magics: Any, args: argparse.Namespace) -> None:
     from .runner import run_coroutine  # noqa: PLC0415
 
     provider = magics.current_provider()
-    current = resolve_model(magics.model or None, provider)
     options: dict[str, Any] = {} if magics.timeout is None else {"timeout": magics.timeout}
     wait = (magics.timeout if magics.timeout is not None else _LIST_MODELS_TIMEOUT) + 5
     try:
@@ -101,10 +100,12 @@ def _models(magics: Any, args: argparse.Namespace) -> None:
             provider, base_url=magics.base_url or None, refresh=args.refresh, **options), timeout=wait)
     except TimeoutError:
         ids, note = models.listed_model_ids(), f"known list; the API did not answer within {wait:.0f} s"
+    base = magics.base_url or None
+    current = resolve_model(magics.model or None, provider, base_url=base)  # the server's own, if it lists one
     lines = [f"Models ({note or 'from the API'}):"]
     for alias, dated in models.group_models(ids):
         mark = "   <- current" if current in (alias, *dated) else ""
-        retired = "  [retired]" if models.retired_notice(alias) else ""
+        retired = "  [retired]" if models.retired_on(alias, base) else ""  # never one the server lists
         if args.all or not dated:
             extra = f"  ({', '.join(dated)})" if dated else ""
         else:
@@ -131,7 +132,7 @@ def _config(magics: Any, args: argparse.Namespace) -> None:
     timeout = magics.timeout if magics.timeout is not None else \
         "provider default (60 s idle while streaming, 300 s without)"
     rows = [
-        ("model", resolve_model(magics.model or None, magics.current_provider())),
+        ("model", resolve_model(magics.model or None, magics.current_provider(), base_url=magics.base_url or None)),
         ("base_url", display_url(magics.base_url or get_base_url())), ("api key", _key_state()),
         ("format", magics.format), ("timeout", timeout), ("temperature", magics.temperature),
         ("top_p", magics.top_p), ("max_tokens", magics.max_tokens), ("reasoning_effort", magics.reasoning_effort),

@@ -329,14 +329,16 @@ class UpstageMagics(Magics, SettingsTraits):
         """Plan ``ask``, stream its answer into the cell, store ``-o``; raise on failure."""
         __tracebackhide__ = True
         provider = self.current_provider()
+        self._ask_server_models(ask, provider)
         try:
             request = plan(self.settings, ask, session=self.session, provider=provider)
         except RequestError as exc:
             raise UsageError(str(exc)) from None
         if dry_run:
             return self.print_text(request.describe())
-        for notice in request.notices:
+        for notice in self._first_time(request.notices):  # once per session each (issue 21)
             print(notice, file=sys.stderr)
+        once = self._first_time(request.once)
         if request.context is not None:
             self._show_context(request.context)
         if request.attachments is not None:
@@ -352,7 +354,7 @@ class UpstageMagics(Magics, SettingsTraits):
             self._stream(exchange, provider)
         final = final_for(request.format, exchange.text, schema=request.schema)
         self._view.finish(final, footer_text(exchange, exchange.status) if self.footer else None,
-                          notes=list(request.notes) or None, metadata={"upstage": output_metadata(exchange)})
+                          notes=[*request.notes, *once] or None, metadata={"upstage": output_metadata(exchange)})
         if not exchange.text and not exchange.tool_calls:
             print("(The model returned an empty answer.)", file=sys.stderr)
         if final.problem and exchange.text:
@@ -362,6 +364,31 @@ class UpstageMagics(Magics, SettingsTraits):
             self.shell.set_next_input(value.rstrip("\n"), replace=False)
         if self.shell is not None and out:
             self.shell.user_ns[out] = value
+
+    def _first_time(self, lines: tuple[str, ...]) -> list[str]:
+        """Those of ``lines`` not said before in this session (then remembered as said)."""
+        said = getattr(self.session, "said", None)
+        if said is None:  # a duck-typed session: say them every time
+            return list(lines)
+        fresh = [line for line in lines if line not in said]
+        said.update(fresh)
+        return fresh
+
+    def _ask_server_models(self, ask: Ask, provider: Any) -> None:
+        """No model chosen and a server that is not Upstage's: ask its model list once, so the plan
+        uses the model it offers instead of sending solar-pro4 to a server that never heard of it."""
+        from .. import models  # noqa: PLC0415
+
+        base = ask.base_url or self.settings.base_url or None
+        if ask.model or self.settings.model or not models.wants_server_list(base):
+            return
+        from .runner import run_coroutine  # noqa: PLC0415
+
+        try:
+            run_coroutine(lambda: models.fetch_models(provider, base_url=base, timeout=10.0, max_retries=0),
+                          timeout=15.0)
+        except TimeoutError:
+            pass  # not asked again (models remembers it); the default is sent
 
     def stream_answer(self, exchange: Exchange, provider: Any) -> None:
         """Stream one answer (a tool loop's step) into a new view, as a cell's answer streams."""

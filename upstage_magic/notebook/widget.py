@@ -669,7 +669,7 @@ class ChatWidget(ToolsMixin, PanelMixin, AttachMixin, anywidget.AnyWidget):
     # ------------------------------------------------------------------ models
     def _default_model(self) -> str:
         """The model used while the setting is empty (the provider's default)."""
-        return resolve_model(None, self.provider)
+        return resolve_model(None, self.provider, base_url=self.config.base_url or None)
 
     def _model_options(self, names: list[str]) -> list[str]:
         out: list[str] = []
