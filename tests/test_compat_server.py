@@ -274,3 +274,81 @@ def test_a_model_list_that_fails_is_asked_once_and_the_default_is_sent(monkeypat
     finally:
         shell.run_line_magic("unload_ext", "upstage_magic")
     assert len(asked) == 1 and [c["model"] for c in fake.calls] == ["fake-model"] * 3
+
+
+# ------------------------------------------------------------------------ totals that include estimates
+
+
+async def test_session_totals_that_include_an_estimate_are_marked(emulator: Emulator) -> None:
+    from upstage_magic.session import ChatSession, Exchange
+
+    session = ChatSession()
+    for compat in (None, None):  # two answers whose usage the server reported
+        emulator.configure(compat=compat)
+        request = plan(Settings(base_url=emulator.base_url), Ask("Hi", model="solar-mini4", extra={"api_key": KEY}),
+                       session=session)
+        async for _ in Exchange(request, session).stream(Upstage):
+            pass
+    assert not session.usage.estimated and not session.totals_text().startswith("~")
+    reported = session.usage
+    emulator.configure(compat="openai-local")  # one whose usage the client estimated
+    request = plan(Settings(base_url=emulator.base_url), Ask("Hi", model="solar-mini4", extra={"api_key": KEY}),
+                   session=session)
+    async for _ in Exchange(request, session).stream(Upstage):
+        pass
+    assert session.usage.estimated and session.usage.prompt_tokens > reported.prompt_tokens
+    text = session.totals_text()
+    assert text.startswith(f"~{session.usage.prompt_tokens} prompt + ~{session.usage.completion_tokens} answer")
+    assert "estimated" in text and f"_Total: {text}._" in session.export_markdown()
+    session.pop_last()  # the estimated turn gone: the totals are the server's again
+    assert not session.usage.estimated and session.totals_text() == (
+        f"{reported.prompt_tokens} prompt + {reported.completion_tokens} answer tokens")
+
+
+def test_per_answer_stats_mark_an_estimate() -> None:
+    from types import SimpleNamespace
+
+    from upstage_magic.events import Usage
+    from upstage_magic.notebook.display import stats_parts
+
+    est = SimpleNamespace(usage=Usage(40, 120, 160, estimated=True))
+    assert stats_parts(est)[0] == "~40 prompt + ~120 answer tokens"
+    assert stats_parts(SimpleNamespace(usage=Usage(40, 120, 160)))[0] == "40 prompt + 120 answer tokens"
+
+
+async def test_a_batch_summary_marks_estimated_tokens(emulator: Emulator, mocked: Any) -> None:
+    from upstage_magic.notebook.batch import abatch
+
+    out = await abatch("Say {item}", ["a", "b"], base_url=emulator.base_url, api_key=KEY, model="solar-mini4",
+                       cache=False)
+    assert re.search(r"tokens [1-9][\d,]* in / [1-9][\d,]* out", out.stats.summary())  # reported: no ~
+    assert not out.stats.tokens_estimated
+    answer = {"id": "x", "object": "chat.completion", "model": "local-model",  # a server that reports no usage
+              "choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}]}
+    with mocked() as m:
+        m.post(LOCAL_CHAT, payload=answer, repeat=True)
+        out = await abatch("Say {item}", ["a", "b"], base_url=LOCAL_CHAT.removesuffix("/chat/completions"),
+                           api_key=KEY, model="local-model", cache=False)
+    await Upstage.aclose()
+    assert out == ["fine", "fine"] and out.stats.tokens_estimated
+    assert re.search(r"tokens ~[1-9][\d,]* in / ~[1-9][\d,]* out", out.stats.summary())
+
+
+def test_the_log_keeps_an_estimate_marked_in_listings_and_resumed_totals(tmp_path: Path) -> None:
+    from upstage_magic.events import Usage
+    from upstage_magic.log import ConversationLog, format_conversations, session_turns
+    from upstage_magic.session import ChatSession
+
+    log = ConversationLog(tmp_path / "log.sqlite3")
+    plain, mixed = log.new_conversation(), log.new_conversation()
+    log.append(plain, {"prompt": "q", "answer": "a", "usage": Usage(3, 4, 7).to_dict()})
+    log.append(mixed, {"prompt": "q", "answer": "a", "usage": Usage(3, 4, 7).to_dict()})
+    log.append(mixed, {"prompt": "q2", "answer": "a2", "usage": Usage(10, 20, 30, estimated=True).to_dict()})
+    rows = {r.id: r for r in log.recent()}
+    assert not rows[plain].estimated and rows[mixed].estimated
+    table = format_conversations([rows[plain], rows[mixed]])
+    assert re.search(rf"^\s*{mixed}\s.*\s~37\s", table, re.MULTILINE)
+    assert re.search(rf"^\s*{plain}\s.*\s7\s", table, re.MULTILINE)
+    session = ChatSession()
+    session.load_turns(session_turns(log.load(mixed)))  # %upstage resume
+    assert session.usage.estimated and session.totals_text().startswith("~13 prompt + ~24 answer")

@@ -140,11 +140,15 @@ def _json(value: Any) -> str | None:
     return mask_secrets(json.dumps(value, ensure_ascii=False, default=str, sort_keys=True))
 
 
-def _usage(value: Any) -> dict[str, int] | None:
+def _usage(value: Any) -> dict[str, Any] | None:
     """A usage dict from a dict or an ``events.Usage``."""
     if value is None or hasattr(value, "to_dict"):
         return None if value is None else value.to_dict()
-    return {k: int(v) for k, v in dict(value).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    out: dict[str, Any] = {k: int(v) for k, v in dict(value).items()
+                           if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if dict(value).get("estimated") is True:  # the client's estimate (Usage.to_dict): kept so
+        out["estimated"] = True              # a resumed conversation's totals still say so
+    return out
 
 
 def turn_record(turn: Any) -> dict[str, Any]:
@@ -163,6 +167,8 @@ class ConversationSummary:
     tokens: int
     created: str
     updated: str
+    #: Some of ``tokens`` are the client's estimates (a server that sent no usage).
+    estimated: bool = False
 
     @property
     def date(self) -> str:
@@ -375,7 +381,8 @@ class ConversationLog:
         """The latest conversations first; ``search`` keeps those whose questions or answers
         contain it (case-insensitive for ASCII)."""
         sql = ("SELECT c.id, c.notebook, c.title, c.created, c.updated,"
-               " COUNT(t.id) AS turns, COALESCE(SUM(t.total_tokens), 0) AS tokens"
+               " COUNT(t.id) AS turns, COALESCE(SUM(t.total_tokens), 0) AS tokens,"
+               " COALESCE(MAX(t.usage LIKE '%\"estimated\": true%'), 0) AS estimated"
                " FROM conversations c LEFT JOIN turns t ON t.conversation_id = c.id")
         params: list[Any] = []
         if search:
@@ -389,7 +396,7 @@ class ConversationLog:
             if conn is None:
                 return []
             return [ConversationSummary(r["id"], r["notebook"], r["title"] or "", r["turns"], r["tokens"],
-                                        r["created"], r["updated"])
+                                        r["created"], r["updated"], bool(r["estimated"]))
                     for r in conn.execute(sql, params)]
 
     def load(self, conversation_id: int) -> list[dict[str, Any]]:
@@ -539,6 +546,7 @@ def format_conversations(rows: list[ConversationSummary], *, width: int = 60) ->
         if len(title) > width:
             title = title[: width - 1] + "…"
         nb = f"  [{r.notebook}]" if r.notebook else ""
-        lines.append(f"{r.id:>5}  {r.date:16}  {r.turns:>5}  {r.tokens:>7}  {title}{nb}")
+        tokens = f"~{r.tokens}" if r.estimated else str(r.tokens)  # ~: some are estimates
+        lines.append(f"{r.id:>5}  {r.date:16}  {r.turns:>5}  {tokens:>7}  {title}{nb}")
     return "\n".join(lines)
 

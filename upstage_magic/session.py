@@ -573,9 +573,16 @@ class ChatSession:
         return p
 
     def totals_text(self) -> str:
-        """``"12 prompt + 40 answer tokens"`` (``"+ ~35 estimated"`` for answers without usage)."""
+        """``"12 prompt + 40 answer tokens"`` (``"+ ~35 estimated"`` for answers without usage).
+
+        Totals that include a server's missing usage estimated by the client (``Usage.estimated``)
+        show with ``~`` and say so: they are not what the server counted.
+        """
         u = self.usage
-        text = f"{u.prompt_tokens} prompt + {u.completion_tokens} answer tokens"
+        t = "~" if u.estimated else ""
+        text = f"{t}{u.prompt_tokens} prompt + {t}{u.completion_tokens} answer tokens"
+        if u.estimated:
+            text += " (some estimated: the server sent no usage)"
         if self.estimated_tokens:
             text += f" (+ ~{self.estimated_tokens} estimated for stopped answers)"
         return text

@@ -144,6 +144,7 @@ class BatchStats:
     requests: int = 0  # requests sent
     tokens_in: int = 0
     tokens_out: int = 0
+    tokens_estimated: bool = False  # some counts are the client's estimates (a server that sent no usage)
     concurrency: int = 0  # the current limit
     in_flight: int = 0
     caching: bool = False
@@ -171,6 +172,11 @@ class BatchStats:
         rate = self.rate
         return left / rate if rate > 0 else None
 
+    def tokens_text(self) -> str:
+        """``"tokens 1,200 in / 300 out"``; ``~`` on both when some counts are estimates."""
+        t = "~" if self.tokens_estimated else ""
+        return f"tokens {t}{self.tokens_in:,} in / {t}{self.tokens_out:,} out"
+
     def summary(self) -> str:
         """One line: counts, time, rate, tokens, retries."""
         parts = [f"{self.done - self.failed}/{self.total} answered"]
@@ -181,7 +187,7 @@ class BatchStats:
         parts.append(f"{self.elapsed:.1f} s")
         if self.done - self.cached:
             parts.append(f"{self.rate:.1f}/s")
-        parts.append(f"tokens {self.tokens_in:,} in / {self.tokens_out:,} out")
+        parts.append(self.tokens_text())
         if self.retries:
             parts.append(f"{self.retries} retries ({self.rate_limited} rate-limited)")
         return " · ".join(parts)
@@ -302,14 +308,15 @@ class Batch:
             raise SchemaValidationError(final.problem, text=text)
         return final.value
 
-    async def _ask(self, request: Request) -> tuple[str, int, int]:
-        """One answer without retries: (masked text, prompt tokens, completion tokens)."""
+    async def _ask(self, request: Request) -> tuple[str, int, int, bool]:
+        """One answer without retries: (masked text, prompt tokens, completion tokens, estimated)."""
         self.stats.requests += 1
         exchange = Exchange(request)
         async for _ in exchange.stream(self._provider):
             pass
         usage = exchange.usage
-        return exchange.text, (usage.prompt_tokens if usage else 0), (usage.completion_tokens if usage else 0)
+        return (exchange.text, (usage.prompt_tokens if usage else 0), (usage.completion_tokens if usage else 0),
+                bool(usage is not None and usage.estimated))
 
     # ------------------------------------------------------------------ running
 
@@ -324,12 +331,13 @@ class Batch:
         if self.fail_fast:
             raise exc
 
-    async def _attempt(self, i: int, request: Request, pacer: _Pacer, tries: list[int]) -> tuple[str, int, int] | None:
+    async def _attempt(self, i: int, request: Request, pacer: _Pacer,
+                       tries: list[int]) -> tuple[str, int, int, bool] | None:
         """One try at item ``i``: its answer, or None to try again (after waiting); fails the item when done."""
         attempts, limited = tries
         await pacer.acquire()
         try:
-            text, p_tok, c_tok = await self._ask(request)
+            text, p_tok, c_tok, estimated = await self._ask(request)
             value = self._value(text)
         except RateLimitError as exc:
             pacer.release()
@@ -364,7 +372,7 @@ class Batch:
         pacer.release()
         pacer.success()
         self.results[i] = value
-        return text, p_tok, c_tok
+        return text, p_tok, c_tok, estimated
 
     async def _item(self, i: int, pacer: _Pacer) -> None:
         try:
@@ -381,11 +389,12 @@ class Batch:
             break
         if answer is None:
             return
-        text, p_tok, c_tok = answer
+        text, p_tok, c_tok, estimated = answer
         if self.cache is not None:
             self.cache.put(request.cache_key(), text, prompt_tokens=p_tok, completion_tokens=c_tok, model=self.model)
         self.stats.tokens_in += p_tok
         self.stats.tokens_out += c_tok
+        self.stats.tokens_estimated |= estimated
         self.stats.done += 1
 
     def _from_cache(self) -> list[int]:

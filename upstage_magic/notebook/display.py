@@ -97,12 +97,13 @@ def stats_parts(answer: Any, *, elapsed: bool = False) -> list[str]:
     parts: list[str] = []
     u = getattr(answer, "usage", None)
     chunks = getattr(answer, "chunks", 0) or getattr(answer, "estimated_tokens", 0)
+    t = "~" if getattr(u, "estimated", False) else ""  # the server sent no usage: the client's estimate
     if u is not None and u.completion_tokens:
-        counts = [f"{u.completion_tokens - u.reasoning_tokens} answer"]
+        counts = [f"{t}{u.completion_tokens - u.reasoning_tokens} answer"]
         if u.reasoning_tokens:
-            counts.append(f"{u.reasoning_tokens} reasoning")
+            counts.append(f"{t}{u.reasoning_tokens} reasoning")
         if u.prompt_tokens:
-            counts.insert(0, f"{u.prompt_tokens} prompt")
+            counts.insert(0, f"{t}{u.prompt_tokens} prompt")
         text = " + ".join(counts) + " tokens"
         if u.cached_tokens:
             text += f" ({u.cached_tokens} prompt cached)"
@@ -110,7 +111,7 @@ def stats_parts(answer: Any, *, elapsed: bool = False) -> list[str]:
     elif chunks:
         parts.append(f"~{chunks} answer tokens")
     elif u is not None and u.prompt_tokens:
-        parts.append(f"{u.prompt_tokens} prompt tokens")
+        parts.append(f"{t}{u.prompt_tokens} prompt tokens")
     if getattr(answer, "streamed", False) and getattr(answer, "replayed", None) is None:  # replayed: no timings
         ttfb, ttft = getattr(answer, "ttfb", None), getattr(answer, "ttft", None)
         if ttfb is not None and (ttft is None or ttft - ttfb >= 0.05):

@@ -40,6 +40,7 @@ class _Stats(Protocol):  # the fields of batch.BatchStats used here
     @property
     def elapsed(self) -> float: ...
     def summary(self) -> str: ...
+    def tokens_text(self) -> str: ...
 
 
 class ProgressView(Protocol):
@@ -68,7 +69,7 @@ def progress_line(stats: _Stats) -> str:
     parts.append(f"{stats.rate:.1f}/s")
     if stats.done < stats.total:
         parts.append(f"ETA {_secs(stats.eta)}")
-    parts.append(f"tokens {stats.tokens_in:,} in / {stats.tokens_out:,} out")
+    parts.append(stats.tokens_text())
     parts.append(f"concurrency {stats.concurrency}")
     if stats.retries:
         parts.append(f"{stats.retries} retries")
