@@ -6,7 +6,8 @@ Measures (issues 13 and 21), for the old pacing (AIMD on 429s) and the new one (
 emulator's x-ratelimit headers, then AIMD) in the same run:
 - wall time vs the limit's lower bound (n / rps; the goal is within 1.03x), the share of
   requests answered 429 (goal under 2%), with 0 lost and 0 duplicated answers (counted at
-  the emulator: accepted requests per prompt);
+  the emulator: accepted requests per prompt); a ``GOAL CHECK: PASS|MISS`` line per pacing
+  says which of them are met (the last two lines repeat both);
 - a re-run with the same cache sends 0 requests and finishes in under 2 s;
 - peak memory (tracemalloc, each size in a fresh subprocess, no rate limit) at 1,000 and
   5,000 items;
@@ -92,7 +93,21 @@ def memory_child(n: int) -> None:
     print(json.dumps({"n": n, "peak_bytes": peak}))
 
 
-def run_once(n: int, rps: float, pacing: str, *, rerun: bool) -> None:
+#: Issue 21's goal for the new pacing: wall time vs the bound, share answered 429, lost, duplicated.
+GOAL_RATIO, GOAL_429_PCT = 1.03, 2.0
+
+
+def goal_check(ratio: float, pct_429: float, lost: int, dup: int) -> tuple[bool, str]:
+    """Whether the figures meet the goal, and one line that says so figure by figure."""
+    checks = [(f"ratio {ratio:.3f}x (goal <= {GOAL_RATIO}x)", ratio <= GOAL_RATIO),
+              (f"answered 429 {pct_429:.2f}% (goal < {GOAL_429_PCT:g}%)", pct_429 < GOAL_429_PCT),
+              (f"lost {lost} (goal 0)", lost == 0), (f"duplicated {dup} (goal 0)", dup == 0)]
+    ok = all(passed for _, passed in checks)
+    line = "; ".join(f"{text} {'PASS' if passed else 'MISS'}" for text, passed in checks)
+    return ok, f"GOAL CHECK: {'PASS' if ok else 'MISS'}: {line}"
+
+
+def run_once(n: int, rps: float, pacing: str, *, rerun: bool) -> str:
     """One batch of ``n`` against a fresh emulator limited to ``rps``, paced by ``pacing``."""
     emu = CountingEmulator(reply="echo")
     emu.configure(rate_limit={"rps": rps})
@@ -128,6 +143,8 @@ def run_once(n: int, rps: float, pacing: str, *, rerun: bool) -> None:
                 nxt += step
         t, done, conc, limited = samples[-1]
         print(f"    {t:5.1f}: {done:5d}, {conc}, {limited}  (end)")
+        verdict = goal_check(wall / bound, 100 * emu.rate_limited / n, lost, dup)[1]
+        print(f"  {verdict}")
         if rerun:
             before = sum(emu.answered.values()) + emu.rate_limited
             t0 = time.perf_counter()
@@ -138,6 +155,7 @@ def run_once(n: int, rps: float, pacing: str, *, rerun: bool) -> None:
             print(f"  re-run: {sent} requests sent, {took:.2f} s (goal 0 and < 2 s); same answers: {same}")
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
+    return verdict
 
 
 def main() -> None:
@@ -151,8 +169,8 @@ def main() -> None:
         return
 
     n, rps = args.n, args.rps
-    for pacing in ("aimd", "headers"):
-        run_once(n, rps, pacing, rerun=pacing == "headers")
+    print("machine load (1, 5, 15 min): {:.2f} {:.2f} {:.2f} on {} CPUs".format(*os.getloadavg(), os.cpu_count()))
+    verdicts = {pacing: run_once(n, rps, pacing, rerun=pacing == "headers") for pacing in ("aimd", "headers")}
 
     peaks = {}
     for size in (1000, 5000):
@@ -167,6 +185,8 @@ def main() -> None:
     print(f"  peak traced memory (client + in-process emulator, no rate limit): "
           f"1,000 items {peaks[1000] / 1e6:.2f} MB, 5,000 items {peaks[5000] / 1e6:.2f} MB "
           f"({growth:.0f} bytes per extra item: the results and their cache keys)")
+    print(f"old pacing (AIMD, the in-run baseline): {verdicts['aimd']}")
+    print(f"new pacing (x-ratelimit headers):       {verdicts['headers']}")
 
 
 if __name__ == "__main__":

@@ -76,37 +76,76 @@ async def test_emulator_sends_rate_limit_headers_with_every_answer(emu):
                for _, h in got[:3])
 
 
-def _sends_in_one_second(pacer, start: float) -> int:
-    sent, t = 0, start
-    while t < start + 1.0:
+def _send_times(pacer, start: float, end: float, latency: float) -> list[float]:
+    """When the pacer lets requests go over [start, end), each answered ``latency`` s after it went."""
+    sent: list[float] = []
+    answers: list[float] = []  # when the ones on the way come back
+    t = start
+    while t < end:
+        while answers and answers[0] <= t:
+            pacer.active -= 1
+            pacer.answered(answers.pop(0))
         wait = pacer.pace(t)
         if wait == 0:
+            pacer.active += 1
             pacer.sent(t)
-            sent += 1
-        t += max(wait, 0.001)
+            sent.append(t)
+            answers.append(t + latency)
+            continue
+        t = min(t + wait if wait != float("inf") else end, answers[0] if answers else end)
     return sent
 
 
-def test_header_pacer_learns_the_rate_and_spreads_sends_over_the_window():
-    pacer = HeaderPacer(8, BatchStats(), "http://h:1/v1")
+def _observe(host, limit, remaining, reset, status=200):
+    ratelimit.observe(f"http://{host}/v1/chat/completions", {"x-ratelimit-limit-requests": str(limit),
+                                                            "x-ratelimit-remaining-requests": str(remaining),
+                                                            "x-ratelimit-reset-requests": reset}, status)
+
+
+def test_header_pacer_holds_a_slot_from_the_send_until_a_window_after_the_answer():
+    pacer = HeaderPacer(16, BatchStats(), "http://h:1/v1")
     assert pacer.pace(0.0) == 0.0  # no reading yet: AIMD alone
-    ratelimit.observe("http://h:1/v1/chat/completions", {"x-ratelimit-limit-requests": "10",
-                                                          "x-ratelimit-remaining-requests": "0",
-                                                          "x-ratelimit-reset-requests": "1s"})
+    _observe("h:1", 10, 0, "1s")
     pacer.pace(0.0)
     assert pacer.rate == pytest.approx(10.0) and pacer.window == pytest.approx(1.0)  # 10 used, back in 1 s
-    first = _sends_in_one_second(pacer, 0.0)
-    assert first == 8  # the limit less the margin and one, in any window
-    assert _sends_in_one_second(pacer, 1.0) == 8
+    sent = _send_times(pacer, 0.0, 2.5, latency=0.2)
+    assert sent[:9] == [0.0] * 9  # the limit less one
+    # the server counted each at some moment between its send and its answer (0.2 s later):
+    # the next nine wait for a window after the answers, not after the sends
+    assert sent[9:18] == [pytest.approx(1.2, abs=0.002)] * 9
+
+
+def test_header_pacer_tells_a_window_counter_from_a_token_bucket():
+    window = HeaderPacer(8, BatchStats(), "http://w:1/v1")
+    _observe("w:1", 100, 99, "1s")  # one used, and still a second until it is back to full
+    window.pace(0.0)
+    _observe("w:1", 100, 10, "1s")
+    window.pace(0.0)
+    assert window.windowed and window.window == pytest.approx(1.0)  # not 100 / 90 requests/s = 1.11 s
+
+    bucket = HeaderPacer(8, BatchStats(), "http://b:1/v1")
+    _observe("b:1", 10, 9, "100ms")  # a bucket's reset grows with use
+    bucket.pace(0.0)
+    _observe("b:1", 10, 5, "500ms")
+    bucket.pace(0.0)
+    assert not bucket.windowed and bucket.window == pytest.approx(1.0)  # 10 per second either way
+
+
+async def test_a_refused_request_holds_no_slot():
+    pacer = HeaderPacer(8, BatchStats(), "http://r:1/v1")
+    _observe("r:1", 10, 0, "1s")
+    await pacer.acquire()
+    pacer.release(refused=True)  # answered 429: the server did not count it
+    await pacer.acquire()
+    pacer.release()
+    assert len(pacer.answered_at) == 1
 
 
 def test_header_pacer_waits_for_the_reset_of_a_refusal_before_a_rate_is_known():
     import time
 
     pacer = HeaderPacer(8, BatchStats(), "http://h:2/v1")
-    ratelimit.observe("http://h:2/v1/chat/completions", {"x-ratelimit-limit-requests": "10",
-                                                          "x-ratelimit-remaining-requests": "0",
-                                                          "x-ratelimit-reset-requests": "500ms"}, 429)
+    _observe("h:2", 10, 0, "500ms", 429)
     wait = pacer.pace(time.monotonic())
     assert pacer.rate == 0 and 0.3 < wait <= 0.5  # no rate learned from a 429: its reset is waited
 

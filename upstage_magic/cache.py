@@ -20,6 +20,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
@@ -55,14 +56,22 @@ def _bare_url(url: Any) -> str:
 def cache_key(model: str, messages: list[dict[str, Any]], options: dict[str, Any] | None = None,
               *, base_url: str | None = None) -> str:
     """SHA-256 hex of (base URL without credentials, model, messages, answer-relevant options)."""
+    return key_for(model, options, base_url=base_url)(messages)
+
+
+def key_for(model: str, options: dict[str, Any] | None = None,
+            *, base_url: str | None = None) -> Callable[[list[dict[str, Any]]], str]:
+    """:func:`cache_key` for any messages with this model, options and server (they are read once: a batch's rows)."""
     from .request import answer_options  # noqa: PLC0415
 
-    opts = answer_options(options)
-    payload = json.dumps(
-        {"base_url": _bare_url(base_url), "model": model, "messages": messages, "options": opts},
-        sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=repr,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()
+    fixed = {"base_url": _bare_url(base_url), "model": model, "options": answer_options(options)}
+
+    def key(messages: list[dict[str, Any]]) -> str:
+        payload = json.dumps({**fixed, "messages": messages},
+                             sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=repr)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    return key
 
 
 class CachedAnswer(NamedTuple):

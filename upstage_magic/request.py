@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,11 +128,14 @@ class Request:
 
     def cache_key(self) -> str:
         """A digest of what decides the answer: server, model, messages, answer options (never the key)."""
-        from .cache import cache_key  # noqa: PLC0415
+        return self.cache_keys()(self.messages)
+
+    def cache_keys(self) -> Callable[[list[dict[str, Any]]], str]:
+        """:meth:`cache_key` for other messages with this request's server, model and options (batch rows)."""
+        from .cache import key_for  # noqa: PLC0415
         from .settings import get_base_url  # noqa: PLC0415
 
-        return cache_key(self.model, self.messages, self.options,
-                         base_url=self.options.get("base_url") or get_base_url())
+        return key_for(self.model, self.options, base_url=self.options.get("base_url") or get_base_url())
 
     def for_item(self, item: Any, index: Any) -> Request:
         """This request with ``{item}``, ``{item.field}`` and ``{index}`` filled (a batch row).

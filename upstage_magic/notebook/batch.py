@@ -281,6 +281,7 @@ class Batch:
             raise ValueError('pacing must be "headers" (the server\'s x-ratelimit-* headers, then AIMD) or "aimd"')
         self.pacing = pacing
         self.model = self.request.model
+        self.key_of = self.request.cache_keys()  # an item's cache key from its messages (the rest is shared)
         self.concurrency = concurrency or DEFAULT_CONCURRENCY
         self.fail_fast = fail_fast
         self.retries = retries
@@ -340,7 +341,7 @@ class Batch:
             text, p_tok, c_tok, estimated = await self._ask(request)
             value = self._value(text)
         except RateLimitError as exc:
-            pacer.release()
+            pacer.release(refused=True)
             tries[1] += 1
             self.stats.rate_limited += 1
             wait = exc.retry_after if exc.retry_after is not None else backoff(min(limited + 1, 5))
@@ -391,7 +392,7 @@ class Batch:
             return
         text, p_tok, c_tok, estimated = answer
         if self.cache is not None:
-            self.cache.put(request.cache_key(), text, prompt_tokens=p_tok, completion_tokens=c_tok, model=self.model)
+            self.cache.put(self.key_of(request.messages), text, prompt_tokens=p_tok, completion_tokens=c_tok, model=self.model)
         self.stats.tokens_in += p_tok
         self.stats.tokens_out += c_tok
         self.stats.tokens_estimated |= estimated
@@ -403,21 +404,23 @@ class Batch:
         if self.cache is None or self.fresh:
             return list(range(n))
         todo: list[int] = []
+        key_of = self.key_of
         for start in range(0, n, 1000):
             keys: dict[int, str] = {}
             for i in range(start, min(n, start + 1000)):
                 try:
-                    keys[i] = self.item_request(i).cache_key()
+                    keys[i] = key_of(self.item_request(i).messages)
                 except KeyError:
                     todo.append(i)  # fails when asked, with the field it lacks
             found = self.cache.get_many(list(keys.values()))
             for i, key in keys.items():
                 hit = found.get(key)
+                if hit is None:
+                    todo.append(i)
+                    continue
                 try:
-                    if hit is None:
-                        raise SchemaValidationError("not cached")
                     self.results[i] = self._value(hit.text)
-                except SchemaValidationError:  # not cached, or a schema tightened since: ask again
+                except SchemaValidationError:  # a schema tightened since: ask again
                     todo.append(i)
                     continue
                 self.stats.cached += 1
