@@ -57,3 +57,21 @@ def fresh_model_lists() -> None:
     models._LIVE.clear()
     models._OFFERED.clear()
     models._ASKED.clear()
+
+
+@pytest.fixture(autouse=True)
+def no_stored_server_facts(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """The json_schema answer of a server is kept in the cache file beyond the process; tests start
+    from nothing known (emulator ports are reused), except those asking for ``stored_server_facts``."""
+    if "stored_server_facts" in request.fixturenames:
+        return
+    from upstage_magic.providers import jsonmode
+
+    monkeypatch.setattr(jsonmode, "_stored", lambda base, takes=None: None)
+
+
+@pytest.fixture
+def stored_server_facts(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """What servers refused is kept on disk, in a cache file of this test's own."""
+    monkeypatch.setenv("UPSTAGE_MAGIC_CACHE", str(tmp_path / "cache.sqlite3"))
+    return tmp_path / "cache.sqlite3"

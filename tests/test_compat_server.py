@@ -352,3 +352,40 @@ def test_the_log_keeps_an_estimate_marked_in_listings_and_resumed_totals(tmp_pat
     session = ChatSession()
     session.load_turns(session_turns(log.load(mixed)))  # %upstage resume
     assert session.usage.estimated and session.totals_text().startswith("~13 prompt + ~24 answer")
+
+
+# ------------------------------------------------------------------------ the fallback, beyond the process
+
+
+async def test_a_refused_json_schema_is_remembered_by_the_next_process(emulator: Emulator, stored_server_facts: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import json
+    import os
+    import sys
+
+    from upstage_magic import cache
+    from upstage_magic.providers import jsonmode
+
+    monkeypatch.setattr(jsonmode, "_JSON_SCHEMA", {})
+    emulator.configure(compat="openai-local")
+    schema = {"type": "object", "properties": {"label": {"enum": ["pos", "neg"]}}, "required": ["label"]}
+    rf = {"type": "json_schema", "json_schema": {"name": "v", "schema": schema}}
+    script = ("import asyncio, sys\nfrom upstage_magic.providers import Upstage\n"
+              "async def main():\n    out = [c async for c in Upstage.create_async_generator('m', "
+              f"[{{'role': 'user', 'content': 'label it'}}], api_key={KEY!r}, base_url={emulator.base_url!r}, "
+              f"response_format={rf!r}, stream=False)]\n    await Upstage.aclose()\n"
+              "    print(''.join(c for c in out if isinstance(c, str)))\nasyncio.run(main())\n")
+    for run in range(2):  # two processes, one after the other
+        emulator.requests.clear()
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, env=dict(os.environ),
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        assert json.loads(out.decode())["label"] in ("pos", "neg")
+        kinds = [r["response_format"]["type"] for r in emulator.requests]
+        assert kinds == (["json_schema", "json_object"] if run == 0 else ["json_object"]), (run, kinds)
+    assert cache.server_fact(emulator.base_url, "json_schema") == "refused"
+    cache.clear_cache()  # %upstage cache clear forgets it too
+    assert cache.server_fact(emulator.base_url, "json_schema") is None
+

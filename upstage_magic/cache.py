@@ -8,9 +8,10 @@ is part of the key, so emulator answers never mix with real ones).
 
 Location: ``cache.sqlite3`` in the data directory (``settings.data_dir``, shared with the
 conversation log), or the file ``$UPSTAGE_MAGIC_CACHE`` names. A ``replays`` table holds whole
-recorded answers for replay (:mod:`upstage_magic.replay`). The directory is created 0700, the file 0600. Writes are
-one short transaction per answer in WAL mode, so an interrupted run keeps every answer
-that had arrived. ``clear_cache()`` empties it (``%upstage cache clear``).
+recorded answers for replay (:mod:`upstage_magic.replay`); a ``servers`` table what was learnt
+about a server, by its bare base URL (whether it takes a json_schema ``response_format``). The
+directory is created 0700, the file 0600. Writes are one short transaction per answer in WAL
+mode, so an interrupted run keeps every answer that had arrived. ``clear_cache()`` empties it (``%upstage cache clear``).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["AnswerCache", "CachedAnswer", "cache_key", "clear_cache", "default_cache_path"]
+__all__ = ["AnswerCache", "CachedAnswer", "cache_key", "clear_cache", "default_cache_path", "server_fact"]
 
 FILE_NAME = "cache.sqlite3"
 
@@ -116,6 +117,8 @@ class AnswerCache:
             )
             db.execute("CREATE TABLE IF NOT EXISTS replays (key TEXT PRIMARY KEY, record TEXT NOT NULL, "
                        "created REAL NOT NULL)")
+            db.execute("CREATE TABLE IF NOT EXISTS servers (base_url TEXT NOT NULL, fact TEXT NOT NULL, "
+                       "value TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (base_url, fact))")
             self._db = db
         return self._db
 
@@ -169,6 +172,7 @@ class AnswerCache:
             n += db.execute("SELECT COUNT(*) FROM replays").fetchone()[0]
             db.execute("DELETE FROM answers")
             db.execute("DELETE FROM replays")
+            db.execute("DELETE FROM servers")  # what was learnt about servers (json_schema refused...)
             db.execute("VACUUM")
         return int(n)
 
@@ -185,6 +189,26 @@ class AnswerCache:
 
     def __repr__(self) -> str:
         return f"AnswerCache({str(self.path)!r})"
+
+
+def server_fact(base_url: str, fact: str, value: str | None = None) -> str | None:
+    """A fact learnt about a server (``"json_schema"`` -> ``"refused"``), kept in the default cache
+    file beyond the process: stored when ``value`` is given, else read (``None``: unknown). Best
+    effort: a file that cannot be used is skipped. The base URL is stored bare (no credentials)."""
+    cache = AnswerCache()
+    try:
+        with cache._lock:
+            db = cache._conn()
+            if value is not None:
+                db.execute("INSERT OR REPLACE INTO servers VALUES (?, ?, ?, ?)",
+                           (_bare_url(base_url), fact, value, time.time()))
+            row = db.execute("SELECT value FROM servers WHERE base_url = ? AND fact = ?",
+                             (_bare_url(base_url), fact)).fetchone()
+    except (OSError, sqlite3.Error):
+        return None
+    finally:
+        cache.close()
+    return str(row[0]) if row else None
 
 
 def clear_cache(path: str | os.PathLike[str] | None = None) -> int:

@@ -6,7 +6,9 @@ request is asked once more with ``{"type": "json_object"}`` and the schema in th
 instructions (a system message); the caller validates the answer locally, as it does for
 every schema (``Schema.parse``). The refusal is remembered per base URL for the process
 (``_JSON_SCHEMA``, like ``include_usage`` in ``upstage``), so later requests go straight to
-the fallback. While a base URL's answer is not known, one request of an event loop finds
+the fallback; the answer is also kept in the cache file (``cache.server_fact``), so a new
+kernel does not ask json_schema of a server known to refuse it. While a base URL's answer is
+not known, one request of an event loop finds
 out and the others with a schema wait for it: ``batch(schema=S)`` over N items costs N + 1
 requests, not 2N.
 """
@@ -63,6 +65,8 @@ async def send(post: Callable[[], Awaitable[T]], body: dict[str, Any], base: str
     """``post()`` the body; one that asks json_schema of a server that refuses it falls back (once)."""
     if not asks_schema(body):
         return await post()
+    if base not in _JSON_SCHEMA and (known := _stored(base)) is not None:
+        _JSON_SCHEMA[base] = known  # learnt by an earlier process
     probe = await _turn(base)
     try:
         if _JSON_SCHEMA.get(base) is False:
@@ -77,13 +81,23 @@ async def send(post: Callable[[], Awaitable[T]], body: dict[str, Any], base: str
             refused = True
         if not refused:
             _JSON_SCHEMA[base] = True
+            _stored(base, True)
             return response
         _JSON_SCHEMA[base] = False  # asked again outside the except: no chained error to show
+        _stored(base, False)
         fall_back(body)
         return await post()
     finally:
         if probe:
             _PROBES.pop((id(asyncio.get_running_loop()), base)).set()
+
+
+def _stored(base: str, takes: bool | None = None) -> bool | None:
+    """Whether ``base`` takes json_schema, as kept in the cache file (stored when ``takes`` is given)."""
+    from ..cache import server_fact  # noqa: PLC0415
+
+    value = server_fact(base, "json_schema", None if takes is None else "taken" if takes else "refused")
+    return None if value is None else value == "taken"
 
 
 async def _turn(base: str) -> bool:
