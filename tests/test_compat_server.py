@@ -389,3 +389,23 @@ async def test_a_refused_json_schema_is_remembered_by_the_next_process(emulator:
     cache.clear_cache()  # %upstage cache clear forgets it too
     assert cache.server_fact(emulator.base_url, "json_schema") is None
 
+
+
+async def test_the_chat_widget_uses_the_model_the_local_server_lists(emulator: Emulator,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from upstage_magic.notebook.widget import ChatWidget
+    from upstage_magic.session import ChatSession
+
+    emulator.configure(compat="openai-local")
+    monkeypatch.setenv("UPSTAGE_BASE_URL", emulator.base_url)
+    monkeypatch.setenv("UPSTAGE_API_KEY", KEY)
+    monkeypatch.delenv("UPSTAGE_MODEL", raising=False)
+    w = ChatWidget(provider=Upstage, session=ChatSession())
+    try:
+        await w._models_task
+        assert "local-model" in w.models
+        assert w.request_for("Hi").model == "local-model"
+        assert w._default_model() == "local-model"
+    finally:
+        w.close()
+        await Upstage.aclose()
