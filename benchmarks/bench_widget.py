@@ -21,7 +21,11 @@ task < 50 ms during a 20,000-token answer at 50 tok/s and on a turn after 100,00
 chat; bytes per turn independent of the chat's length.
 
     .venv/bin/python benchmarks/bench_widget.py [--tokens 2000] [--chat-tokens 100000]
-        [--slow-tokens 20000] [--tps 50] [--old-slow] [--json out.json]
+        [--slow-tokens 20000] [--tps 50] [--old-slow] [--json out.json] [--trace PREFIX]
+
+``--trace PREFIX`` records a Chrome trace (CDP) of the probe-long and slow steps to
+``PREFIX-<step>-<widget>.json.gz`` and prints what each main-thread task over 50 ms was made of
+(benchmarks/trace_tasks.py), with the widget's own tasks told apart from JupyterLab's.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 import nbformat
 
+from benchmarks.trace_tasks import TraceRecorder, long_tasks
 from tests.support.browser import (
     LabServer,
     browser_page,
@@ -154,6 +159,16 @@ RESULT_JS = """() => { const b = window.__bench; b.observer.disconnect();
             longsum: lt.reduce((a, c) => a + c, 0), nlong: lt.length, when}; }"""
 
 
+# The id of the last finished turn; the answer has ended in the page when a new one is last,
+# nothing is live and the chat is not busy.
+LAST_ID_JS = """(out) => { const t = [...out.querySelectorAll('.upstage-turn:not(.upstage-live)')];
+    return t.length ? t[t.length - 1].dataset.id : ''; }"""
+END_JS = """([out, last]) => { const c = out.querySelector('.upstage-chat');
+    const t = [...out.querySelectorAll('.upstage-turn:not(.upstage-live)')];
+    return !!c && !c.classList.contains('upstage-busy') && !c.querySelector('.upstage-live')
+        && t.length > 0 && t[t.length - 1].dataset.id !== last; }"""
+
+
 class BenchLab(LabServer):
     def app_args(self, workdir: Path) -> list[str]:
         return [*super().app_args(workdir), "--LabApp.expose_app_in_browser=True"]
@@ -181,14 +196,15 @@ def run(page, which: str, tps: float | None, n_tokens: int) -> dict:
     out = cells.nth(idx).locator(".jp-OutputArea")
     out.scroll_into_view_if_needed()
     page.evaluate(OBSERVE_JS, out.element_handle())
+    last_id = page.evaluate(LAST_ID_JS, out.element_handle())
     t0 = time.monotonic()
     kernel_exec(page, f"_t = {which}.send('go')")
-    deadline = time.monotonic() + max(120, n_tokens / (tps or 1000) * 3)
-    while time.monotonic() < deadline:
-        if kernel_exec(page, f"print({which}.streaming)").strip() == "False":
-            break
-        time.sleep(0.5 if tps else 0.2)
+    # The end is watched in the page, not by asking the kernel: a request every half second
+    # made JupyterLab redraw its kernel status twice a second, work a user's page never does.
+    page.wait_for_function(END_JS, arg=[out.element_handle(), last_id], polling=250,
+                           timeout=max(120, n_tokens / (tps or 1000) * 3) * 1000)
     wall = time.monotonic() - t0
+    kernel_exec(page, f"assert not {which}.streaming")
     page.wait_for_timeout(800)
     res = page.evaluate(RESULT_JS)
     k = json.loads(kernel_exec(page, "print(json.dumps({'arrivals': arrivals, 'comm': comm_bytes, "
@@ -225,6 +241,7 @@ def main() -> None:
     ap.add_argument("--chat-tokens", type=int, default=100_000, help="chat length before the last probe")
     ap.add_argument("--probe-tokens", type=int, default=1_000, help="the probe turn's length")
     ap.add_argument("--json", type=Path, help="write the results here too")
+    ap.add_argument("--trace", help="record Chrome traces of the probe-long and slow steps to PREFIX-*.json.gz")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -263,8 +280,16 @@ def main() -> None:
                          ("slow", "new", args.tps, args.slow_tokens)]
                 if args.old_slow:
                     plan.append(("slow", "old", args.tps, args.slow_tokens))
+                recorder = TraceRecorder(page) if args.trace else None
                 for step, which, tps, n in plan:
+                    traced = recorder is not None and step in ("probe-long", "slow")
+                    if traced:
+                        recorder.start()
                     r = {"step": step, **run(page, which, tps, n)}
+                    if traced:
+                        path = Path(f"{args.trace}-{step}-{which}.json.gz")
+                        r["trace"] = {"file": str(path), **recorder.stop(path)}
+                        r["trace"].update(long_tasks(path, 50.0, limit=6))
                     results.append(r)
                     print(json.dumps(r), flush=True)
                     if step.startswith("probe"):
@@ -307,6 +332,11 @@ def report(results: list[dict], args: argparse.Namespace) -> None:
         f"delay p95 < 150 ms at {args.tps:g} tok/s": (slow["delay_ms_p95"] or 1e9) < 150,
     }
     print(f"longest task per full-speed fill answer (new): {fill_new} ms")
+    for r in results:
+        if "trace" in r:  # the trace's tasks over 50 ms by what they were (trace_tasks.kind)
+            tr = r["trace"]
+            print(f"trace {r['step']} {r['widget']}: {tr['n_long']} tasks > 50 ms; longest by kind (ms): "
+                  f"{tr['longest_by_kind_ms']}; data loss: {tr['data_loss']}; {tr['file']}")
     for goal, ok in goals.items():
         print(("PASS " if ok else "MISS ") + goal)
     if args.json:
