@@ -162,7 +162,7 @@ def ask_widget(page: Any) -> None:
         box.click()
         box.fill(q)
         page.keyboard.press("Enter")
-        page.wait_for_function("([el, q, n]) => !el.querySelector('.upstage-live-slot > *') && "
+        page.wait_for_function("([el, q, n]) => !el.querySelector('.upstage-live') && "
                                "[...el.querySelectorAll('.upstage-turns .upstage-turn .upstage-user-text')]"
                                ".filter(u => u.textContent.trim() === q).length > n",
                                arg=[chat.element_handle(), q, n], timeout=30_000)

@@ -58,6 +58,19 @@ function frontEnd() {
   return "this front end";
 }
 
+// JupyterLab lists the extensions it loads in its page config: is sidecar's one of them?
+const SIDECAR_EXT = "@jupyter-widgets/jupyterlab-sidecar";
+function sidecarLoaded() {
+  try {
+    const c = JSON.parse(document.getElementById("jupyter-config-data").textContent);
+    const off = c.disabledExtensions || [];
+    const disabled = Array.isArray(off) ? off.includes(SIDECAR_EXT) : !!off[SIDECAR_EXT];
+    return (c.federated_extensions || []).some((e) => e.name === SIDECAR_EXT) && !disabled;
+  } catch (_e) {
+    return true;  // no readable page config: let the kernel try
+  }
+}
+
 function button(cls, label, title) {
   const b = h("button", "upstage-btn " + cls, label);
   b.type = "button";
@@ -99,6 +112,22 @@ function decorateCode(root) {
     pre.parentNode.insertBefore(wrap, pre);
     wrap.appendChild(pre);
     wrap.appendChild(button("upstage-copy-code", "Copy", "Copy this code"));
+  }
+}
+
+// Long answers: the blocks go into chunks of CHUNK_BLOCKS, each `content-visibility: auto`
+// (chat.css), so the browser skips style, layout, paint and hit testing of the chunks out of
+// view and tracks a few dozen chunks, not every paragraph (per-block tracking of a 20,000-token
+// answer cost tens of ms per frame: bench_widget.py --trace).
+const CHUNK_BLOCKS = 24;
+function appendChunked(container, nodes) {
+  let chunk = container.lastElementChild;
+  for (const n of nodes) {
+    if (!chunk || !chunk.classList.contains("upstage-chunk") || chunk.childElementCount >= CHUNK_BLOCKS) {
+      chunk = h("div", "upstage-chunk");
+      container.appendChild(chunk);
+    }
+    chunk.appendChild(n);
   }
 }
 
@@ -144,9 +173,8 @@ function render({ model, el }) {
   const intro = h("div", "upstage-intro");
   const hiddenNote = h("div", "upstage-hidden-note");
   const turnsEl = h("div", "upstage-turns");
-  const liveSlot = h("div", "upstage-live-slot");
   const noticeEl = h("div", "upstage-notice-slot");
-  transcript.append(intro, hiddenNote, turnsEl, liveSlot, noticeEl);
+  transcript.append(intro, hiddenNote, turnsEl, noticeEl);
   scrollBox.appendChild(transcript);
   const jump = button("upstage-jump", " Jump to latest", "Scroll to the newest message");
   jump.prepend(icon("down"));
@@ -324,6 +352,7 @@ function render({ model, el }) {
     }
     body.innerHTML = t.html || "";
     decorateCode(body);
+    appendChunked(body, [...body.childNodes]);
     if (t.status === "stopped") a.appendChild(note("stop", "stopped: partial answer (kept here, not sent back as context)"));
     if (t.status === "length") a.appendChild(note("cut", "cut at max tokens (raise Max tokens in Settings for longer answers)"));
     wrap.append(userBubble(t.prompt), a);
@@ -333,23 +362,40 @@ function render({ model, el }) {
 
   // ------------------------------------------------------------------ transcript
   const turnEls = new Map();
+  // Turns that left the transcript are removed a chunk per task: a long answer pushes several
+  // long turns out at once, and removing them in one go was one ~60 ms task (--trace).
+  const doomed = new Set();
+  function dropNext() {
+    const n = doomed.values().next().value;
+    if (!n) return;
+    const piece = n.querySelector(".upstage-chunk");
+    if (piece) piece.remove(); else { n.remove(); doomed.delete(n); }
+    if (doomed.size) setTimeout(dropNext, 0);
+  }
   function renderTranscript() {
     const list = model.get("transcript") || [];
     const keep = new Set(list.map((t) => String(t.id)));
-    for (const [id, node] of turnEls) if (!keep.has(id)) { node.remove(); turnEls.delete(id); }
+    for (const [id, node] of turnEls) {
+      if (keep.has(id)) continue;
+      turnEls.delete(id);
+      node.hidden = true;
+      doomed.add(node);
+      if (doomed.size === 1) setTimeout(dropNext, 0);
+    }
     let prev = null;
     for (const t of list) {
       const id = String(t.id);
       let node = turnEls.get(id);
       if (!node) { node = turnElement(t); turnEls.set(id, node); }
-      const want = prev ? prev.nextSibling : turnsEl.firstChild;
+      let want = prev ? prev.nextSibling : turnsEl.firstChild;
+      while (want && doomed.has(want)) want = want.nextSibling;
       if (want !== node) turnsEl.insertBefore(node, want);
       prev = node;
     }
     const hidden = (model.get("hidden_turns") || [])[0] || 0;
     hiddenNote.hidden = !hidden;
     hiddenNote.textContent = hidden ? `${hidden} earlier turn${hidden === 1 ? "" : "s"} not shown here (Export has the whole conversation).` : "";
-    intro.hidden = list.length > 0 || !!liveSlot.firstChild;
+    intro.hidden = list.length > 0 || !!live;
     intro.textContent = "Ask Solar something below. Answers stream in here; Stop keeps what arrived. " +
       (model.get("shared") ? "The conversation is shared with %%upstage cells." : "The conversation is private to this widget.");
     if (list.length && !lastQuestion) lastQuestion = list[list.length - 1].prompt;
@@ -379,7 +425,7 @@ function render({ model, el }) {
     body.append(frozen, tail, caret);
     meta.textContent = (l.model || "assistant") + " · " + (l.stats || "streaming…");
     wrap.append(userBubble(l.prompt), a);
-    liveSlot.appendChild(wrap);
+    turnsEl.appendChild(wrap);  // last of the turns; it stays where it is when it ends
     live = { wrap, meta, body, frozen, tail, reasoning, caret, tools, prompt: l.prompt };
     intro.hidden = true;
     toBottom();  // the user's own new question is always revealed
@@ -413,8 +459,7 @@ function render({ model, el }) {
     if (t.status === "error") l.wrap.appendChild(errorBox(t.error || { kind: "Error", message: "the answer failed" }, true));
     l.wrap.classList.remove("upstage-live");
     l.wrap.dataset.id = String(t.id);
-    turnsEl.appendChild(l.wrap);
-    turnEls.set(String(t.id), l.wrap);
+    turnEls.set(String(t.id), l.wrap);  // not moved: re-inserting a long answer's DOM cost ~60 ms
   }
 
   // The caret sits at the end of the text: inside the deepest last block of the tail (or of
@@ -468,15 +513,13 @@ function render({ model, el }) {
     if (!live) return;
     if (msg.reset) {
       if (live.frozen.contains(live.caret)) live.body.appendChild(live.caret);
-      live.frozen.innerHTML = msg.append || ""; decorateCode(live.frozen);
+      live.frozen.replaceChildren();
     }
-    else if (msg.append) {
+    if (msg.append) {
       const holder = document.createElement("div");
       holder.innerHTML = msg.append;
       decorateCode(holder);
-      const frag = document.createDocumentFragment();
-      while (holder.firstChild) frag.appendChild(holder.firstChild);
-      live.frozen.appendChild(frag);
+      appendChunked(live.frozen, [...holder.childNodes]);
     }
     if (live.tail.contains(live.caret)) live.body.appendChild(live.caret);  // innerHTML must not drop it
     live.tail.innerHTML = msg.tail || "";
@@ -612,6 +655,11 @@ function render({ model, el }) {
   function openSide() {
     if (host !== "JupyterLab") {
       sideNote.textContent = `Side panel: only JupyterLab has one (this is ${host}), so the chat stays here.`;
+      sideNote.hidden = false;
+      return;
+    }
+    if (!sidecarLoaded()) {
+      sideNote.textContent = "Side panel: JupyterLab has not loaded sidecar's extension (pip install sidecar, then reload the page), so the chat stays here.";
       sideNote.hidden = false;
       return;
     }
