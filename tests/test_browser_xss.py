@@ -43,6 +43,7 @@ import pytest
 from tests.hostile_corpus import CORPUS, EXFIL_HOST, FLAG_PREFIX, answers, by_id, counts
 from tests.support.browser import LabServer, NotebookServer, browser_page, open_notebook, open_notebook7, run_all_cells
 from tests.support.harness import EmulatorProcess
+from tests.support.wirelog import WireLog
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
@@ -190,15 +191,14 @@ def expected_done(path: str, n: int) -> int:
     return len(range(0, n, CHUNK)) + (path == "stream_fast")
 
 
-# The widget paths ("widget", "widget_reasoning": the corpus sent from code, 15 answers
-# per cell, one widget per cell) are out of CI again: with each finished turn sent as that
-# turn only (issue 18) they passed 10/10 on one machine, but on a 2-CPU machine a cell still
-# never finished within 4 minutes in 1 of 2 clean-clone CI runs and 1 of 2 local runs (Dec 3).
-# The hang is not understood (issue 18 stays open). Each answer's send/end and the comm
-# traffic are logged (WIDGET_TRACE, artifacts/widget_trace_*.log) to diagnose it; run them with
-# UPSTAGE_XSS_LAB_PATHS=widget,widget_reasoning. tests/test_browser.py and
-# tests/test_hostile_server.py still send hostile answers through the widget UI in a browser.
-LAB_PATHS = ("stream_fast", "stream_paced", "no_stream", "code", "reasoning")
+# The widget paths ("widget", "widget_reasoning": the corpus sent from code, 15 answers per
+# cell, one widget per cell, each cell an ``await``) once hung now and then: a cell stayed at
+# [*] although the kernel had finished. The cause was ipykernel 7.4.0 sending that cell's idle
+# status to the cell before when a widget view's message arrived during an async cell
+# (tests/test_kernel_idle_race.py); pyproject.toml keeps 7.4.0 out. Each answer's send/end and
+# the comm traffic (WIDGET_TRACE) and every kernel websocket frame (WireLog) go to
+# artifacts/ for a stalled run; UPSTAGE_XSS_LAB_PATHS=widget,widget_reasoning runs only those.
+LAB_PATHS = ("stream_fast", "stream_paced", "no_stream", "code", "reasoning", "widget", "widget_reasoning")
 # UPSTAGE_XSS_LAB_PATHS=widget,widget_reasoning runs only those (repeated runs of one path).
 LAB_PATHS = tuple(p for p in os.environ.get("UPSTAGE_XSS_LAB_PATHS", ",".join(LAB_PATHS)).split(",") if p)
 NB7_PATHS = ("stream_fast", "stream_paced")
@@ -394,10 +394,26 @@ SETTLED_JS = """() => {
 }"""
 
 
+# What a stalled notebook shows, per code cell: prompt, outputs, chat views and their status.
+STALL_JS = """() => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell')].map(c => ({
+    prompt: (c.querySelector('.jp-InputArea-prompt') || {}).textContent,
+    outputs: c.querySelectorAll('.jp-OutputArea-output').length,
+    chats: c.querySelectorAll('.upstage-chat').length,
+    turns: c.querySelectorAll('.upstage-chat .upstage-turn').length,
+    status: [...c.querySelectorAll('.upstage-status-text')].map(e => e.textContent).join('|').slice(0, 200),
+    text: (c.querySelector('.jp-OutputArea') || {innerText: ''}).innerText.slice(0, 160)}))"""
+
+
 def wait_cells_settled(page: Any, label: str) -> None:
     """Wait until no cell runs or waits; fail if some cell never ran (Run All stopped at an error)."""
     page.locator(".jp-InputArea-prompt", has_text="*").first.wait_for(timeout=30_000)
-    prompts = page.wait_for_function(SETTLED_JS, timeout=240_000, polling=250).json_value()
+    try:
+        prompts = page.wait_for_function(SETTLED_JS, timeout=240_000, polling=250).json_value()
+    except Exception as exc:
+        now = page.evaluate(STALL_JS)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"stall_{label.replace(':', '_')}.png"), full_page=False)
+        raise AssertionError(f"{label}: cells still running after 240 s; cells now: {json.dumps(now)}") from exc
     not_run = [i for i, t in enumerate(prompts) if not re.search(r"\[\d+\]", t)]
     if not_run:
         errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
@@ -505,8 +521,10 @@ def test_hostile_corpus_jupyterlab(tmp_path: Path) -> None:
             write_notebook(root / f"xss_{p}.ipynb", emu.root, path_cells(p, n))
         with browser_page(LabServer, tmp_path, root, emu, ARTIFACTS, "xss-lab", timeout_ms=30_000) as (lab, page):
             guard = Guard(page.context, template_urls=template_urls())
+            wire = WireLog(page)  # kernel websocket frames and console, kept for a stalled path
             page.reload()  # the watcher and the route apply from here on
             for p in LAB_PATHS:
+                wire.mark(p)
                 try:
                     facts.append(run_path(page, lab, guard, f"xss_{p}.ipynb", f"lab:{p}", nb7=False,
                                           n_done=expected_done(p, n)))
@@ -515,6 +533,8 @@ def test_hostile_corpus_jupyterlab(tmp_path: Path) -> None:
                 except Exception as exc:  # noqa: BLE001 - recorded; the other paths still run
                     facts.append({"label": f"lab:{p}", "error": f"{type(exc).__name__}: {exc}"[:2000]})
                     guard.sweep([page])
+                wire.dump(ARTIFACTS / f"wire_{p}.log")
+                wire.lines.clear()
                 trace = root / "widget_trace.log"
                 if trace.exists():  # the widget paths' per-answer log (kept for a hung run)
                     ARTIFACTS.mkdir(exist_ok=True)
