@@ -10,6 +10,7 @@ import asyncio
 import json
 import random
 import re
+import threading
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -434,6 +435,33 @@ async def test_shared_session_shows_cell_turns(fake: FakeProvider) -> None:
     assert [e["prompt"] for e in w.transcript] == ["from a cell"]
     private, _ = make(fake, session=ChatSession())
     assert not private.shared and private.transcript == []
+
+
+async def test_a_message_on_another_thread_is_handled_on_the_widgets_own_loop(fake: FakeProvider) -> None:
+    """ipykernel 7 runs comm handlers on a kernel subshell's thread when JupyterLab sends widget
+    messages on one (homethread.py): the send must still stream on the widget's loop."""
+    fake.enqueue(["one ", "two"], delay=0.01)
+    w, out = make(fake)
+    threads: list[int] = []
+    dispatch = w._dispatch
+
+    def recording(msg: dict[str, Any]) -> None:
+        threads.append(threading.get_ident())
+        dispatch(msg)
+
+    w._dispatch = recording  # type: ignore[method-assign]
+    t = threading.Thread(target=front, args=(w,), kwargs={"type": "send", "text": "q", "id": 3})
+    t.start()
+    t.join()
+    for _ in range(200):
+        if w._task is not None:
+            break
+        await asyncio.sleep(0.005)
+    await finish(w)
+    assert threads == [threading.get_ident()]
+    assert acks(out) == [{"type": "ack", "id": 3, "ok": True}]
+    assert w._task is not None and w._task.get_loop() is asyncio.get_running_loop()
+    assert w.transcript[-1]["status"] == "done"
 
 
 def test_send_without_running_loop_is_reported(fake: FakeProvider) -> None:

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 import weakref
 from pathlib import Path
@@ -62,6 +61,7 @@ from ..settings import Settings, default_settings
 from .chatpanel import PanelMixin
 from .chatview import LiveAnswer, answer_html, error_parts, fmt_stats, widget_css
 from .display import Coalescer
+from .homethread import HomeThread
 from .transcript_sync import send_turn_delta, send_whole_when_cell_ends
 from .widget_attach import AttachMixin
 from .widgettools import ToolsMixin
@@ -77,7 +77,7 @@ MAX_SHOWN = 30
 MAX_SHOWN_CHARS = 400_000
 
 
-class ChatWidget(ToolsMixin, PanelMixin, AttachMixin, anywidget.AnyWidget):
+class ChatWidget(ToolsMixin, PanelMixin, AttachMixin, HomeThread, anywidget.AnyWidget):
     """A chat with an Upstage Solar model inside the notebook.
 
     ``ChatWidget()`` shares the kernel's conversation with ``%%upstage`` cells and the
@@ -157,7 +157,7 @@ class ChatWidget(ToolsMixin, PanelMixin, AttachMixin, anywidget.AnyWidget):
         self._finish_hint: tuple[int, str, str, int] | None = None
         self._next_id = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.get_ident()
+        self.remember_home()  # front-end messages are handled on this thread (homethread.py)
         self.sent_messages = 0  # custom messages sent (benchmarks)
         super().__init__(**kwargs)
         self.shared = self.session is default_session()
@@ -373,6 +373,8 @@ class ChatWidget(ToolsMixin, PanelMixin, AttachMixin, anywidget.AnyWidget):
 
     def _on_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
         """Front-end messages; any error is shown in the widget (ipywidgets would swallow it)."""
+        if self.away_from_home(self._on_msg, _widget, content, _buffers):
+            return  # a kernel subshell's thread: handled on the widget's own loop
         try:
             self._dispatch(content if isinstance(content, dict) else {})
         except Exception as exc:  # noqa: BLE001
@@ -468,6 +470,7 @@ class ChatWidget(ToolsMixin, PanelMixin, AttachMixin, anywidget.AnyWidget):
             raise RuntimeError("The chat widget needs a running event loop: use it in a Jupyter kernel "
                                "(or call send() from async code).") from None
         self._loop = loop
+        self.adopt_loop(loop)
         request = self.request_for(text)
         exchange = self._first_step(request)
         model = request.model
@@ -639,9 +642,7 @@ class ChatWidget(ToolsMixin, PanelMixin, AttachMixin, anywidget.AnyWidget):
                          "entry": {k: v for k, v in e.items() if k != "html"}})
 
     def _on_session_change(self) -> None:
-        if threading.get_ident() != self._thread and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._safe_rebuild)
-        else:
+        if not self.away_from_home(self._safe_rebuild):
             self._safe_rebuild()
 
     def _safe_rebuild(self) -> None:
