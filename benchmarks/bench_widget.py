@@ -336,7 +336,8 @@ def report(results: list[dict], args: argparse.Namespace) -> None:
         if "trace" in r:  # the trace's tasks over 50 ms by what they were (trace_tasks.kind)
             tr = r["trace"]
             print(f"trace {r['step']} {r['widget']}: {tr['n_long']} tasks > 50 ms; longest by kind (ms): "
-                  f"{tr['longest_by_kind_ms']}; data loss: {tr['data_loss']}; {tr['file']}")
+                  f"{tr['longest_by_kind_ms']}; their CPU time (ms): {tr['longest_cpu_by_kind_ms']}; "
+                  f"data loss: {tr['data_loss']}; {tr['file']}")
     for goal, ok in goals.items():
         print(("PASS " if ok else "MISS ") + goal)
     if args.json:
