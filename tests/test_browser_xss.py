@@ -132,7 +132,7 @@ def path_cells(path: str, n: int) -> list[str]:
         return ["emu(tokens_per_second=None)", *_chunks("ask({a}, {b}, think=True)", n)]
     if path in ("widget", "widget_reasoning"):
         think = path == "widget_reasoning"
-        # One widget per cell, each with its own conversation: widgets on one shared
+        # One widget per 15 answers, each with its own conversation: widgets on one shared
         # conversation all re-render every finished turn, which this test is not about.
         return ["from upstage_magic import ChatWidget\nfrom upstage_magic.session import ChatSession\n"
                 "emu(tokens_per_second=None)\n"
@@ -163,8 +163,18 @@ def path_cells(path: str, n: int) -> list[str]:
                 "        trace(event='ended', id=a['id'], done=t is not None and t.done(), streaming=w.streaming,\n"
                 "              status=w.session.turns[-1].status if w.session.turns else None)\n"
                 "    trace(event='cell done', start=start, stuck=stuck)\n"
-                f"    print({DONE!r}, n, 'answers; turns that never finished:', stuck)",
-                *_chunks("await widget_turns({a}, {b})", n)]
+                "    return n, stuck\n"
+                # All widgets from ONE async cell, the notebook's last: with a cell queued after an
+                # async cell, ipykernel 7.4.0 can give that cell's idle status to the one before
+                # when a view's message arrives meanwhile (tests/test_kernel_idle_race.py), and
+                # JupyterLab then shows it running forever. With no cell after, there is no victim.
+                "async def all_widget_turns():\n"
+                "    total, stuck = 0, []\n"
+                f"    for start in range(0, len(ANSWERS), {CHUNK}):\n"
+                f"        k, s = await widget_turns(start, start + {CHUNK})\n"
+                "        total, stuck = total + k, stuck + s\n"
+                f"    print({DONE!r}, total, 'answers; turns that never finished:', stuck)",
+                "await all_widget_turns()"]
     raise ValueError(path)
 
 
@@ -188,16 +198,18 @@ WIDGET_TRACE = (
 
 
 def expected_done(path: str, n: int) -> int:
+    if path in ("widget", "widget_reasoning"):
+        return 1  # one cell drives every widget (path_cells says why)
     return len(range(0, n, CHUNK)) + (path == "stream_fast")
 
 
-# The widget paths ("widget", "widget_reasoning": the corpus sent from code, 15 answers per
-# cell, one widget per cell, each cell an ``await``) once hung now and then: a cell stayed at
-# [*] although the kernel had finished. The cause was ipykernel 7.4.0 sending that cell's idle
-# status to the cell before when a widget view's message arrived during an async cell
-# (tests/test_kernel_idle_race.py); pyproject.toml keeps 7.4.0 out. Each answer's send/end and
-# the comm traffic (WIDGET_TRACE) and every kernel websocket frame (WireLog) go to
-# artifacts/ for a stalled run; UPSTAGE_XSS_LAB_PATHS=widget,widget_reasoning runs only those.
+# The widget paths ("widget", "widget_reasoning": the corpus sent from code, one widget per 15
+# answers) used to hang now and then: with one ``await`` cell per widget, a cell stayed at [*]
+# although the kernel had finished. The browser's websocket log showed that cell's idle status
+# going to the cell before: ipykernel 7.4.0's race (tests/test_kernel_idle_race.py). They now
+# drive every widget from one last cell (path_cells), so the race has no cell to hit. Each
+# answer's send/end and the comm traffic (WIDGET_TRACE) and every kernel websocket frame
+# (WireLog) go to artifacts/; UPSTAGE_XSS_LAB_PATHS=widget,widget_reasoning runs only those.
 LAB_PATHS = ("stream_fast", "stream_paced", "no_stream", "code", "reasoning", "widget", "widget_reasoning")
 # UPSTAGE_XSS_LAB_PATHS=widget,widget_reasoning runs only those (repeated runs of one path).
 LAB_PATHS = tuple(p for p in os.environ.get("UPSTAGE_XSS_LAB_PATHS", ",".join(LAB_PATHS)).split(",") if p)
