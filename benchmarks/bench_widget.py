@@ -16,7 +16,8 @@ MutationObserver in the page stamps when it appears on the page. Printed per run
 re-sent and re-rendered at the end of every turn), loaded from git into the same kernel and
 measured in the same run. The run: a small probe turn in each fresh chat, both chats filled
 to ``--chat-tokens`` with ``--tokens``-token answers at full speed, the probe again, then a
-``--slow-tokens`` answer at ``--tps`` in the new widget's long chat. Goals (issue 18): longest
+``--slow-tokens`` answer at ``--tps`` in the new widget's long chat (the "before" widget is
+closed first and the page's garbage collected, unless ``--old-slow``). Goals (issue 18): longest
 task < 50 ms during a 20,000-token answer at 50 tok/s and on a turn after 100,000 tokens of
 chat; bytes per turn independent of the chat's length.
 
@@ -227,6 +228,19 @@ def run(page, which: str, tps: float | None, n_tokens: int) -> dict:
     }
 
 
+def drop_before_widget(page) -> None:
+    """Before the slow answer: close the "before" widget (its 100,000-token DOM leaves the page)
+    and collect the page's garbage, so the slow answer runs in a page like a user's, with one
+    chat. Without this the page's garbage collections during the answer (up to 166 ms, traced)
+    walked the before widget's DOM too, which no user page holds."""
+    kernel_exec(page, "old.close()")
+    page.wait_for_function("() => document.querySelectorAll('.upstage-chat').length === 1", timeout=30_000)
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("HeapProfiler.collectGarbage")
+    page.wait_for_timeout(1000)
+    cdp.detach()
+
+
 def git_show(path: str) -> str:
     return subprocess.run(["git", "-C", str(ROOT), "show", f"{OLD_COMMIT}:{path}"],
                           check=True, capture_output=True, text=True).stdout
@@ -282,6 +296,8 @@ def main() -> None:
                     plan.append(("slow", "old", args.tps, args.slow_tokens))
                 recorder = TraceRecorder(page) if args.trace else None
                 for step, which, tps, n in plan:
+                    if step == "slow" and which == "new" and not args.old_slow:
+                        drop_before_widget(page)
                     traced = recorder is not None and step in ("probe-long", "slow")
                     if traced:
                         recorder.start()
