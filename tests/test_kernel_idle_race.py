@@ -51,27 +51,22 @@ get_ipython().kernel.comm_manager.register_target('idle_race', _race_target)
 
 
 def idle_counts(kernel: KernelSession, ids: list[str], timeout: float) -> dict[str, int]:
-    """How many ``status: idle`` messages each request in ``ids`` gets (until each has one)."""
+    """How many ``status: idle`` messages each request in ``ids`` gets (until each has one, then
+    for one more second: the misrouted idle of the last cell can come late)."""
     counts = dict.fromkeys(ids, 0)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not all(counts.values()):
-        try:
-            m = kernel.kc.get_iopub_msg(timeout=0.5)
-        except queue.Empty:
-            continue
-        parent = m["parent_header"].get("msg_id")
-        if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle" and parent in counts:
-            counts[parent] += 1
-    # The misrouted idle of the last cell can come after the others: read until quiet.
-    quiet = time.monotonic() + 1.0
-    while time.monotonic() < quiet:
-        try:
-            m = kernel.kc.get_iopub_msg(timeout=0.2)
-        except queue.Empty:
-            continue
-        parent = m["parent_header"].get("msg_id")
-        if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle" and parent in counts:
-            counts[parent] += 1
+
+    def read(until: float, wait: float, stop_when_all: bool) -> None:
+        while time.monotonic() < until and not (stop_when_all and all(counts.values())):
+            try:
+                m = kernel.kc.get_iopub_msg(timeout=wait)
+            except queue.Empty:
+                continue
+            parent = m["parent_header"].get("msg_id")
+            if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle" and parent in counts:
+                counts[parent] += 1
+
+    read(time.monotonic() + timeout, 0.5, stop_when_all=True)
+    read(time.monotonic() + 1.0, 0.2, stop_when_all=False)
     return counts
 
 
