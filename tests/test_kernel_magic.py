@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.harness import DISPLAY_TYPES, ROOT, TEST_KEY, KernelSession
+from tests.support.harness import DISPLAY_TYPES, ROOT, TEST_KEY, KernelSession, magic_kernel
 
 pytestmark = pytest.mark.kernel
 
@@ -22,12 +22,8 @@ def emu():
 
 @pytest.fixture(scope="module")
 def kernel(emu):
-    k = KernelSession({"UPSTAGE_BASE_URL": emu.base_url, "UPSTAGE_API_KEY": TEST_KEY})
-    try:
-        k.run("%load_ext upstage_magic")
+    with magic_kernel(emu.base_url, setup="") as k:
         yield k
-    finally:
-        k.close()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.harness import DISPLAY_TYPES, ROOT, TEST_KEY, KernelSession
+from tests.support.harness import DISPLAY_TYPES, ROOT, TEST_KEY, KernelSession, magic_kernel
 
 pytestmark = pytest.mark.kernel
 
@@ -64,13 +64,9 @@ def emu():
 
 @pytest.fixture(scope="module")
 def kernel(emu):
-    k = KernelSession({"UPSTAGE_BASE_URL": emu.base_url, "UPSTAGE_API_KEY": TEST_KEY})
-    try:
-        k.run("%load_ext upstage_magic\n%config UpstageMagics.log_path = ''")
+    with magic_kernel(emu.base_url) as k:
         k.run(TOOLS)
         yield k
-    finally:
-        k.close()
 
 
 @pytest.fixture

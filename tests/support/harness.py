@@ -20,7 +20,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,18 @@ class KernelSession:
         finally:
             if self._log is not None:
                 self._log.close()
+
+
+@contextmanager
+def magic_kernel(base_url: str, *, setup: str = "%config UpstageMagics.log_path = ''") -> Iterator[KernelSession]:
+    """A kernel pointed at ``base_url`` (with the tests' key), the extension loaded and ``setup``
+    run (by default: no conversation log); closed on exit."""
+    k = KernelSession({"UPSTAGE_BASE_URL": base_url, "UPSTAGE_API_KEY": TEST_KEY})
+    try:
+        k.run("%load_ext upstage_magic\n" + setup)
+        yield k
+    finally:
+        k.close()
 
 
 # ------------------------------------------------------------------------------- emulator

@@ -156,7 +156,6 @@ class ChatWidget(ToolsMixin, PanelMixin, AttachMixin, HomeThread, anywidget.AnyW
         self._stats_by_turn: dict[int, str] = {}  # id(turn) -> final stats of our own answers
         self._finish_hint: tuple[int, str, str, int] | None = None
         self._next_id = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
         self.remember_home()  # front-end messages are handled on this thread (homethread.py)
         self.sent_messages = 0  # custom messages sent (benchmarks)
         super().__init__(**kwargs)
@@ -469,7 +468,6 @@ class ChatWidget(ToolsMixin, PanelMixin, AttachMixin, HomeThread, anywidget.AnyW
         except RuntimeError:
             raise RuntimeError("The chat widget needs a running event loop: use it in a Jupyter kernel "
                                "(or call send() from async code).") from None
-        self._loop = loop
         self.adopt_loop(loop)
         request = self.request_for(text)
         exchange = self._first_step(request)
@@ -687,7 +685,6 @@ class ChatWidget(ToolsMixin, PanelMixin, AttachMixin, HomeThread, anywidget.AnyW
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # no loop (plain script): keep the known list
-        self._loop = loop
 
         async def fetch() -> None:
             from ..models import fetch_models  # noqa: PLC0415

@@ -80,16 +80,22 @@ async def send(post: Callable[[], Awaitable[T]], body: dict[str, Any], base: str
                 raise
             refused = True
         if not refused:
-            _JSON_SCHEMA[base] = True
-            _stored(base, True)
+            _remember(base, True)
             return response
-        _JSON_SCHEMA[base] = False  # asked again outside the except: no chained error to show
-        _stored(base, False)
+        _remember(base, False)  # asked again outside the except: no chained error to show
         fall_back(body)
         return await post()
     finally:
         if probe:
             _PROBES.pop((id(asyncio.get_running_loop()), base)).set()
+
+
+def _remember(base: str, takes: bool) -> None:
+    """What ``base`` answered, for this process and (when it is news) the cache file: a
+    request to a server already known costs no write."""
+    if _JSON_SCHEMA.get(base) is not takes:
+        _stored(base, takes)
+    _JSON_SCHEMA[base] = takes
 
 
 def _stored(base: str, takes: bool | None = None) -> bool | None:
