@@ -23,10 +23,13 @@ chat; bytes per turn independent of the chat's length.
 
     .venv/bin/python benchmarks/bench_widget.py [--tokens 2000] [--chat-tokens 100000]
         [--slow-tokens 20000] [--tps 50] [--old-slow] [--json out.json] [--trace PREFIX]
+        [--trace-invalidations]
 
 ``--trace PREFIX`` records a Chrome trace (CDP) of the probe-long and slow steps to
 ``PREFIX-<step>-<widget>.json.gz`` and prints what each main-thread task over 50 ms was made of
-(benchmarks/trace_tasks.py), with the widget's own tasks told apart from JupyterLab's.
+(benchmarks/trace_tasks.py), with the widget's own tasks told apart from JupyterLab's;
+``--trace-invalidations`` adds what marked style and layout dirty before each (that is how the
+end-of-answer task was found: the dropped turns' layout torn down in one frame).
 """
 from __future__ import annotations
 
@@ -256,6 +259,8 @@ def main() -> None:
     ap.add_argument("--probe-tokens", type=int, default=1_000, help="the probe turn's length")
     ap.add_argument("--json", type=Path, help="write the results here too")
     ap.add_argument("--trace", help="record Chrome traces of the probe-long and slow steps to PREFIX-*.json.gz")
+    ap.add_argument("--trace-invalidations", action="store_true",
+                    help="with --trace: also record what invalidated style and layout (bigger traces)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -294,7 +299,7 @@ def main() -> None:
                          ("slow", "new", args.tps, args.slow_tokens)]
                 if args.old_slow:
                     plan.append(("slow", "old", args.tps, args.slow_tokens))
-                recorder = TraceRecorder(page) if args.trace else None
+                recorder = TraceRecorder(page, args.trace_invalidations) if args.trace else None
                 for step, which, tps, n in plan:
                     if step == "slow" and which == "new" and not args.old_slow:
                         drop_before_widget(page)
@@ -354,6 +359,9 @@ def report(results: list[dict], args: argparse.Namespace) -> None:
             print(f"trace {r['step']} {r['widget']}: {tr['n_long']} tasks > 50 ms; longest by kind (ms): "
                   f"{tr['longest_by_kind_ms']}; their CPU time (ms): {tr['longest_cpu_by_kind_ms']}; "
                   f"data loss: {tr['data_loss']}; {tr['file']}")
+            for t in tr["tasks"]:
+                if t.get("invalidations"):
+                    print(f"  {t['ms']} ms task at {t['at_s']} s, marked dirty before it: {t['invalidations'][:3]}")
     for goal, ok in goals.items():
         print(("PASS " if ok else "MISS ") + goal)
     if args.json:

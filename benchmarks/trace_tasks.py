@@ -15,6 +15,9 @@ GC and the JS sampling profiler); ``stop(path)`` streams the trace to ``path`` (
   visibility checks of the page), ``GC`` or ``other``; ``widget_on_stack``: a sampled stack
   or function call inside it is the widget's. ``cpu_ms`` is the thread's own time (less than
   ``ms`` when the thread was descheduled: 2 CPUs shared with the kernel and the server).
+- ``invalidations`` (traces recorded with ``TraceRecorder(page, invalidations=True)``): what
+  marked style or layout dirty in the 250 ms before the task and during it, counted by reason
+  and node (``Layout: Removed from layout TD``), the way to tell *why* a rendering frame was long.
 
     .venv/bin/python benchmarks/trace_tasks.py TRACE.json.gz [--threshold 50]
 """
@@ -33,6 +36,9 @@ CATEGORIES = [
     "toplevel", "devtools.timeline", "disabled-by-default-devtools.timeline", "v8.execute", "v8",
     "disabled-by-default-v8.cpu_profiler", "blink.user_timing", "loading",
 ]
+#: Invalidation tracking: one event per node whose style or layout was marked dirty (and why).
+INVALIDATION_CATEGORIES = ["disabled-by-default-devtools.timeline.invalidationTracking"]
+INVALIDATION_WINDOW_US = 250_000
 #: A stack frame is the widget's own when its script looks like chat.js (anywidget loads the
 #: module from a blob: or data: URL, so the function names of chat.js count too).
 OUR_FUNCTIONS = {"applyLive", "applyTurns", "renderTranscript", "renderLive", "adoptLive", "decorateCode",
@@ -43,8 +49,9 @@ OUR_FUNCTIONS = {"applyLive", "applyTurns", "renderTranscript", "renderLive", "a
 class TraceRecorder:
     """Chrome tracing of one Playwright page over CDP."""
 
-    def __init__(self, page: Any) -> None:
+    def __init__(self, page: Any, invalidations: bool = False) -> None:
         self.page = page
+        self.categories = CATEGORIES + (INVALIDATION_CATEGORIES if invalidations else [])
         self.cdp = page.context.new_cdp_session(page)
         self._done: dict[str, Any] = {}
         self.cdp.on("Tracing.tracingComplete", lambda params: self._done.update(params))
@@ -53,7 +60,7 @@ class TraceRecorder:
         self._done.clear()
         self.cdp.send("Tracing.start", {
             "transferMode": "ReturnAsStream", "streamCompression": "gzip",
-            "traceConfig": {"recordMode": "recordAsMuchAsPossible", "includedCategories": CATEGORIES},
+            "traceConfig": {"recordMode": "recordAsMuchAsPossible", "includedCategories": self.categories},
         })
 
     def stop(self, path: Path) -> dict[str, Any]:
@@ -179,9 +186,13 @@ def long_tasks(path: Path, threshold_ms: float = 50.0, limit: int = 12) -> dict[
     events = load_events(path)
     threads = main_threads(events)
     by_thread: dict[tuple[int, int], list[dict]] = defaultdict(list)
+    marks: list[dict] = []  # invalidation tracking (instant events), when recorded
     for e in events:
         if e.get("ph") == "X" and (e["pid"], e["tid"]) in threads and "dur" in e:
             by_thread[(e["pid"], e["tid"])].append(e)
+        elif e.get("name", "").endswith("InvalidationTracking") and (e["pid"], e.get("tid")) in threads:
+            marks.append(e)
+    marks.sort(key=lambda e: e["ts"])
     samples = profiles(events, threads)
     sample_t = [s[0] for s in samples]
     out = []
@@ -193,6 +204,8 @@ def long_tasks(path: Path, threshold_ms: float = 50.0, limit: int = 12) -> dict[
         t0 = evs[0]["ts"] if evs else 0
         for task in (t for t in tasks if t["dur"] >= threshold_ms * 1000):
             out.append(breakdown(task, evs, samples, sample_t, t0))
+            if marks:
+                out[-1]["invalidations"] = invalidations(marks, task)
     out.sort(key=lambda r: -r["ms"])
     all_tasks.sort(reverse=True)
     return {"threshold_ms": threshold_ms, "n_long": len(out), "longest_ms": all_tasks[:5],
@@ -254,6 +267,21 @@ def breakdown(task: dict, evs: list[dict], samples: list, sample_t: list[float],
         "top": [(lab, round(ms, 1)) for ms, lab in sorted(top, reverse=True)[:8]],
         "js_samples": j - i, "js": leaf.most_common(10),
     }
+
+
+def invalidations(marks: list[dict], task: dict) -> list[tuple[str, int]]:
+    """What was marked dirty from INVALIDATION_WINDOW_US before ``task`` to its end, counted."""
+    import bisect  # noqa: PLC0415
+
+    lo = bisect.bisect_left(marks, task["ts"] - INVALIDATION_WINDOW_US, key=lambda e: e["ts"])
+    seen: Counter[str] = Counter()
+    for e in marks[lo:]:
+        if e["ts"] > task["ts"] + task["dur"]:
+            break
+        d = e.get("args", {}).get("data", {})
+        what = e["name"].removesuffix("InvalidationTracking")
+        seen[f"{what}: {d.get('reason') or d.get('changedClass') or ''} {d.get('nodeName', '')[:50]}".strip()] += 1
+    return seen.most_common(8)
 
 
 def main() -> None:

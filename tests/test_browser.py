@@ -40,6 +40,7 @@ from tests.support.browser import (
 )
 from tests.support.harness import TEST_KEY, EmulatorProcess
 from upstage_magic.emulator import HOSTILE_FLAGS
+from upstage_magic.notebook.widget import MAX_SHOWN
 
 pytestmark = pytest.mark.browser
 
@@ -293,6 +294,15 @@ AT_BOTTOM_JS = """(s) => new Promise((ok, fail) => {
 })"""
 
 
+# Records the height each turn has when chat.js marks it as leaving the transcript.
+DOOMED_WATCH_JS = """(chat) => { window.__doomed = [];
+    new MutationObserver((records) => { for (const r of records) {
+        if (r.target.classList.contains('upstage-doomed') && !(r.oldValue || '').includes('upstage-doomed'))
+            window.__doomed.push(r.target.getBoundingClientRect().height); } })
+      .observe(chat.querySelector('.upstage-turns'),
+               {subtree: true, attributes: true, attributeFilter: ['class'], attributeOldValue: true}); }"""
+
+
 def wait_at_bottom(chat) -> None:
     """The transcript shows its newest message (it follows the stream)."""
     chat.locator(".upstage-chat-scroll").evaluate(AT_BOTTOM_JS)
@@ -361,6 +371,27 @@ def test_chat_widget_in_jupyterlab(tmp_path: Path) -> None:
             sync_api.expect(done.last.locator(".upstage-answer-body")).to_contain_text("q19 fast: the quick brown fox 19 <b>")
             sync_api.expect(status).to_contain_text("done")
             timings["20 fast questions"] = time.monotonic() - t_start
+
+            # Past MAX_SHOWN turns the oldest leave the page: out of view at once (no height
+            # from the moment they are marked), then out of the DOM, and the note says so.
+            chat.evaluate(DOOMED_WATCH_JS)
+            shown = chat.locator(".upstage-turn:not(.upstage-live) .upstage-user-text")
+            before = shown.all_text_contents()
+            assert len(before) == n_done
+            extra = MAX_SHOWN - n_done + 2
+            for i in range(extra):
+                textarea.fill(f"filler {i}")
+                textarea.press("Enter")
+                sync_api.expect(done.last.locator(".upstage-answer-body")).to_contain_text(f"filler {i}")
+            sync_api.expect(done).to_have_count(MAX_SHOWN)
+            sync_api.expect(chat.locator(".upstage-hidden-note")).to_have_text(
+                f"{n_done + extra - MAX_SHOWN} earlier turns not shown here (Export has the whole conversation).")
+            doomed = page.evaluate("() => window.__doomed")
+            assert len(doomed) == n_done + extra - MAX_SHOWN and set(doomed) == {0}, doomed
+            sync_api.expect(chat.locator(".upstage-turn")).to_have_count(MAX_SHOWN)  # the two are gone
+            assert shown.all_text_contents() == before[2:] + [f"filler {i}" for i in range(extra)]
+            wait_at_bottom(chat)
+            n_done = MAX_SHOWN
 
             # New chat empties the transcript (and the shared conversation).
             chat.locator("button.upstage-chat-new").click()

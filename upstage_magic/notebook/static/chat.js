@@ -363,7 +363,7 @@ function render({ model, el }) {
   // ------------------------------------------------------------------ transcript
   const turnEls = new Map();
   // Turns that left the transcript are removed a chunk per task: a long answer pushes several
-  // long turns out at once, and removing them in one go was one ~60 ms task (--trace).
+  // long turns out at once, and removing (or hiding) them in one go was one 50-65 ms task (--trace).
   const doomed = new Set();
   function dropNext() {
     const n = doomed.values().next().value;
@@ -378,7 +378,7 @@ function render({ model, el }) {
     for (const [id, node] of turnEls) {
       if (keep.has(id)) continue;
       turnEls.delete(id);
-      node.hidden = true;
+      node.classList.add("upstage-doomed");  // gone from view at once, torn down by chunks (chat.css)
       doomed.add(node);
       if (doomed.size === 1) setTimeout(dropNext, 0);
     }
