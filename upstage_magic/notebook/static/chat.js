@@ -149,8 +149,8 @@ function applyTurns(model, msg) {
 
 function initialize({ model }) {
   model.on("msg:custom", (msg) => { if (msg && msg.type === "turns") applyTurns(model, msg); });
-  // Once per model: ask for the live answer in full if one is streaming (a page opened mid-answer).
-  try { model.send({ type: "hello", id: 0 }); } catch (_e) { /* no kernel: the view says so */ }
+  // No hello from here: each view's own (render) asks for the live answer in full. Every message
+  // a page sends unasked while a cell runs is a chance for ipykernel 7.4.0's idle race (README).
 }
 
 function render({ model, el }) {
@@ -875,7 +875,9 @@ function render({ model, el }) {
 
   renderTranscript(); renderLive(); renderStatus(); renderBusy(); renderNotice(); renderSettings(); renderModels();
   renderQueue(); renderUndo(); renderHeader(); renderSide();
-  ping(() => setDead(DEAD_TEXT));  // a saved notebook reopened without its kernel says so
+  // A saved notebook reopened without its kernel says so; the reply to this hello also brings
+  // the live answer in full when one is streaming (a page opened mid-answer).
+  ping(() => setDead(DEAD_TEXT));
 
   return () => {
     for (const [ev, fn] of handlers) model.off(ev, fn);
