@@ -19,13 +19,17 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .kernelfix import install_idle_race_fix
+
 
 class HomeThread:
     _home_thread: int
     _home_loop: asyncio.AbstractEventLoop | None
 
     def remember_home(self) -> None:
-        """Call from ``__init__``: the thread (and its running loop, if any) the widget lives on."""
+        """Call from ``__init__``: the thread (and its running loop, if any) the widget lives on.
+        The kernel gets the mend for ipykernel 7.4.0's idle race too (kernelfix.py)."""
+        install_idle_race_fix()
         self._home_thread = threading.get_ident()
         try:
             self._home_loop = asyncio.get_running_loop()

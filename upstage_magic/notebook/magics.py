@@ -600,6 +600,9 @@ def load_ipython_extension(ipython: Any) -> None:
     from .fix import install_error_recorder  # noqa: PLC0415
 
     magics.error_log = install_error_recorder(ipython)
+    from .kernelfix import install_idle_race_fix  # noqa: PLC0415
+
+    install_idle_race_fix(getattr(ipython, "kernel", None))
     _LOADED[id(ipython)] = magics
 
 
