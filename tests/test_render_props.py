@@ -9,6 +9,7 @@ import html
 import re
 from html.parser import HTMLParser
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -241,7 +242,7 @@ BLOCKS = st.sampled_from([
     "![i](https://x.org/p.png)", "\\[\na\n\\]", "* star", "+ plus", "10) ten", "\t\ttabbed",
     "lazy\ncontinuation", "Title\n\n  indented para", "~~~\ntilde\n~~~", "",
 ])
-answers = st.lists(st.tuples(BLOCKS, st.sampled_from(["\n", "\n\n", "\n\n\n", " \n\n", "\n \n"])),
+answers = st.lists(st.tuples(BLOCKS, st.sampled_from(["\n", "\n\n", "\n\n\n", " \n\n", "\n \n", "\n\xa0\n"])),
                    max_size=8).map(lambda parts: "".join(b + sep for b, sep in parts))
 
 
@@ -272,6 +273,15 @@ def test_streamed_splits_join_to_a_fresh_render(text: str, step: int) -> None:
 def test_any_prefix_sequence_splits_into_append_only_frozen_html(text: str, cuts: list[int]) -> None:
     """Random cut points, also going back (a shorter text must reset, never keep stale blocks)."""
     check_splits(AnswerRenderer(), [text[: c % (len(text) + 1)] for c in cuts] + [text])
+
+
+@pytest.mark.parametrize("space", ["\xa0", "\u2003", "\u3000", "\x0c", "\x0b", "\x85", " \xa0\t"])
+def test_a_line_of_unicode_spaces_is_not_a_blank_line(space: str) -> None:
+    """Only spaces and tabs make a line blank (CommonMark): a paragraph of other spaces goes on,
+    and a "#" after it can still turn out a paragraph line instead of a heading. Found by the
+    test above: a frozen empty paragraph for "\xa0\n#" stayed when it grew to "\xa0\n#000"."""
+    check_splits(AnswerRenderer(), [f"{space}\n#", f"{space}\n#000", f"{space}\n#000\n\n# H\n\nmore"])
+    check_splits(AnswerRenderer(), [f"para\n{space}\n", f"para\n{space}\n- item", f"para\n{space}\n- item\n\nend"])
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

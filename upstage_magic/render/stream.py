@@ -85,6 +85,8 @@ def _stable_cut(tokens: list[Any], src: str) -> tuple[int, int] | None:
         line = tok.map[0]
         begin = line_starts[line]
         prev = src[line_starts[line - 1] : begin]
-        if begin < len(src) and src[begin] not in _LIST_OR_INDENT and not prev.strip():
+        # Blank as CommonMark means it: spaces and tabs only (str.strip() would also take a
+        # no-break space line for blank, and a "#" line after it is not always a heading).
+        if begin < len(src) and src[begin] not in _LIST_OR_INDENT and not prev.strip(" \t\n"):
             return i, begin
     return None
