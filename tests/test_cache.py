@@ -45,6 +45,26 @@ def test_put_get_persist_and_clear(tmp_path):
     again.close()
 
 
+def test_an_estimate_stays_marked_and_an_older_cache_file_opens(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)  # the answers table as cache files had it before the estimated flag
+    db.execute("CREATE TABLE answers (key TEXT PRIMARY KEY, text TEXT NOT NULL, prompt_tokens INTEGER NOT NULL "
+               "DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0, model TEXT, created REAL NOT NULL)")
+    db.execute("INSERT INTO answers VALUES ('old', 'kept', 2, 5, 'm', 0)")
+    db.commit()
+    db.close()
+    cache = AnswerCache(path)
+    assert cache.get("old") == ("kept", 2, 5, False)
+    cache.put("est", "guessed", prompt_tokens=40, completion_tokens=9, estimated=True)
+    cache.put("real", "reported", prompt_tokens=40, completion_tokens=9)
+    cache.close()
+    again = AnswerCache(path)
+    assert again.get("est") == ("guessed", 40, 9, True) and again.get("real") == ("reported", 40, 9, False)
+    again.close()
+
+
 def test_clear_cache_without_a_file_is_zero_and_creates_nothing(tmp_path):
     assert clear_cache(tmp_path / "none" / "c.sqlite3") == 0
     assert not (tmp_path / "none").exists()

@@ -316,7 +316,7 @@ def test_per_answer_stats_mark_an_estimate() -> None:
     assert stats_parts(SimpleNamespace(usage=Usage(40, 120, 160)))[0] == "40 prompt + 120 answer tokens"
 
 
-async def test_a_batch_summary_marks_estimated_tokens(emulator: Emulator, mocked: Any) -> None:
+async def test_a_batch_summary_marks_estimated_tokens(emulator: Emulator, mocked: Any, tmp_path: Path) -> None:
     from upstage_magic.notebook.batch import abatch
 
     out = await abatch("Say {item}", ["a", "b"], base_url=emulator.base_url, api_key=KEY, model="solar-mini4",
@@ -325,13 +325,20 @@ async def test_a_batch_summary_marks_estimated_tokens(emulator: Emulator, mocked
     assert not out.stats.tokens_estimated
     answer = {"id": "x", "object": "chat.completion", "model": "local-model",  # a server that reports no usage
               "choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}]}
+    cache = tmp_path / "batch.sqlite3"
     with mocked() as m:
         m.post(LOCAL_CHAT, payload=answer, repeat=True)
         out = await abatch("Say {item}", ["a", "b"], base_url=LOCAL_CHAT.removesuffix("/chat/completions"),
-                           api_key=KEY, model="local-model", cache=False)
+                           api_key=KEY, model="local-model", cache=cache)
+        # Again, from the cache: nothing sent, and the totals are still marked as estimates.
+        again = await abatch("Say {item}", ["a", "b"], base_url=LOCAL_CHAT.removesuffix("/chat/completions"),
+                             api_key=KEY, model="local-model", cache=cache)
+        sent = sum(len(calls) for calls in m.requests.values())
     await Upstage.aclose()
     assert out == ["fine", "fine"] and out.stats.tokens_estimated
     assert re.search(r"tokens ~[1-9][\d,]* in / ~[1-9][\d,]* out", out.stats.summary())
+    assert sent == 2 and again == ["fine", "fine"] and again.stats.cached == 2
+    assert again.stats.tokens_estimated and again.stats.tokens_text() == out.stats.tokens_text()
 
 
 def test_the_log_keeps_an_estimate_marked_in_listings_and_resumed_totals(tmp_path: Path) -> None:

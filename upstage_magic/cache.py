@@ -76,11 +76,12 @@ def key_for(model: str, options: dict[str, Any] | None = None,
 
 
 class CachedAnswer(NamedTuple):
-    """A stored answer and its token counts."""
+    """A stored answer and its token counts (``estimated``: the client's, the server sent none)."""
 
     text: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    estimated: bool = False
 
 
 class AnswerCache:
@@ -113,8 +114,11 @@ class AnswerCache:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, text TEXT NOT NULL, "
                 "prompt_tokens INTEGER NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0, "
-                "model TEXT, created REAL NOT NULL)"
+                "model TEXT, created REAL NOT NULL, estimated INTEGER NOT NULL DEFAULT 0)"
             )
+            columns = {row[1] for row in db.execute("PRAGMA table_info(answers)")}
+            if "estimated" not in columns:  # a cache file written before the flag was kept
+                db.execute("ALTER TABLE answers ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0")
             db.execute("CREATE TABLE IF NOT EXISTS replays (key TEXT PRIMARY KEY, record TEXT NOT NULL, "
                        "created REAL NOT NULL)")
             db.execute("CREATE TABLE IF NOT EXISTS servers (base_url TEXT NOT NULL, fact TEXT NOT NULL, "
@@ -134,20 +138,22 @@ class AnswerCache:
             for start in range(0, len(keys), 500):
                 chunk = keys[start:start + 500]
                 marks = ",".join("?" * len(chunk))
-                for key, text, pt, ct in db.execute(
-                    f"SELECT key, text, prompt_tokens, completion_tokens FROM answers WHERE key IN ({marks})",
+                for key, text, pt, ct, est in db.execute(
+                    "SELECT key, text, prompt_tokens, completion_tokens, estimated FROM answers "
+                    f"WHERE key IN ({marks})",
                     chunk,
                 ):
-                    found[key] = CachedAnswer(text, pt, ct)
+                    found[key] = CachedAnswer(text, pt, ct, bool(est))
         return found
 
     def put(self, key: str, text: str, *, prompt_tokens: int = 0, completion_tokens: int = 0,
-            model: str | None = None) -> None:
+            model: str | None = None, estimated: bool = False) -> None:
         """Store one answer now (its own short transaction)."""
         with self._lock:
             self._conn().execute(
-                "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?)",
-                (key, text, int(prompt_tokens), int(completion_tokens), model, time.time()),
+                "INSERT OR REPLACE INTO answers (key, text, prompt_tokens, completion_tokens, model, created, "
+                "estimated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key, text, int(prompt_tokens), int(completion_tokens), model, time.time(), int(bool(estimated))),
             )
 
     def put_record(self, key: str, record: str) -> None:

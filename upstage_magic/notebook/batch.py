@@ -392,7 +392,8 @@ class Batch:
             return
         text, p_tok, c_tok, estimated = answer
         if self.cache is not None:
-            self.cache.put(self.key_of(request.messages), text, prompt_tokens=p_tok, completion_tokens=c_tok, model=self.model)
+            self.cache.put(self.key_of(request.messages), text, prompt_tokens=p_tok, completion_tokens=c_tok,
+                           model=self.model, estimated=estimated)
         self.stats.tokens_in += p_tok
         self.stats.tokens_out += c_tok
         self.stats.tokens_estimated |= estimated
@@ -427,6 +428,7 @@ class Batch:
                 self.stats.done += 1
                 self.stats.tokens_in += hit.prompt_tokens
                 self.stats.tokens_out += hit.completion_tokens
+                self.stats.tokens_estimated |= hit.estimated
         return sorted(todo)
 
     def _pacer(self) -> AimdPacer:
